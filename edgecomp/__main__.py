@@ -1,0 +1,7 @@
+"""``python -m edgecomp``."""
+
+import sys
+
+from edgecomp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Exporters (ONNX, TFLite, CoreML) and the parity check that follows each."""

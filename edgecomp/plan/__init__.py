@@ -1,0 +1,1 @@
+"""Planning: target and hardware-profile schemas, and the planner that chooses a recipe."""

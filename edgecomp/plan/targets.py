@@ -1,0 +1,137 @@
+"""Deployment targets and hardware profiles: frozen, versioned schemas loaded from YAML.
+
+This module never imports torch. A target (``targets/<name>.yaml``) says what a deployment can run;
+a hardware profile (``profiles/<name>.yaml``) says what the silicon does. Both are validated strictly:
+unknown keys, wrong types and unknown names give a :class:`ConfigError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgecomp.errors import ConfigError, did_you_mean
+
+SCHEMA_VERSION = 1
+REPO_ROOT = Path(__file__).resolve().parents[2]
+Format = Literal["onnx", "tflite", "coreml"]
+DType = Literal["fp32", "fp16", "int8", "binary"]
+
+
+class Frozen(BaseModel):
+    """Base for configuration schemas: immutable, and unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Budgets(Frozen):
+    """What a build must meet; ``None`` means no limit."""
+
+    size_mb: float | None = Field(None, gt=0, description="Largest allowed model file, in MB (1e6 bytes).")
+    latency_ms: float | None = Field(None, gt=0, description="Largest allowed p50 latency on the hardware.")
+    accuracy_drop_pct: float | None = Field(
+        None, ge=0, description="Largest allowed top-1 drop against the source model, in points."
+    )
+
+
+class Target(Frozen):
+    """A deployment target: runtime, formats, dtypes, default hardware, budgets, allowed methods."""
+
+    schema_version: Literal[1] = Field(description="Version of this schema.")
+    name: str = Field(description="Target name, as given to --target.")
+    description: str = Field(description="One line shown by `edgecomp targets`.")
+    runtime: Literal["litert", "onnxruntime", "coreml"] = Field(description="Runtime that will run the model.")
+    formats: list[Format] = Field(min_length=1, description="Formats exported, in order of preference.")
+    dtypes: list[DType] = Field(min_length=1, description="Numeric types the runtime runs well.")
+    hardware: str = Field(description="Default hardware profile name (profiles/<name>.yaml).")
+    threads: int = Field(4, ge=1, description="Threads the runtime uses on the device.")
+    budgets: Budgets = Field(default_factory=Budgets, description="Default budgets; CLI flags override.")
+    methods: list[str] = Field(default_factory=list, description="Compression methods the planner may try.")
+
+
+class CoreSpec(Frozen):
+    """One cluster of identical CPU cores."""
+
+    count: int = Field(ge=1, description="Number of cores in the cluster.")
+    clock_ghz: float = Field(gt=0, description="Sustained clock in GHz.")
+    fp32_flops_per_cycle: float = Field(gt=0, description="Peak fp32 FLOP per cycle per core (FMA = 2).")
+    int8_ops_per_cycle: float = Field(gt=0, description="Peak int8 OP per cycle per core (e.g. SDOT).")
+
+
+class HardwareProfile(Frozen):
+    """What a piece of silicon does: cores, peak rates, bandwidth, per-op efficiency, calibration."""
+
+    schema_version: Literal[1] = Field(description="Version of this schema.")
+    name: str = Field(description="Profile name, as given to --hardware.")
+    description: str = Field(description="One line describing the silicon.")
+    arch: Literal["arm64", "x86_64"] = Field(description="Instruction set.")
+    cores: CoreSpec = Field(description="The cores a model runs on.")
+    memory_bandwidth_gbs: float = Field(gt=0, description="Sustained DRAM bandwidth in GB/s.")
+    efficiency: dict[str, float] = Field(
+        default_factory=dict, description="Fraction of peak reached per op type (conv, depthwise, fc, ...)."
+    )
+    overhead_us: float = Field(0.0, ge=0, description="Fixed cost per op invocation, in microseconds.")
+    calibration: dict[str, Any] = Field(
+        default_factory=dict, description="Written by `edgecomp profile --calibrate`: fitted values and provenance."
+    )
+
+
+def search_dirs(kind: str) -> list[Path]:
+    """Directories searched for ``kind`` ('targets' or 'profiles'): $EDGECOMP_<KIND>_PATH, then the repo's."""
+    env = os.environ.get(f"EDGECOMP_{kind.upper()}_PATH")
+    dirs = [Path(p) for p in env.split(os.pathsep)] if env else []
+    return dirs + [REPO_ROOT / kind]
+
+
+def available(kind: str) -> dict[str, Path]:
+    """Map each known name of ``kind`` to its YAML file (earlier search dirs win)."""
+    found: dict[str, Path] = {}
+    for d in reversed(search_dirs(kind)):
+        for path in sorted(d.glob("*.yaml")) if d.is_dir() else []:
+            found[path.stem] = path
+    return found
+
+
+def _load_yaml(path: Path, schema: type[Frozen]) -> Any:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})", "fix the YAML syntax") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level", "see targets/host.yaml for the shape")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"key '{'.'.join(str(p) for p in err['loc'])}': {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}", f"fix these keys; the schema is {schema.__name__}") from exc
+
+
+def _resolve(kind: str, name_or_path: str) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        if not candidate.is_file():
+            raise ConfigError(f"{kind[:-1]} file not found: {candidate}", "check the path")
+        return candidate
+    known = available(kind)
+    if name_or_path not in known:
+        raise ConfigError(
+            f"unknown {kind[:-1]} '{name_or_path}'." + did_you_mean(name_or_path, known),
+            f"known {kind}: {', '.join(sorted(known))} (`edgecomp {kind}` lists them)",
+        )
+    return known[name_or_path]
+
+
+def load_target(name_or_path: str) -> Target:
+    """Load and validate a target by name (``targets/<name>.yaml``) or by path to a YAML file."""
+    return _load_yaml(_resolve("targets", name_or_path), Target)
+
+
+def load_profile(name_or_path: str) -> HardwareProfile:
+    """Load and validate a hardware profile by name (``profiles/<name>.yaml``) or path."""
+    return _load_yaml(_resolve("profiles", name_or_path), HardwareProfile)

@@ -1,0 +1,1 @@
+"""Profiling: latency and memory measured on the host, on Android devices, or predicted."""
