@@ -70,7 +70,11 @@ def _quiet_third_party() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    for name in ("coremltools", "torch", "torch.onnx", "absl", "jax", "onnxscript", "root"):
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    for name in ("coremltools", "torch", "torch.onnx", "absl", "jax", "onnxscript", "onnx_ir"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 

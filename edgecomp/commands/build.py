@@ -1,0 +1,60 @@
+"""`edgecomp build`: compress, export, check and profile a model for a target, into a bundle."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgecomp.errors import ConfigError
+
+NAME = "build"
+HELP = "compress, export, parity-check and profile a model for a target, writing a bundle"
+
+
+def _shape(text: str) -> list[int]:
+    try:
+        dims = [int(d) for d in text.replace("x", ",").split(",") if d.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a shape like 1,3,224,224") from exc
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a shape of positive sizes")
+    return dims
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of `edgecomp build`."""
+    p.add_argument("model", nargs="?", default=None,
+                   help="TorchScript file, torch.export .pt2, or package.module:factory / file.py:factory "
+                        "(default: the built-in digits CNN)")
+    p.add_argument("--target", default="android-arm64", help="deployment target (see `edgecomp targets`)")
+    p.add_argument("--out", help="bundle folder (default build/<model>-<target>)")
+    p.add_argument("--recipe", help='compression stages, e.g. "prune.filter(ratio=0.5) -> quantize.int8"')
+    p.add_argument("--input-shape", type=_shape, help="input shape N,C,H,W when the model does not say")
+    p.add_argument("--weights", help="state_dict for a factory model (loaded with weights_only=True)")
+    p.add_argument("--data", help=".npz with x,y (or x_train,y_train,x_test,y_test) for calibration/evaluation")
+    p.add_argument("--hardware", help="hardware profile for predictions (default: the target's)")
+    p.add_argument("--formats", help="comma-separated subset of the target's formats")
+    p.add_argument("--threads", type=int, help="threads for host runtimes (default 2)")
+    p.add_argument("--runs", type=int, default=50, help="timed runs per artifact (default 50)")
+    p.add_argument("--seed", type=int, default=0, help="seed for everything random (default 0)")
+    p.add_argument("--skip-failed-formats", action="store_true", help="build the other formats if one fails")
+    p.add_argument("--allow-parity-failure", action="store_true", help="write the bundle even if parity fails")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the build and print the closing table."""
+    from edgecomp.build import BuildOptions, build
+    from edgecomp.report import console_table
+
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError("--threads must be at least 1", "pass --threads 1 or more")
+    opts = BuildOptions(
+        out=args.out, recipe=args.recipe, input_shape=args.input_shape, weights=args.weights, data=args.data,
+        hardware=args.hardware, formats=args.formats.split(",") if args.formats else None,
+        threads=args.threads, runs=args.runs, seed=args.seed, skip_failed_formats=args.skip_failed_formats,
+        allow_parity_failure=args.allow_parity_failure,
+    )
+    report = build(args.model, args.target, opts)
+    print()
+    print(console_table(report))
+    print(f"\nbundle: {report.bundle}  (report.json, report.html, edgecomp.json)")
+    return 0

@@ -1,0 +1,1 @@
+"""Compression stages, one module per method; each registers itself on import (see ``base.Stage``)."""

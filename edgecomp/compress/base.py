@@ -1,0 +1,112 @@
+"""The stage interface: every compression method is a ``Stage`` that registers itself by name.
+
+A stage takes a model and returns a new one (``StageResult``); its configuration is a frozen
+pydantic model whose fields each carry a one-line description. The build measures params, MACs and
+accuracy after every stage itself, so a stage only reports what is specific to it (in ``metrics``
+and ``notes``). Heavy imports belong inside ``apply``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from edgecomp.data import Dataset
+from edgecomp.errors import ConfigError, did_you_mean
+from edgecomp.plan.targets import HardwareProfile, Target
+from edgecomp.spec import ModelSpec
+
+REGISTRY: dict[str, type[Stage]] = {}
+
+
+class StageConfig(BaseModel):
+    """Base of every stage's configuration: frozen, and unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExportOptions(BaseModel):
+    """How the exporters should write the model; stages such as quantization change these."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dtype: str = Field("fp32", description="Numeric type of the exported weights: fp32, fp16, int8, binary.")
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="Format-specific settings written by stages (e.g. quantization)."
+    )
+
+
+@dataclass
+class BuildContext:
+    """What a stage may read: the model's spec, the target, its hardware, data, teacher and seed."""
+
+    spec: ModelSpec
+    target: Target
+    profile: HardwareProfile
+    data: Dataset | None = None
+    teacher: nn.Module | None = None
+    export: ExportOptions = field(default_factory=ExportOptions)
+    seed: int = 0
+    threads: int = 2
+
+
+@dataclass
+class StageResult:
+    """A stage's output: the new model, stage-specific measurements and notes, and export options."""
+
+    model: nn.Module
+    metrics: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    export: ExportOptions | None = None
+
+
+class Stage(ABC):
+    """A compression method. Subclasses set ``name`` and ``Config`` and implement ``apply``."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[StageConfig]] = StageConfig
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            REGISTRY[cls.name] = cls
+
+    def supports(self, target: Target) -> bool:
+        """Whether this stage makes sense on ``target`` (e.g. int8 only where the runtime runs it)."""
+        return True
+
+    @abstractmethod
+    def apply(self, model: nn.Module, cfg: StageConfig, ctx: BuildContext) -> StageResult:
+        """Return a new model (the input may be modified or copied) and the stage's own record."""
+
+
+def stage_names() -> list[str]:
+    """Names of all registered stages (importing every module in ``edgecomp.compress`` first)."""
+    _import_all()
+    return sorted(REGISTRY)
+
+
+def get_stage(name: str) -> type[Stage]:
+    """The stage class registered under ``name``, or a ConfigError with a did-you-mean."""
+    _import_all()
+    if name not in REGISTRY:
+        raise ConfigError(
+            f"unknown compression method '{name}'." + did_you_mean(name, REGISTRY),
+            f"known methods: {', '.join(sorted(REGISTRY))}",
+        )
+    return REGISTRY[name]
+
+
+def _import_all() -> None:
+    import importlib
+    import pkgutil
+
+    from edgecomp import compress
+
+    for mod in pkgutil.iter_modules(compress.__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"edgecomp.compress.{mod.name}")

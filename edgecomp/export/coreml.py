@@ -1,0 +1,67 @@
+"""CoreML export (ML program, .mlpackage) through coremltools.
+
+coremltools converts on Linux but cannot run a model there (its runtime exists only on macOS), so the
+artifact is marked not runnable and its parity is reported as not measured, never as passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgecomp.bundle import TensorInfo
+from edgecomp.compress.base import ExportOptions
+from edgecomp.errors import ExportError
+from edgecomp.export.common import ExportedArtifact, layout_of, unsupported_op_error
+from edgecomp.spec import ModelSpec
+
+logger = logging.getLogger(__name__)
+MACOS_NOTE = "CoreML prediction needs macOS; on this machine the model was converted and its spec validated only"
+
+
+def export_coreml(model: nn.Module, spec: ModelSpec, options: ExportOptions, path: Path,
+                  calibration=None) -> ExportedArtifact:
+    """Write ``model`` as an ML program .mlpackage and validate its spec by loading it back."""
+    import coremltools as ct
+
+    if options.dtype != "fp32":
+        raise ExportError(f"CoreML export of {options.dtype} models is not available", "use fp32")
+    example = torch.zeros(spec.input_shape)
+    try:
+        traced = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.trace(model.eval(), example)
+        mlmodel = ct.convert(
+            traced,
+            inputs=[ct.TensorType(name=spec.input_name, shape=tuple(spec.input_shape))],
+            outputs=[ct.TensorType(name=spec.output_name)],
+            convert_to="mlprogram",
+            compute_precision=ct.precision.FLOAT32,
+            minimum_deployment_target=ct.target.iOS15,
+        )
+        mlmodel.short_description = f"{spec.name}, converted by edgecomp"
+        mlmodel.save(str(path))
+    except Exception as exc:
+        raise unsupported_op_error("coreml", exc) from exc
+    inputs, outputs = coreml_io(path)
+    runnable = platform.system() == "Darwin"
+    return ExportedArtifact("coreml", path, "fp32", inputs, outputs, runnable=runnable,
+                            notes=[] if runnable else [MACOS_NOTE])
+
+
+def coreml_io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """Input and output tensors from the saved model's spec (loaded without the macOS runtime)."""
+    import coremltools as ct
+
+    mlmodel = ct.models.MLModel(str(path), skip_model_load=True)
+    desc = mlmodel.get_spec().description
+    if not desc.input or not desc.output:
+        raise ExportError(f"{path} has no inputs or outputs in its spec", "report this as a bug")
+
+    def info(feature) -> TensorInfo:
+        shape = [int(s) for s in feature.type.multiArrayType.shape]
+        return TensorInfo(name=feature.name, shape=shape, dtype="float32", layout=layout_of(shape))
+
+    return [info(f) for f in desc.input], [info(f) for f in desc.output]

@@ -1,0 +1,139 @@
+"""Training, evaluation and knowledge-distillation fine-tuning, shared by every lossy stage.
+
+``finetune`` trains a student on the training split with cross-entropy to the labels and, when a
+teacher is given, temperature-softened KL to the teacher (Hinton et al. 2015). It stops early when
+validation accuracy stops improving, respects an epoch and a time budget, logs progress, and returns
+the best weights seen on the validation split.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from edgecomp.data import Dataset
+
+logger = logging.getLogger(__name__)
+
+
+class FinetuneConfig(BaseModel):
+    """How to fine-tune after a lossy stage."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(20, ge=0, description="Most epochs to train.")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    batch_size: int = Field(64, ge=1, description="Mini-batch size.")
+    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay.")
+    temperature: float = Field(4.0, gt=0, description="Distillation temperature T.")
+    alpha: float = Field(0.7, ge=0, le=1, description="Weight of the KL-to-teacher term (1-alpha for labels).")
+    patience: int = Field(5, ge=1, description="Epochs without validation gain before stopping.")
+    time_budget_s: float | None = Field(None, gt=0, description="Stop after this many seconds.")
+    seed: int = Field(0, description="Seed for shuffling.")
+
+
+@dataclass
+class FinetuneResult:
+    """What a fine-tune did: epochs run, best validation accuracy, per-epoch history."""
+
+    epochs: int
+    best_val_accuracy: float
+    history: list[dict] = field(default_factory=list)
+    stopped: str = "epochs"
+
+
+def predict(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """Model outputs for ``x`` in eval mode, as a float32 numpy array."""
+    model.eval()
+    xs = torch.as_tensor(x, dtype=torch.float32)
+    with torch.no_grad():
+        outs = [model(xs[i : i + batch_size]) for i in range(0, len(xs), batch_size)]
+    return torch.cat(outs).numpy()
+
+
+def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy in percent."""
+    return float((predict(model, x).argmax(1) == y).mean() * 100.0)
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton's distillation loss: T^2 * KL(softmax(t/T) || softmax(s/T)), batch mean."""
+    t = temperature
+    return F.kl_div(
+        F.log_softmax(student_logits / t, dim=1), F.softmax(teacher_logits / t, dim=1), reduction="batchmean"
+    ) * (t * t)
+
+
+def finetune(
+    model: nn.Module,
+    data: Dataset,
+    cfg: FinetuneConfig | None = None,
+    teacher: nn.Module | None = None,
+    extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+    on_batch: Callable[[nn.Module], None] | None = None,
+) -> FinetuneResult:
+    """Train ``model`` in place on ``data.x_train`` (with distillation when ``teacher`` is given).
+
+    ``extra_loss(model)`` adds a regulariser; ``on_batch(model)`` runs after each optimiser step (e.g. to
+    re-apply a pruning mask). The weights with the best validation accuracy are restored at the end.
+    """
+    cfg = cfg or FinetuneConfig()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    x = torch.as_tensor(data.x_train)
+    y = torch.as_tensor(data.y_train)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if teacher is not None:
+        teacher.eval()
+    best_acc, best_state = accuracy(model, data.x_val, data.y_val), copy.deepcopy(model.state_dict())
+    bad, history = 0, []
+    start, stopped = time.monotonic(), "epochs"
+    epoch = 0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        perm = torch.randperm(len(x), generator=gen)
+        total = 0.0
+        for i in range(0, len(x), cfg.batch_size):
+            idx = perm[i : i + cfg.batch_size]
+            xb, yb = x[idx], y[idx]
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logits = teacher(xb)
+                loss = (1 - cfg.alpha) * loss + cfg.alpha * kd_loss(logits, t_logits, cfg.temperature)
+            if extra_loss is not None:
+                loss = loss + extra_loss(model)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if on_batch is not None:
+                on_batch(model)
+            total += float(loss.detach()) * len(idx)
+        val = accuracy(model, data.x_val, data.y_val)
+        history.append({"epoch": epoch, "loss": total / len(x), "val_accuracy": val})
+        logger.debug("epoch %d loss %.4f val %.2f%%", epoch, total / len(x), val)
+        if val > best_acc:
+            best_acc, best_state, bad = val, copy.deepcopy(model.state_dict()), 0
+        else:
+            bad += 1
+        if bad >= cfg.patience:
+            stopped = "early-stopping"
+            break
+        if cfg.time_budget_s is not None and time.monotonic() - start > cfg.time_budget_s:
+            stopped = "time-budget"
+            break
+    if accuracy(model, data.x_val, data.y_val) < best_acc:
+        model.load_state_dict(best_state)
+    model.eval()
+    logger.info("  fine-tuned %d epochs (%s), best val accuracy %.2f%%", epoch, stopped, best_acc)
+    return FinetuneResult(epoch, best_acc, history, stopped)

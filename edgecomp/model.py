@@ -1,0 +1,187 @@
+"""Loading user models safely, and measuring them (parameters, MACs).
+
+A model may come from: nothing (the built-in default), a TorchScript file (``torch.jit.load``), a
+``torch.export`` program (``.pt2``), or a factory ``package.module:factory`` / ``path/to/file.py:factory``
+returning an ``nn.Module``, optionally with a ``--weights`` state_dict loaded with
+``torch.load(weights_only=True)``. Pickled modules are never unpickled.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import re
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgecomp.data import Dataset
+from edgecomp.errors import ModelLoadError
+from edgecomp.spec import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for the spine: the module (eval mode), its I/O spec, and data if known."""
+
+    module: nn.Module
+    spec: ModelSpec
+    data: Dataset | None
+    source: str
+
+
+def _name_from(path_or_ref: str) -> str:
+    stem = Path(path_or_ref.split(":")[0]).stem if ":" in path_or_ref else Path(path_or_ref).stem
+    name = path_or_ref.split(":")[-1] if ":" in path_or_ref else stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "model"
+
+
+def _spec(name: str, shape: list[int] | None, source: str) -> ModelSpec:
+    if not shape:
+        raise ModelLoadError(
+            f"cannot tell the input shape of {source}",
+            "pass --input-shape N,C,H,W (for example --input-shape 1,3,224,224)",
+        )
+    layout = "NCHW" if len(shape) == 4 else "NC" if len(shape) == 2 else "NCHW"
+    return ModelSpec(name=name, input_shape=list(shape), layout=layout, labels=None)
+
+
+def _load_factory(ref: str, weights: str | None) -> nn.Module:
+    module_part, _, attr = ref.rpartition(":")
+    if module_part.endswith(".py"):
+        path = Path(module_part)
+        if not path.is_file():
+            raise ModelLoadError(f"model file not found: {path}", "check the path before ':factory'")
+        spec = importlib.util.spec_from_file_location(f"edgecomp_user_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise ModelLoadError(f"importing {path} failed: {exc!r}", "fix the error in that file") from exc
+    else:
+        try:
+            module = importlib.import_module(module_part)
+        except ImportError as exc:
+            raise ModelLoadError(f"cannot import '{module_part}': {exc}", "is the package installed?") from exc
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise ModelLoadError(f"'{attr}' is not a callable in {module_part}", "name a function or class")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"{ref} returned {type(model).__name__}, not a torch.nn.Module", "return an nn.Module")
+    if weights:
+        wpath = Path(weights)
+        if not wpath.is_file():
+            raise ModelLoadError(f"weights file not found: {wpath}", "check the --weights path")
+        try:
+            state = torch.load(wpath, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"cannot load weights from {wpath} safely: {exc}",
+                "save a plain state_dict with torch.save(model.state_dict(), path)",
+            ) from exc
+        if not isinstance(state, dict):
+            raise ModelLoadError(f"{wpath} does not hold a state_dict", "save model.state_dict()")
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelLoadError(f"weights in {wpath} do not fit the model: {exc}", "check the factory") from exc
+    return model
+
+
+def _load_file(path: Path) -> tuple[nn.Module, list[int] | None]:
+    if not path.exists():
+        raise ModelLoadError(f"model file not found: {path}", "check the path, or omit MODEL for the default")
+    if path.is_dir() or not zipfile.is_zipfile(path):
+        raise ModelLoadError(
+            f"{path} is not a TorchScript or torch.export file (not a zip archive)",
+            "save with torch.jit.save(torch.jit.script(model)) or torch.export.save(torch.export.export(...)), "
+            "or pass package.module:factory",
+        )
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    if path.suffix == ".pt2" or any(n.endswith("serialized_exported_program.json") or "/models/" in n
+                                    for n in names):
+        try:
+            program = torch.export.load(str(path))
+        except Exception as exc:
+            raise ModelLoadError(f"cannot read torch.export program {path}: {exc}", "re-save it with "
+                                 "torch.export.save using torch 2.13") from exc
+        shape = None
+        example = getattr(program, "example_inputs", None)
+        if example and example[0]:
+            shape = list(example[0][0].shape)
+        return program.module(), shape
+    if any(n.endswith("constants.pkl") or n.endswith("code/__torch__.py") or "/code/" in n for n in names):
+        try:
+            return torch.jit.load(str(path), map_location="cpu"), None
+        except Exception as exc:
+            raise ModelLoadError(f"cannot read TorchScript file {path}: {exc}", "re-save it with "
+                                 "torch.jit.save") from exc
+    raise ModelLoadError(
+        f"{path} looks like a pickled checkpoint or state_dict, which edgecomp will not unpickle",
+        "pass the model's factory (package.module:factory or file.py:factory) with --weights FILE",
+    )
+
+
+def load_model(
+    ref: str | None,
+    input_shape: list[int] | None = None,
+    weights: str | None = None,
+) -> LoadedModel:
+    """Load a model reference (see module docstring); ModelLoadError names the cause and the fix."""
+    if ref is None:
+        from edgecomp.zoo import load_zoo_model
+
+        module, spec, data = load_zoo_model()
+        if input_shape:
+            logger.warning("--input-shape is ignored for the built-in model (%s)", spec.input_shape)
+        return LoadedModel(module, spec, data, f"built-in:{spec.name}")
+    from edgecomp.zoo import ZOO
+
+    if ref in ZOO:
+        from edgecomp.zoo import load_zoo_model
+
+        module, spec, data = load_zoo_model(ref)
+        return LoadedModel(module, spec, data, f"built-in:{ref}")
+    if ":" in ref and not Path(ref).exists():
+        module = _load_factory(ref, weights)
+        shape = input_shape or getattr(module, "input_shape", None)
+    else:
+        if weights:
+            raise ModelLoadError("--weights applies only to a factory model", "pass package.module:factory")
+        module, shape = _load_file(Path(ref))
+        shape = input_shape or shape
+    spec = _spec(_name_from(ref), list(shape) if shape else None, ref)
+    module.eval()
+    try:
+        with torch.no_grad():
+            module(torch.zeros(spec.input_shape))
+    except Exception as exc:
+        raise ModelLoadError(
+            f"the model fails on an input of shape {spec.input_shape}: {exc}",
+            "check --input-shape against what the model expects",
+        ) from exc
+    return LoadedModel(module, spec, None, ref)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (every element of every parameter tensor)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_shape: list[int]) -> int:
+    """Multiply-accumulates of one forward pass (conv, matmul), counted by torch's FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(torch.zeros(input_shape))
+    return counter.get_total_flops() // 2

@@ -1,0 +1,56 @@
+"""Latency and memory of an artifact measured on this machine (labelled ``measured:host``).
+
+Each measurement runs in a fresh worker process (see ``host_worker``) so that peak memory belongs
+to the model's runtime alone, not to torch or to earlier measurements.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from edgecomp.errors import EdgecompError
+
+logger = logging.getLogger(__name__)
+
+
+class Latency(BaseModel):
+    """Latency statistics of one artifact, and where they come from."""
+
+    p50_ms: float = Field(description="Median latency of one inference, ms.")
+    p90_ms: float | None = Field(None, description="90th percentile latency, ms.")
+    mean_ms: float | None = Field(None, description="Mean latency, ms.")
+    std_ms: float | None = Field(None, description="Standard deviation of latency, ms.")
+    init_ms: float | None = Field(None, description="Time to load the model and prepare the runtime, ms.")
+    peak_memory_mb: float | None = Field(None, description="Peak resident memory of the process running it, MB.")
+    model_memory_mb: float | None = Field(None, description="Peak memory minus memory before loading, MB.")
+    runs: int | None = Field(None, description="Timed runs after warm-up.")
+    threads: int | None = Field(None, description="Threads the runtime used.")
+    source: str = Field(description="measured:host, measured:device:<serial> or predicted:<profile>.")
+
+
+def measure_host(fmt: str, path: str | Path, threads: int = 2, runs: int = 50, warmup: int = 5,
+                 timeout_s: float = 300) -> Latency:
+    """Time ``runs`` inferences of the artifact after ``warmup`` in a fresh process; p50/p90 and memory."""
+    cmd = [sys.executable, "-m", "edgecomp.profile.host_worker", fmt, str(path), str(threads), str(runs), str(warmup)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise EdgecompError(f"host profiling of {path} took over {timeout_s:.0f} s", "use fewer --runs") from exc
+    if proc.returncode != 0:
+        raise EdgecompError(f"host profiling of {path} failed: {proc.stderr.strip()[-500:]}",
+                            "check that the file runs with its runtime")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    times = np.asarray(result["times_ms"])
+    return Latency(
+        p50_ms=float(np.percentile(times, 50)), p90_ms=float(np.percentile(times, 90)),
+        mean_ms=float(times.mean()), std_ms=float(times.std()), init_ms=result["init_ms"],
+        peak_memory_mb=result["peak_rss_mb"], model_memory_mb=result["peak_rss_mb"] - result["rss_before_load_mb"],
+        runs=runs, threads=threads, source="measured:host",
+    )
