@@ -18,7 +18,7 @@ import numpy as np
 
 from edgecomp import __version__
 from edgecomp.bundle import (
-    MANIFEST_NAME, SAMPLES_NAME, FileEntry, Manifest, now_iso, sha256_of, size_of, staging, write_json,
+    MANIFEST_NAME, SAMPLES_NAME, FileEntry, Manifest, deflate_size, now_iso, sha256_of, size_of, staging, write_json,
 )
 from edgecomp.compress.base import BuildContext, get_stage
 from edgecomp.compress.recipe import RecipeStep, parse_recipe
@@ -196,6 +196,7 @@ def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model,
     record = ArtifactRecord(
         format=artifact.format, path=artifact.path.name, dtype=artifact.dtype, bytes=size_of(artifact.path),
         sha256=sha256_of(artifact.path), export_seconds=export_seconds, notes=list(artifact.notes),
+        details={"deflate_bytes": deflate_size(artifact.path), **artifact.details},
     )
     if not artifact.runnable:
         record.parity = not_run(MACOS_NOTE if artifact.format == "coreml" else "no runtime on this machine")

@@ -90,6 +90,14 @@ def size_of(path: Path) -> int:
     return path.stat().st_size
 
 
+def deflate_size(path: Path) -> int:
+    """Bytes of the file (or a folder's files) after zlib level 9: what a zipped download would weigh."""
+    import zlib
+
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return sum(len(zlib.compress(f.read_bytes(), 9)) for f in files)
+
+
 def now_iso() -> str:
     """Current UTC time, ISO 8601, seconds precision."""
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()

@@ -21,6 +21,7 @@ class ExportedArtifact:
     outputs: list[TensorInfo]
     runnable: bool = True
     notes: list[str] = field(default_factory=list)
+    details: dict = field(default_factory=dict)
 
 
 def unsupported_op_error(fmt: str, exc: BaseException) -> ExportError:
