@@ -142,7 +142,8 @@ def verify_bundle(bundle: str | Path, arch: str = "arm64", root: Path | None = N
         np.save(folder / "x.npy", x)
         logger.info("running %d file(s) on %d samples on the host", len(files), len(x))
         host_req = _request(folder, "host", files, bundle, None)
-        proc = subprocess.run([sys.executable, str(WORKER), str(host_req)], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, str(WORKER), str(host_req)], check=False,
+                              capture_output=True, text=True)
         if proc.returncode != 0:
             raise EmulationError(f"the host run failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}",
                                  "check that the bundle's files load with ai-edge-litert/onnxruntime here")
@@ -185,11 +186,12 @@ def require_passed(report: VerifyReport) -> None:
 def format_table(report: VerifyReport) -> str:
     """A plain-text table of the report, one row per output tensor."""
     em = report.emulated
-    lines = [f"ARM64 check of {report.bundle} (target {report.target}): {report.samples} samples, "
+    title = (f"ARM64 check of {report.bundle} (target {report.target}): {report.samples} samples, "
              f"emulated {report.cpu} [{' '.join(em.get('cpu_features', []))}], "
-             f"LiteRT {em.get('ai-edge-litert')}, onnxruntime {em.get('onnxruntime')}",
-             f"{'file':<28} {'dtype':<6} {'out':>3} {'max abs err':>12} {'tolerance':>10} {'cos mean':>9} "
-             f"{'cos min':>9} {'top-1':>7} {'exact':>5}  verdict"]
+             f"LiteRT {em.get('ai-edge-litert')}, onnxruntime {em.get('onnxruntime')}")
+    header = (f"{'file':<28} {'dtype':<6} {'out':>3} {'max abs err':>12} {'tolerance':>10} {'cos mean':>9} "
+              f"{'cos min':>9} {'top-1':>7} {'exact':>5}  verdict")
+    lines = [title, header]
     for a in report.artifacts:
         if a.error:
             lines.append(f"{a.path:<28} {a.dtype:<6} {'-':>3} {'error: ' + a.error}")

@@ -83,7 +83,7 @@ class Userland:
         write_cpuinfo(self.sysroot, cpu)
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(self.root)}
         try:
-            proc = subprocess.run(self.command(*args, cpu=cpu), capture_output=True, text=True,
+            proc = subprocess.run(self.command(*args, cpu=cpu), check=False, capture_output=True, text=True,
                                   timeout=timeout, env=env)
         except subprocess.TimeoutExpired as exc:
             raise EmulationError(f"emulated ARM64 Python ran past {timeout:.0f} s",
@@ -163,7 +163,7 @@ def load_userland(root: Path | None = None) -> Userland:
 
 def _run(cmd: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
     logger.debug("$ %s", " ".join(cmd))
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, **kwargs)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
         raise EmulationError(f"{what} failed (exit {proc.returncode}):\n{tail}",

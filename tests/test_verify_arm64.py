@@ -1,0 +1,269 @@
+"""ARM64 verification: the comparison rules (fast), bundle and userland errors (fast), and the real check
+of the default model's fp32 and int8 files under qemu-user ARM64 emulation (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecomp.bundle import SAMPLES_NAME, FileEntry, Manifest, TensorInfo, now_iso, sha256_of, write_json
+from edgecomp.errors import ConfigError, ParityError
+from edgecomp.spec import ModelSpec
+from edgecomp.verify import userland as ul
+from edgecomp.verify.compare import ATOL, RTOL, compare_output
+
+# --------------------------------------------------------------------------------------------- fast
+
+
+def _logits(n: int = 400, classes: int = 10, seed: int = 0) -> np.ndarray:
+    """O(1) logits with a clear winner per row, like a trained classifier's."""
+    rng = np.random.default_rng(seed)
+    y = rng.normal(0, 1, (n, classes)).astype(np.float32)
+    y[np.arange(n), rng.integers(0, classes, n)] += 3.0
+    return y
+
+
+def test_fp32_rule_accepts_rounding_noise_and_rejects_a_real_difference():
+    host = _logits()
+    tol = ATOL + RTOL * float(np.abs(host).max())
+    noisy = host + np.float32(tol / 4) * np.sign(np.random.default_rng(1).normal(size=host.shape)).astype(np.float32)
+    assert compare_output(host, noisy, "fp32").passed
+    perturbed = host.copy()
+    perturbed[7, 3] += np.float32(3 * tol)  # one element off by 3x the tolerance
+    result = compare_output(host, perturbed, "fp32")
+    assert not result.passed
+    assert result.max_abs_err == pytest.approx(3 * tol, rel=1e-3)
+    assert not compare_output(host, np.where(host > 2, np.nan, host), "fp32").passed
+
+
+def test_fp32_tolerance_scales_with_the_outputs():
+    host = _logits() * 100  # large outputs: the same relative error must still pass
+    assert compare_output(host, host * (1 + 5e-4), "fp32").passed
+    assert not compare_output(host, host * (1 + 5e-3), "fp32").passed
+
+
+def test_int8_rule_needs_top1_agreement_and_cosine():
+    host = _logits()
+    assert compare_output(host, host + 0.05, "int8").passed  # rounding-like shift keeps classes
+    flipped = host.copy()
+    rows = np.arange(8)  # 2% of the samples change their top-1 class
+    flipped[rows] = np.roll(host[rows], 1, axis=1)
+    result = compare_output(host, flipped, "int8")
+    assert result.top1_agreement == pytest.approx(0.98)
+    assert not result.passed
+    noise = np.random.default_rng(2).normal(0, 1.5, host.shape).astype(np.float32)
+    assert not compare_output(host, host + noise, "int8").passed  # cosine falls well under 0.99
+    assert compare_output(host, host, "int8").bit_exact
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="shape"):
+        compare_output(np.zeros((4, 10)), np.zeros((4, 11)), "fp32")
+
+
+def test_missing_userland_names_the_setup_command(tmp_path):
+    with pytest.raises(ul.EmulationError) as info:
+        ul.load_userland(tmp_path / "nothing-here")
+    assert "no ARM64 userland" in info.value.message
+    assert ul.SETUP_COMMAND in info.value.hint
+
+
+def _fake_bundle(folder: Path, samples: bool = True) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(b"not really onnx")
+    spec = ModelSpec(name="tiny", input_shape=[1, 1, 8, 8])
+    tensor = TensorInfo(name="input", shape=[1, 1, 8, 8], dtype="float32", layout="NCHW")
+    entry = FileEntry(format="onnx", path="model.onnx", bytes=15, sha256=sha256_of(folder / "model.onnx"),
+                      dtype="fp32", inputs=[tensor], outputs=[tensor])
+    write_json(folder / "edgecomp.json", Manifest(schema_version=1, edgecomp_version="0", created=now_iso(),
+                                                  target="android-arm64", model=spec, files=[entry]))
+    if samples:
+        np.savez(folder / SAMPLES_NAME, x=np.zeros((2, 1, 8, 8), np.float32))
+    return folder
+
+
+def test_bundle_errors_are_clear(tmp_path):
+    from edgecomp.verify.arm64 import verify_bundle
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        verify_bundle(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="no samples.npz"):
+        verify_bundle(_fake_bundle(tmp_path / "b1", samples=False))
+    changed = _fake_bundle(tmp_path / "b2")
+    (changed / "model.onnx").write_bytes(b"tampered")
+    with pytest.raises(ConfigError, match="sha256"):
+        verify_bundle(changed)
+    with pytest.raises(ConfigError, match="unknown architecture"):
+        verify_bundle(_fake_bundle(tmp_path / "b3"), arch="riscv64")
+
+
+def test_cli_without_a_bundle_exits_2(capsys):
+    from edgecomp.cli import main
+
+    assert main(["verify"]) == 2
+    assert "--setup-arm64" in capsys.readouterr().err
+
+
+def test_cli_reports_a_missing_userland(tmp_path, capsys, monkeypatch):
+    from edgecomp.cli import main
+
+    monkeypatch.setenv("EDGECOMP_ARM64_ROOT", str(tmp_path / "empty"))
+    assert main(["verify", str(_fake_bundle(tmp_path / "b")), "--arch", "arm64"]) == 2
+    err = capsys.readouterr().err
+    assert "no ARM64 userland" in err and ul.SETUP_COMMAND in err
+
+
+# --------------------------------------------------------------------------------------------- slow
+
+
+@pytest.fixture(scope="module")
+def userland():
+    """The ARM64 userland, set up here if missing; skip only if it is missing and cannot be set up."""
+    try:
+        return ul.load_userland()
+    except ul.EmulationError:
+        pass
+    try:
+        ul.setup_userland()
+    except ul.EmulationError as exc:
+        pytest.skip(f"ARM64 userland missing and cannot be set up here: {exc.message}")
+    return ul.load_userland()
+
+
+def _build(target_dir: Path, *extra: str) -> Path:
+    """`edgecomp build` of the default model for android-arm64 into ``target_dir``."""
+    cmd = [sys.executable, "-m", "edgecomp", "build", "--target", "android-arm64", "--out", str(target_dir),
+           "--runs", "2", *extra]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return target_dir
+
+
+def _int8_recipe_available() -> bool:
+    from edgecomp.compress.base import stage_names
+
+    return "quantize.int8" in stage_names()
+
+
+def _int8_bundle_from(fp32: Path, dest: Path) -> Path:
+    """The default model quantized to int8 with PT2E (per-channel symmetric) and converted by litert-torch.
+
+    Stand-in for `edgecomp build --recipe quantize.int8` until that recipe exists; calibrated on the
+    digits training split, run on the fp32 bundle's samples.
+    """
+    import litert_torch
+    import torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from edgecomp.export.tflite import tflite_io
+    from edgecomp.zoo import load_zoo_model
+
+    model, spec, data = load_zoo_model()
+    example = (torch.zeros(spec.input_shape),)
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(torch.export.export(model.eval(), example).module(), quantizer)
+    with torch.no_grad():
+        for row in torch.from_numpy(np.asarray(data.x_train[:256], np.float32)).split(1):
+            prepared(row)
+    quantized = convert_pt2e(prepared, fold_quantize=False)
+    dest.mkdir(parents=True)
+    path = dest / "model.tflite"
+    litert_torch.convert(quantized, example, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(path))
+    shutil.copy(fp32 / SAMPLES_NAME, dest / SAMPLES_NAME)
+    inputs, outputs = tflite_io(path)
+    manifest = json.loads((fp32 / "edgecomp.json").read_text())
+    entry = FileEntry(format="tflite", path="model.tflite", bytes=path.stat().st_size, sha256=sha256_of(path),
+                      dtype="int8", inputs=inputs, outputs=outputs)
+    write_json(dest / "edgecomp.json", Manifest(**{**manifest, "files": [entry.model_dump()]}))
+    return dest
+
+
+@pytest.mark.slow
+def test_default_model_fp32_and_int8_compute_the_same_on_arm64(userland, tmp_path_factory):
+    from edgecomp.verify.arm64 import format_table, require_passed, verify_bundle
+
+    root = tmp_path_factory.mktemp("arm64")
+    fp32 = _build(root / "fp32")
+    if _int8_recipe_available():
+        int8 = _build(root / "int8", "--recipe", "quantize.int8", "--formats", "tflite")
+    else:
+        int8 = _int8_bundle_from(fp32, root / "int8")
+
+    reports = {}
+    for name, bundle in (("fp32", fp32), ("int8", int8)):
+        report = verify_bundle(bundle, root=userland.root)
+        print(format_table(report))
+        reports[name] = report
+        assert report.emulated["machine"] == "aarch64"
+        assert "asimddp" in report.emulated["cpu_features"]  # the dot-product int8 kernels are reachable
+        assert report.samples >= 100
+        require_passed(report)
+
+    fp32_files = {a.format: a for a in reports["fp32"].artifacts}
+    assert set(fp32_files) == {"tflite", "onnx"}
+    for artifact in fp32_files.values():
+        out = artifact.outputs[0]
+        assert out.max_abs_err <= out.tolerance
+    int8_tflite = next(a for a in reports["int8"].artifacts if a.format == "tflite")
+    assert int8_tflite.dtype == "int8"
+    assert int8_tflite.outputs[0].top1_agreement >= 0.99
+    assert int8_tflite.outputs[0].cosine_mean >= 0.99
+
+
+@pytest.mark.slow
+def test_a_file_that_differs_fails_the_check(userland, tmp_path, monkeypatch):
+    """End to end through the emulator: an artifact whose ARM64 outputs are perturbed must be reported."""
+    from edgecomp.verify import arm64
+
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, (64, 10)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"])],
+        "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])], [numpy_helper.from_array(w, "w")])
+    bundle = _fake_bundle(tmp_path / "b", samples=False)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), bundle / "model.onnx")
+    manifest = Manifest.model_validate_json((bundle / "edgecomp.json").read_text())
+    entry = manifest.files[0].model_copy(update={"sha256": sha256_of(bundle / "model.onnx")})
+    write_json(bundle / "edgecomp.json", manifest.model_copy(update={"files": [entry]}))
+    np.savez(bundle / SAMPLES_NAME, x=rng.normal(0, 1, (32, 1, 8, 8)).astype(np.float32))
+
+    assert arm64.verify_bundle(bundle, root=userland.root).passed
+
+    real_run = ul.Userland.run
+
+    def perturbed_run(self, *args, **kwargs):  # run the real emulator, then corrupt one output value
+        proc = real_run(self, *args, **kwargs)
+        request = json.loads(Path(args[1]).read_text())
+        with np.load(request["out"]) as data:
+            arrays = {k: data[k] for k in data.files}
+        arrays["m0_o0"][3, 2] += 0.5
+        np.savez(request["out"], **arrays)
+        return proc
+
+    monkeypatch.setattr(ul.Userland, "run", perturbed_run)
+    report = arm64.verify_bundle(bundle, root=userland.root)
+    assert not report.passed
+    with pytest.raises(ParityError, match="model.onnx"):
+        arm64.require_passed(report)
+
+
+def test_setup_refuses_clearly_without_qemu_and_root(tmp_path, monkeypatch):
+    monkeypatch.setattr(ul, "find_qemu", lambda: None)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(ul.EmulationError) as info:
+        ul.setup_userland(tmp_path / "land")
+    assert "apt-get install -y qemu-user-static" in info.value.hint
+    assert not (tmp_path / "land").exists()
