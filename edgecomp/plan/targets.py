@@ -75,6 +75,18 @@ class HardwareProfile(Frozen):
         default_factory=dict, description="Fraction of peak reached per op type (conv, depthwise, fc, ...)."
     )
     overhead_us: float = Field(0.0, ge=0, description="Fixed cost per op invocation, in microseconds.")
+    prime_cores: CoreSpec | None = Field(
+        None, description="A faster cluster that threads use first (e.g. the 2.84 GHz A76 of a Pixel 4)."
+    )
+    parallel_efficiency: float = Field(
+        0.9, gt=0, le=1, description="Speed-up of each extra thread as a fraction of one core (1 = perfect)."
+    )
+    gemm_tile: dict[str, int] = Field(
+        default_factory=dict, description="Output-channel tile width of the GEMM micro-kernels per dtype (fp32, int8)."
+    )
+    small_k: float = Field(
+        0.0, ge=0, description="Reduction length (Cin*kh*kw) at which a convolution reaches half its efficiency."
+    )
     calibration: dict[str, Any] = Field(
         default_factory=dict, description="Written by `edgecomp profile --calibrate`: fitted values and provenance."
     )

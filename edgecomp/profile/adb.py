@@ -98,7 +98,7 @@ class Adb:
         timeout = self.timeout_s if timeout_s is None else timeout_s
         logger.debug("adb: %s", " ".join(shlex.quote(c) for c in cmd))
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+            proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
                                   errors="replace")
         except subprocess.TimeoutExpired as exc:
             raise DeviceError(

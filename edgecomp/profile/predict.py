@@ -1,0 +1,289 @@
+"""Latency predicted from a hardware profile: a per-layer roofline times per-op-type efficiency.
+
+Each layer costs ``max(MACs / (peak MAC/s × efficiency × utilisation), bytes moved / bandwidth)`` plus a
+fixed per-op overhead; layers without MACs (adds, pooling, padding, quantize) cost bytes moved over an
+efficiency-scaled bandwidth. Peaks come from the profile (clock × FLOP or int8 OP per cycle, summed over
+the cores the threads run on, the fastest first); utilisation models the micro-kernels' output-channel
+tile (``gemm_tile``) and the loss on short reductions (``small_k``). Efficiencies are per op type and
+dtype (``conv``, ``pointwise``, ``depthwise``, ``fc``, ``elementwise``, ``pool``, ``softmax``, ``data``,
+``quantize``; ``<type>_int8`` for int8) and are fitted from measured runs by :mod:`edgecomp.profile.calibrate`.
+
+Two entry points: :func:`predict_latency` reads an exported ``.tflite`` graph
+(``ai_edge_litert.schema_py_generated``); :func:`predict_from_layers` takes a list of :class:`LayerCost`,
+which :func:`layers_from_torch` builds from a PyTorch model without exporting it (cheap, for planners).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgecomp.errors import ConfigError, ModelLoadError
+from edgecomp.plan.targets import HardwareProfile
+
+COMPUTE_OPS = ("conv", "pointwise", "depthwise", "fc")
+MEMORY_OPS = ("elementwise", "pool", "softmax", "data", "quantize")
+_FALLBACK = {"pointwise": "conv", "data": "elementwise", "quantize": "elementwise", "softmax": "elementwise",
+             "pool": "elementwise"}
+_DEFAULT_EFF = {"conv": 0.5, "depthwise": 0.25, "fc": 0.3, "elementwise": 0.3}
+
+_TFLITE_CATEGORY = {
+    "CONV_2D": "conv", "TRANSPOSE_CONV": "conv", "DEPTHWISE_CONV_2D": "depthwise",
+    "FULLY_CONNECTED": "fc", "BATCH_MATMUL": "fc",
+    "AVERAGE_POOL_2D": "pool", "MAX_POOL_2D": "pool", "MEAN": "pool", "SUM": "pool", "REDUCE_MAX": "pool",
+    "SOFTMAX": "softmax", "LOG_SOFTMAX": "softmax",
+    "CONCATENATION": "data", "PAD": "data", "PADV2": "data", "TRANSPOSE": "data", "SPLIT": "data",
+    "SPLIT_V": "data", "SLICE": "data", "STRIDED_SLICE": "data", "GATHER": "data", "TILE": "data",
+    "RESIZE_BILINEAR": "data", "RESIZE_NEAREST_NEIGHBOR": "data", "BROADCAST_TO": "data",
+    "DEPTH_TO_SPACE": "data", "SPACE_TO_DEPTH": "data", "MIRROR_PAD": "data",
+    "QUANTIZE": "quantize", "DEQUANTIZE": "quantize",
+    "RESHAPE": "free", "SQUEEZE": "free", "EXPAND_DIMS": "free", "SHAPE": "free",
+}
+_TYPE_BYTES = {"FLOAT32": 4, "FLOAT16": 2, "INT32": 4, "INT64": 8, "INT8": 1, "UINT8": 1, "INT16": 2, "BOOL": 1}
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """The cost-relevant facts of one layer: op type, MACs, bytes moved and the GEMM shape."""
+
+    op: str
+    macs: float = 0.0
+    weight_bytes: float = 0.0
+    act_bytes: float = 0.0
+    out_channels: int = 0
+    reduction: int = 0
+    name: str = ""
+
+    @property
+    def bytes(self) -> float:
+        """Bytes moved: weights plus input and output activations."""
+        return self.weight_bytes + self.act_bytes
+
+
+@dataclass
+class OpPrediction:
+    """Predicted time of one layer and what bounds it."""
+
+    name: str
+    op: str
+    ms: float
+    bound: str
+    macs: float
+    bytes: float
+
+
+@dataclass
+class Prediction:
+    """A predicted latency, per layer, labelled ``predicted:<profile>``."""
+
+    ms: float
+    per_op: list[OpPrediction] = field(default_factory=list)
+    source: str = "predicted"
+    threads: int = 1
+    dtype: str = "fp32"
+
+    def by_op_type(self) -> dict[str, float]:
+        """Predicted milliseconds summed per op type."""
+        out: dict[str, float] = {}
+        for p in self.per_op:
+            out[p.op] = out.get(p.op, 0.0) + p.ms
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable view."""
+        return asdict(self)
+
+
+def efficiency_of(profile: HardwareProfile, op: str, dtype: str) -> float:
+    """Fraction of peak for ``op`` at ``dtype``: ``<op>_int8`` for int8, then ``<op>``, then its fallback."""
+    eff = profile.efficiency
+    keys = []
+    cur: str | None = op
+    while cur is not None:
+        keys += [f"{cur}_{dtype}", cur] if dtype != "fp32" else [cur]
+        cur = _FALLBACK.get(cur)
+    for key in keys:
+        if key in eff:
+            return float(eff[key])
+    return _DEFAULT_EFF["elementwise" if op in MEMORY_OPS else op if op in _DEFAULT_EFF else "conv"]
+
+
+def peak_macs_per_s(profile: HardwareProfile, threads: int, dtype: str) -> float:
+    """Peak multiply-accumulates per second of ``threads`` threads on the fastest cores first."""
+    per_core = []
+    for spec in ([profile.prime_cores] if profile.prime_cores else []) + [profile.cores]:
+        ops = spec.int8_ops_per_cycle if dtype == "int8" else spec.fp32_flops_per_cycle
+        per_core += [spec.clock_ghz * 1e9 * ops / 2.0] * spec.count
+    used = per_core[: max(1, min(threads, len(per_core)))]
+    return used[0] + profile.parallel_efficiency * sum(used[1:])
+
+
+def _utilisation(layer: LayerCost, profile: HardwareProfile, dtype: str) -> float:
+    util = 1.0
+    tile = profile.gemm_tile.get(dtype) or profile.gemm_tile.get("fp32")
+    if tile and layer.out_channels:
+        util *= layer.out_channels / (math.ceil(layer.out_channels / tile) * tile)
+    if profile.small_k and layer.reduction and layer.op != "depthwise":
+        util *= layer.reduction / (layer.reduction + profile.small_k)
+    return util
+
+
+def predict_from_layers(layers: list[LayerCost], profile: HardwareProfile, threads: int = 1,
+                        dtype: str | None = None) -> Prediction:
+    """Sum the per-layer roofline costs of ``layers`` on ``profile`` with ``threads`` threads."""
+    dtype = dtype or "fp32"
+    if dtype not in ("fp32", "fp16", "int8"):
+        raise ConfigError(f"cannot predict latency for dtype '{dtype}'", "use fp32, fp16 or int8")
+    peak = peak_macs_per_s(profile, threads, dtype)
+    bandwidth = profile.memory_bandwidth_gbs * 1e9
+    overhead = profile.overhead_us * 1e-6
+    per_op = []
+    for layer in layers:
+        if layer.op == "free":
+            per_op.append(OpPrediction(layer.name, layer.op, 0.0, "free", 0.0, layer.bytes))
+            continue
+        memory = layer.bytes / bandwidth
+        if layer.op in COMPUTE_OPS and layer.macs > 0:
+            compute = layer.macs / (peak * efficiency_of(profile, layer.op, dtype) * _utilisation(layer, profile, dtype))
+        else:
+            compute, memory = 0.0, memory / efficiency_of(profile, layer.op, dtype)
+        bound = "compute" if compute >= memory else "memory"
+        seconds = max(compute, memory) + overhead
+        per_op.append(OpPrediction(layer.name, layer.op, seconds * 1e3, bound, layer.macs, layer.bytes))
+    total = sum(p.ms for p in per_op)
+    return Prediction(ms=total, per_op=per_op, source=f"predicted:{profile.name}", threads=threads, dtype=dtype)
+
+
+# -- reading a .tflite graph -------------------------------------------------------------------------------
+def _enum_names(enum: type) -> dict[int, str]:
+    return {v: k for k, v in vars(enum).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def read_tflite_layers(path: str | Path) -> tuple[list[LayerCost], str]:
+    """The layers of the main subgraph of a .tflite file, and the model's dtype (fp32, fp16 or int8)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    path = Path(path)
+    try:
+        buf = path.read_bytes()
+        model = schema.Model.GetRootAs(buf, 0)
+        graph = model.Subgraphs(0)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot read {path} as a .tflite flatbuffer: {exc}", "pass a .tflite file") from exc
+    op_names, type_names = _enum_names(schema.BuiltinOperator), _enum_names(schema.TensorType)
+
+    def tensor(i: int) -> tuple[list[int], str, bool]:
+        t = graph.Tensors(i)
+        shape = [int(d) for d in t.ShapeAsNumpy()] if t.ShapeLength() else []
+        b = model.Buffers(t.Buffer()) if t.Buffer() < model.BuffersLength() else None
+        const = b is not None and (b.DataLength() > 0 or b.Size() > 0)
+        return shape, type_names.get(t.Type(), "FLOAT32"), const
+
+    def nbytes(shape: list[int], ttype: str) -> float:
+        return float(math.prod(shape)) * _TYPE_BYTES.get(ttype, 4)
+
+    layers: list[LayerCost] = []
+    weight_types: set[str] = set()
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        opname = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
+        ins = [tensor(k) for k in (op.Inputs(j) for j in range(op.InputsLength())) if k >= 0]
+        outs = [tensor(op.Outputs(j)) for j in range(op.OutputsLength())]
+        weight_bytes = sum(nbytes(s, t) for s, t, c in ins if c)
+        act_bytes = sum(nbytes(s, t) for s, t, c in ins if not c) + sum(nbytes(s, t) for s, t, _ in outs)
+        category = _TFLITE_CATEGORY.get(opname, "elementwise")
+        macs, out_ch, red = 0.0, 0, 0
+        out_shape = outs[0][0] if outs else []
+        if opname in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV") and len(ins) >= 2:
+            w_shape, w_type = ins[1][:2]  # weights are input 1 (TRANSPOSE_CONV: output_shape, weights, data)
+            weight_types.add(w_type)
+            if opname == "CONV_2D":
+                out_ch, red = w_shape[0], math.prod(w_shape[1:])
+                macs = float(math.prod(out_shape[:-1]) * out_ch * red)
+                if w_shape[1] == w_shape[2] == 1:
+                    category = "pointwise"
+            elif opname == "DEPTHWISE_CONV_2D":
+                out_ch, red = w_shape[-1], w_shape[1] * w_shape[2]
+                macs = float(math.prod(out_shape[:-1]) * out_ch * red)
+            elif opname == "FULLY_CONNECTED":
+                out_ch, red = w_shape[0], w_shape[-1]
+                macs = float(math.prod(ins[0][0]) // max(red, 1) * out_ch * red)
+            else:  # TRANSPOSE_CONV: weights [O, kh, kw, I]; every input pixel scatters a kh×kw×O patch
+                out_ch, red = w_shape[0], math.prod(w_shape[1:])
+                data = next((s for s, _, c in ins if not c and len(s) == 4), [1, 1, 1, 1])
+                macs = float(math.prod(data[:-1]) * out_ch * red)
+        elif opname == "BATCH_MATMUL" and len(ins) >= 2:
+            a, b = ins[0][0], ins[1][0]
+            out_ch, red = b[-1], a[-1]
+            macs = float(math.prod(a[:-1]) * red * out_ch)
+        name = graph.Tensors(op.Outputs(0)).Name().decode(errors="replace") if op.OutputsLength() else opname
+        layers.append(LayerCost(category, macs, weight_bytes, act_bytes, out_ch, red, f"{opname}:{name}"))
+    dtype = "int8" if "INT8" in weight_types or "UINT8" in weight_types else (
+        "fp16" if weight_types == {"FLOAT16"} else "fp32")
+    return layers, dtype
+
+
+def predict_latency(tflite_path: str | Path, profile: HardwareProfile | str, threads: int = 1,
+                    dtype: str | None = None) -> Prediction:
+    """Predict the latency of an exported .tflite model on ``profile`` (a HardwareProfile or its name)."""
+    if isinstance(profile, str):
+        from edgecomp.plan.targets import load_profile
+
+        profile = load_profile(profile)
+    layers, file_dtype = read_tflite_layers(tflite_path)
+    return predict_from_layers(layers, profile, threads, dtype or file_dtype)
+
+
+# -- a torch model's layers, without exporting -----------------------------------------------------------------
+def layers_from_torch(model: Any, input_shape: tuple[int, ...] | list[int], dtype: str = "fp32") -> list[LayerCost]:
+    """LayerCosts of a torch model from one forward pass with hooks on its leaf modules (no export).
+
+    Convolutions, linear layers, pooling and activations are seen; functional ops (``x + y`` in a
+    residual block) are not, so residual adds are missed: a small underestimate for such models.
+    """
+    import torch
+    from torch import nn
+
+    elem = 1 if dtype == "int8" else 2 if dtype == "fp16" else 4
+    layers: list[LayerCost] = []
+
+    def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
+        x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+        y = output if isinstance(output, torch.Tensor) else None
+        if x is None or y is None:
+            return
+        act = float(x.numel() + y.numel()) * elem
+        name = type(module).__name__
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            red = module.in_channels // module.groups * kh * kw
+            macs = float(y.numel() * red)
+            depthwise = module.groups == module.in_channels and module.groups > 1
+            op = "depthwise" if depthwise else "pointwise" if kh == kw == 1 else "conv"
+            layers.append(LayerCost(op, macs, module.weight.numel() * elem, act, module.out_channels, red, name))
+        elif isinstance(module, nn.Linear):
+            macs = float(y.numel() * module.in_features)
+            layers.append(LayerCost("fc", macs, module.weight.numel() * elem, act, module.out_features,
+                                    module.in_features, name))
+        elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+            layers.append(LayerCost("pool", 0.0, 0.0, act, name=name))
+        elif isinstance(module, (nn.Softmax, nn.LogSoftmax)):
+            layers.append(LayerCost("softmax", 0.0, 0.0, act, name=name))
+        elif isinstance(module, (nn.Hardswish, nn.Sigmoid, nn.Hardsigmoid, nn.SiLU, nn.GELU, nn.Tanh)):
+            layers.append(LayerCost("elementwise", 0.0, 0.0, act, name=name))
+        # ReLU/ReLU6 and BatchNorm fold into the preceding convolution on export: free.
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            was_training = model.training
+            model.eval()
+            model(torch.zeros(tuple(input_shape)))
+            model.train(was_training)
+    finally:
+        for h in handles:
+            h.remove()
+    return layers
