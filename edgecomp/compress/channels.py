@@ -1,0 +1,318 @@
+"""Dependency-aware channel groups, channel masks, and physical channel removal (torch-pruning).
+
+Shared by ``prune.filter`` and ``prune.epruning``. A *channel group* is a set of output channels that
+must be removed together (a conv's filters plus the batch-norm channels after it, every conv whose
+outputs are added to it in a residual sum, the depthwise conv that follows it, the input channels of
+every consumer, the right slice of a concatenation). torch-pruning's ``DependencyGraph`` finds them.
+
+Masking a channel means zeroing it at every *producer* of the group (each conv, linear or batch-norm
+layer whose output channels belong to the group). A masked channel is then zero wherever it is consumed,
+so removing it physically gives exactly the same outputs; :func:`remove_channels` checks that on a probe
+input and raises a ConfigError if torch-pruning mis-tracked a construct, rather than returning a wrong
+network. Groups the graph cannot follow are skipped (with the reason) or end in a ConfigError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Self
+
+import torch
+from torch import nn
+
+from edgecomp.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+_PRODUCER_TYPES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm)
+_ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+_HINT = "protect the layers involved with protect=['name*'], or use prune.magnitude, which needs no graph"
+
+
+@dataclass
+class ChannelGroup:
+    """Output channels that must be pruned together, rooted at one conv/linear layer.
+
+    ``name`` is the group's first conv/linear layer in module order (how users refer to it), ``root``
+    the layer torch-pruning roots the group at; channel numbers are the root's (they coincide with the
+    named layer's except across concatenations).
+    ``producers`` maps each producer module name to, per channel of that module, the root channel it
+    belongs to (-1 where the module channel is not in this group).
+    """
+
+    name: str
+    root: str
+    size: int
+    producers: dict[str, list[int]] = field(default_factory=dict)
+    members: list[str] = field(default_factory=list)
+
+
+def _as_tuple(example: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    return example if isinstance(example, torch.Tensor) else example[0]
+
+
+def dependency_graph(model: nn.Module, example: torch.Tensor):
+    """torch-pruning's DependencyGraph of ``model`` traced on ``example``; ConfigError if it cannot trace."""
+    import torch_pruning as tp
+
+    try:
+        with torch.enable_grad():
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+    except Exception as exc:  # torch-pruning raises anything from AssertionError to ZeroDivisionError
+        raise ConfigError(
+            f"torch-pruning cannot trace this model's channel dependencies: {type(exc).__name__}: {exc}",
+            _HINT,
+        ) from exc
+
+
+def output_layers(dg) -> list[nn.Module]:
+    """Conv/linear layers whose outputs reach the network output without another conv/linear in between.
+
+    Their output channels are the model's outputs (e.g. the classifier's logits) and are never pruned.
+    """
+    found = []
+    for module, node in dg.module2node.items():
+        if not isinstance(module, _ROOT_TYPES):
+            continue
+        stack, seen = [node], set()
+        while stack:
+            cur = stack.pop()
+            if id(cur) in seen:
+                continue
+            seen.add(id(cur))
+            if not cur.outputs:
+                found.append(module)
+                break
+            stack.extend(o for o in cur.outputs if not isinstance(o.module, _ROOT_TYPES))
+    return found
+
+
+def matches(name: str, patterns: Sequence[str]) -> bool:
+    """Whether a module name matches any fnmatch pattern (``features.0``, ``classifier*``)."""
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def channel_groups(model: nn.Module, example: torch.Tensor, protect: Sequence[str] = ()) -> tuple[object, list[ChannelGroup], list[str]]:
+    """Prunable channel groups of ``model``: (graph, groups, names of protected output layers).
+
+    Groups touching an output layer or a module matching ``protect`` are left out. ConfigError if
+    torch-pruning cannot analyse the model at all.
+    """
+    dg = dependency_graph(model, example)
+    modules = dict(model.named_modules())
+    names = {m: n for n, m in model.named_modules()}
+    order = {n: i for i, n in enumerate(names.values())}
+    outputs = output_layers(dg)
+    ignored = list(outputs) + [m for m, n in names.items() if n and matches(n, protect)]
+    groups: list[ChannelGroup] = []
+    try:
+        all_groups = list(dg.get_all_groups(ignored_layers=ignored, root_module_types=_ROOT_TYPES))
+    except Exception as exc:
+        raise ConfigError(
+            f"torch-pruning cannot group this model's channels: {type(exc).__name__}: {exc}", _HINT
+        ) from exc
+    for group in all_groups:
+        root = group[0].dep.target.module
+        size = len(group[0].idxs)
+        cg = ChannelGroup(name=names[root], root=names[root], size=size)
+        for item in group:
+            module = item.dep.target.module
+            if not isinstance(module, nn.Module) or module not in names:
+                continue
+            cg.members.append(names[module])
+            if isinstance(module, _PRODUCER_TYPES) and dg.is_out_channel_pruning_fn(item.dep.handler):
+                width = _out_channels(module)
+                pos = cg.producers.setdefault(names[module], [-1] * width)
+                for idx, root_idx in zip(item.idxs, item.root_idxs, strict=True):
+                    pos[idx] = root_idx
+        named = [n for n in cg.producers if isinstance(modules[n], _ROOT_TYPES)]
+        cg.name = min(named, key=order.__getitem__) if named else cg.root
+        groups.append(cg)
+    return dg, groups, [names[m] for m in outputs]
+
+
+def _out_channels(module: nn.Module) -> int:
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return module.num_features
+    return module.out_channels
+
+
+class ChannelMasker:
+    """Forward hooks that multiply every producer's output channels by a 0/1 mask per group.
+
+    ``set(masks)`` takes one float tensor per group (length ``group.size``); ``None`` disables masking.
+    Use as a context manager, or call ``remove()`` to take the hooks off.
+    """
+
+    def __init__(self, model: nn.Module, groups: Sequence[ChannelGroup]) -> None:
+        self.groups = list(groups)
+        self._active: list[torch.Tensor] | None = None
+        self._handles = []
+        modules = dict(model.named_modules())
+        self._index: dict[str, list[tuple[int, torch.Tensor]]] = {}
+        for gi, g in enumerate(self.groups):
+            for name, pos in g.producers.items():
+                self._index.setdefault(name, []).append((gi, torch.tensor(pos, dtype=torch.long)))
+        for name in self._index:
+            self._handles.append(modules[name].register_forward_hook(self._hook(name, modules[name])))
+
+    def _hook(self, name: str, module: nn.Module):
+        channel_dim = -1 if isinstance(module, nn.Linear) else 1
+
+        def hook(_mod, _inp, out):
+            if self._active is None:
+                return out
+            scale = torch.ones(out.shape[channel_dim], dtype=out.dtype)
+            for gi, pos in self._index[name]:
+                sel = pos >= 0
+                scale[sel] = self._active[gi][pos[sel]].to(out.dtype)
+            shape = [1] * out.dim()
+            shape[channel_dim] = -1
+            return out * scale.view(shape)
+
+        return hook
+
+    def set(self, masks: Sequence[torch.Tensor] | None) -> None:
+        """Activate ``masks`` (one 0/1 tensor per group) for following forward passes, or None for none."""
+        self._active = None if masks is None else [torch.as_tensor(m, dtype=torch.float32) for m in masks]
+
+    def remove(self) -> None:
+        """Take the hooks off the model."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def split_state(state: Sequence[float] | torch.Tensor, groups: Sequence[ChannelGroup]) -> list[torch.Tensor]:
+    """Cut a flat unit vector (all groups' channels, in group order) into one mask per group."""
+    flat = torch.as_tensor(state, dtype=torch.float32).flatten()
+    total = sum(g.size for g in groups)
+    if flat.numel() != total:
+        raise ValueError(f"state has {flat.numel()} units, the groups have {total}")
+    return list(torch.split(flat, [g.size for g in groups]))
+
+
+@contextlib.contextmanager
+def masked(model: nn.Module, groups: Sequence[ChannelGroup], masks: Sequence[torch.Tensor]) -> Iterator[nn.Module]:
+    """Context in which ``model`` runs with ``masks`` applied (hooks removed afterwards)."""
+    masker = ChannelMasker(model, groups)
+    masker.set(masks)
+    try:
+        yield model
+    finally:
+        masker.remove()
+
+
+def _zero_channel(model: nn.Module, group: ChannelGroup, root_idx: int) -> None:
+    """Make channel ``root_idx`` of ``group`` output exactly zero at every producer (weights and biases)."""
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, pos in group.producers.items():
+            module = modules[name]
+            for ch, r in enumerate(pos):
+                if r != root_idx:
+                    continue
+                if isinstance(module, nn.modules.conv._ConvNd) and module.transposed:
+                    module.weight[:, ch] = 0
+                elif module.weight is not None:
+                    module.weight[ch] = 0
+                if getattr(module, "bias", None) is not None:
+                    module.bias[ch] = 0
+
+
+@dataclass
+class RemovalResult:
+    """What ``remove_channels`` did: channels kept per group, groups skipped (with why), the check error."""
+
+    kept: dict[str, int]
+    removed: dict[str, int]
+    skipped: dict[str, str]
+    max_abs_err: float
+
+
+def remove_channels(model: nn.Module, example: torch.Tensor, groups: Sequence[ChannelGroup],
+                    remove: dict[str, Sequence[int]], probe: torch.Tensor | None = None,
+                    check: bool = True) -> RemovalResult:
+    """Physically remove channels ``remove[group name]`` (root channel indices) from ``model``, in place.
+
+    A group whose channels would all go keeps one, with its weights zeroed, so that the result still
+    equals the masked network. With ``check``, the pruned model's outputs on ``probe`` (default: the
+    example) are compared in eval mode with the masked original; a mismatch raises ConfigError.
+    """
+    by_name = {g.name: g for g in groups}
+    unknown = [n for n in remove if n not in by_name]
+    if unknown:
+        raise ConfigError(f"no prunable channel group rooted at {unknown}", f"groups: {sorted(by_name)}")
+    probe = example if probe is None else probe
+    modules = dict(model.named_modules())
+    was_training = model.training
+    model.eval()
+    dg = dependency_graph(model, example)
+    plan: dict[str, list[int]] = {}
+    skipped: dict[str, str] = {}
+    for g in groups:
+        idxs = sorted({int(i) for i in remove.get(g.name, [])})
+        if not idxs:
+            continue
+        if len(idxs) >= g.size:  # every channel cannot go: one stays, zeroed below (exactly the masked net)
+            idxs = idxs[1:]
+        try:  # dry run: can torch-pruning follow this group?
+            module = modules[g.root]
+            fn = dg.get_pruner_of_module(module).prune_out_channels
+            ok = not idxs or dg.check_pruning_group(dg.get_pruning_group(module, fn, idxs))
+        except Exception as exc:  # noqa: BLE001 - any failure inside torch-pruning means: skip this group
+            skipped[g.name] = f"torch-pruning cannot follow it ({type(exc).__name__}: {exc})"
+            logger.warning("  skipping channel group %s: %s", g.name, skipped[g.name])
+            continue
+        if not ok:
+            skipped[g.name] = "removal would leave a coupled layer without channels"
+            continue
+        plan[g.name] = sorted({int(i) for i in remove[g.name]})
+    masks = []
+    for g in groups:
+        m = torch.ones(g.size)
+        m[plan.get(g.name, [])] = 0
+        masks.append(m)
+    reference = None
+    if check:
+        with torch.no_grad(), masked(model, groups, masks):
+            reference = model(probe).detach().clone()
+    for name, idxs in plan.items():
+        if len(idxs) >= by_name[name].size:
+            _zero_channel(model, by_name[name], idxs[0])
+            idxs = idxs[1:]
+        if not idxs:
+            continue
+        module = modules[by_name[name].root]
+        try:
+            group = dg.get_pruning_group(module, dg.get_pruner_of_module(module).prune_out_channels, idxs)
+            group.prune(record_history=False)
+        except Exception as exc:
+            raise ConfigError(f"torch-pruning failed while removing channels of {name}: {exc}", _HINT) from exc
+    err = 0.0
+    if check:
+        try:
+            with torch.no_grad():
+                out = model(probe)
+        except Exception as exc:
+            raise ConfigError(f"the model no longer runs after channel removal: {exc}", _HINT) from exc
+        err = float((out - reference).abs().max())
+        if err > 1e-4 * max(1.0, float(reference.abs().max())):
+            raise ConfigError(
+                f"channel removal changed the network's function (max abs err {err:.2e} vs the masked model): "
+                "torch-pruning mis-tracked a channel dependency", _HINT)
+    model.train(was_training)
+    kept = {g.name: _out_channels(modules[g.root]) for g in groups}
+    removed = {g.name: g.size - kept[g.name] for g in groups}
+    return RemovalResult(kept=kept, removed=removed, skipped=skipped, max_abs_err=err)
