@@ -119,7 +119,11 @@ def _load_file(path: Path) -> tuple[nn.Module, list[int] | None]:
         example = getattr(program, "example_inputs", None)
         if example and example[0]:
             shape = list(example[0][0].shape)
-        return program.module(), shape
+        module = program.module()
+        # The unlifted module refuses .eval()/.train(); its graph already fixed those semantics when it
+        # was exported, so the ordinary nn.Module flags are harmless and let the spine treat it alike.
+        del module.train, module.eval
+        return module, shape
     if any(n.endswith("constants.pkl") or n.endswith("code/__torch__.py") or "/code/" in n for n in names):
         try:
             return torch.jit.load(str(path), map_location="cpu"), None
