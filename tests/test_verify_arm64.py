@@ -104,6 +104,15 @@ def test_bundle_errors_are_clear(tmp_path):
         verify_bundle(_fake_bundle(tmp_path / "b3"), arch="riscv64")
 
 
+def test_cpu_specs_are_checked():
+    assert ul.check_cpu("cortex-a76") == "cortex-a76"
+    assert ul.check_cpu("max,sme=off,sve=off") == "max"
+    with pytest.raises(ul.EmulationError, match="cortex-a76"):
+        ul.check_cpu("cortex-a67")
+    with pytest.raises(ul.EmulationError, match="not a qemu CPU spec"):
+        ul.check_cpu("max,sme=maybe")
+
+
 def test_cli_without_a_bundle_exits_2(capsys):
     from edgecomp.cli import main
 

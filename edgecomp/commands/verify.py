@@ -18,8 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("bundle", nargs="?", type=Path, help="bundle folder written by `edgecomp build`")
     parser.add_argument("--arch", default="arm64", choices=["arm64"], help="architecture to verify on")
-    parser.add_argument("--cpu", default=DEFAULT_CPU, choices=sorted(CPU_MIDR),
-                        help=f"CPU model qemu emulates (default {DEFAULT_CPU}: NEON + dot-product, no SVE)")
+    parser.add_argument("--cpu", default=DEFAULT_CPU,
+                        help=f"CPU qemu emulates: one of {', '.join(sorted(CPU_MIDR))}, optionally with qemu "
+                             f"feature switches (e.g. max,sme=off); default {DEFAULT_CPU}: NEON + dot-product")
     parser.add_argument("--samples", type=int, default=None, help="use only the first N inputs of samples.npz")
     parser.add_argument("--timeout", type=float, default=900, help="seconds the emulated run may take")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")

@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from edgecomp.bundle import SAMPLES_NAME, FileEntry, read_manifest, sha256_of
 from edgecomp.errors import ConfigError, ParityError
 from edgecomp.verify.compare import ATOL, MIN_COSINE, MIN_TOP1, RTOL, OutputParity, compare_output
-from edgecomp.verify.userland import DEFAULT_CPU, EmulationError, load_userland
+from edgecomp.verify.userland import DEFAULT_CPU, EmulationError, check_cpu, load_userland
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +133,7 @@ def verify_bundle(bundle: str | Path, arch: str = "arm64", root: Path | None = N
     """
     if arch != "arm64":
         raise ConfigError(f"unknown architecture '{arch}'", "the only architecture verified is arm64")
+    check_cpu(cpu)
     start = time.perf_counter()
     bundle = Path(bundle)
     files, skipped, x, target = _bundle_inputs(bundle, max_samples)
@@ -179,8 +180,9 @@ def require_passed(report: VerifyReport) -> None:
     if bad:
         raise ParityError(f"{len(bad)} of {len(report.artifacts)} file(s) compute differently on {report.arch} "
                           f"under emulation: {', '.join(bad)}",
-                          "see the table; an int8 file that fails usually needs re-calibration or "
-                          "per-tensor quantization of the offending layer")
+                          "its ARM64 kernels compute something else than the host's: re-run with another --cpu "
+                          "(e.g. cortex-a53, cortex-a76, max) to find the CPU feature involved, and check the "
+                          "file on a real device before shipping it")
 
 
 def format_table(report: VerifyReport) -> str:

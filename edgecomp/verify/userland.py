@@ -28,7 +28,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgecomp.errors import DeviceError
+from edgecomp.errors import DeviceError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +78,7 @@ class Userland:
 
     def run(self, *args: str, cpu: str = DEFAULT_CPU, timeout: float = 900) -> subprocess.CompletedProcess:
         """Run the emulated Python; raise EmulationError if it fails or crashes."""
-        if cpu not in CPU_MIDR:
-            raise EmulationError(f"unknown emulated CPU '{cpu}'", f"choose one of {sorted(CPU_MIDR)}")
+        check_cpu(cpu)
         write_cpuinfo(self.sysroot, cpu)
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(self.root)}
         try:
@@ -120,11 +119,24 @@ def _qemu_hint() -> str:
     return f"install it as root: `apt-get install -y {QEMU_PACKAGE}`, then run `{SETUP_COMMAND}`"
 
 
+def check_cpu(cpu: str) -> str:
+    """Validate a qemu CPU spec (a model from ``CPU_MIDR``, optionally with ``,feature=off`` items); return the model."""
+    model = cpu.split(",")[0]
+    if model not in CPU_MIDR:
+        raise EmulationError(f"unknown emulated CPU '{model}'." + did_you_mean(model, CPU_MIDR),
+                             f"choose one of {', '.join(sorted(CPU_MIDR))} (qemu feature switches such as "
+                             "'max,sme=off' may follow)")
+    if not re.fullmatch(r"[a-z0-9-]+(,[a-z0-9-]+=(on|off))*", cpu):
+        raise EmulationError(f"'{cpu}' is not a qemu CPU spec", "write it as MODEL or MODEL,feature=off,...")
+    return model
+
+
 def write_cpuinfo(sysroot: Path, cpu: str) -> None:
     """Write an ARM ``/proc/cpuinfo`` into the sysroot (one entry per host CPU) for the emulated ``cpu``."""
-    implementer, variant, part = CPU_MIDR[cpu]
+    model = check_cpu(cpu)
+    implementer, variant, part = CPU_MIDR[model]
     features = "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"
-    if cpu in ("cortex-a72", "cortex-a53"):
+    if model in ("cortex-a72", "cortex-a53"):
         features = "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"
     entry = ("processor\t: {i}\nBogoMIPS\t: 50.00\nFeatures\t: " + features + "\nCPU implementer\t: "
              + implementer + "\nCPU architecture: 8\nCPU variant\t: " + variant + "\nCPU part\t: " + part
@@ -181,7 +193,11 @@ def ensure_qemu() -> Path:
                              "(needs root and apt-get)", _qemu_hint())
     logger.info("installing %s with apt-get", QEMU_PACKAGE)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    _run(["apt-get", "install", "-y", "-q", QEMU_PACKAGE], f"apt-get install {QEMU_PACKAGE}", env=env)
+    try:
+        _run(["apt-get", "install", "-y", "-q", QEMU_PACKAGE], f"apt-get install {QEMU_PACKAGE}", env=env)
+    except EmulationError:  # the host's package lists may be missing or stale on a fresh machine
+        _run(["apt-get", "update", "-q"], "apt-get update", env=env)
+        _run(["apt-get", "install", "-y", "-q", QEMU_PACKAGE], f"apt-get install {QEMU_PACKAGE}", env=env)
     qemu = find_qemu()
     if qemu is None:
         raise EmulationError(f"{QEMU_PACKAGE} installed but no qemu-aarch64 binary found", _qemu_hint())
@@ -256,7 +272,7 @@ def setup_userland(root: Path | None = None, force: bool = False) -> dict:
     if (root / MARKER).is_file() and not force:
         try:
             land = load_userland(root)
-            logger.info("ARM64 userland already set up at %s", root)
+            logger.debug("ARM64 userland already set up at %s", root)
             return {**land.info, "skipped": True}
         except EmulationError as exc:
             if find_qemu() is None:

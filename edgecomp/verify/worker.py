@@ -26,7 +26,7 @@ import traceback
 # AT_HWCAP / AT_HWCAP2 bits of arm64 Linux (arch/arm64/include/uapi/asm/hwcap.h) worth naming: the ones
 # that select different int8/fp32 kernels in XNNPACK and MLAS.
 _HWCAP = {1: "asimd", 9: "fphp", 10: "asimdhp", 20: "asimddp", 22: "sve"}
-_HWCAP2 = {1: "sve2", 13: "i8mm", 14: "bf16", 23: "sme"}
+_HWCAP2 = {1: "sve2", 13: "i8mm", 14: "bf16", 23: "sme", 37: "sme2"}
 
 
 def cpu_features() -> list[str]:
