@@ -11,7 +11,9 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +25,17 @@ from torch import nn
 from edgecomp.data import Dataset
 
 logger = logging.getLogger(__name__)
+_SKIP: ContextVar[bool] = ContextVar("edgecomp_skip_finetuning", default=False)
+
+
+@contextmanager
+def skip_finetuning() -> Iterator[None]:
+    """Within this block ``finetune`` returns at once: the planner's cheap, structure-only pass."""
+    token = _SKIP.set(True)
+    try:
+        yield
+    finally:
+        _SKIP.reset(token)
 
 
 class FinetuneConfig(BaseModel):
@@ -87,6 +100,8 @@ def finetune(
     re-apply a pruning mask). The weights with the best validation accuracy are restored at the end.
     """
     cfg = cfg or FinetuneConfig()
+    if _SKIP.get():
+        return FinetuneResult(0, float("nan"), stopped="skipped")
     gen = torch.Generator().manual_seed(cfg.seed)
     x = torch.as_tensor(data.x_train)
     y = torch.as_tensor(data.y_train)
