@@ -269,17 +269,15 @@ def setup_userland(root: Path | None = None, force: bool = False) -> dict:
     setup leaves nothing half-made behind.
     """
     root = Path(root) if root else default_root()
+    start = time.perf_counter()
+    qemu = ensure_qemu()
     if (root / MARKER).is_file() and not force:
         try:
             land = load_userland(root)
             logger.debug("ARM64 userland already set up at %s", root)
             return {**land.info, "skipped": True}
         except EmulationError as exc:
-            if find_qemu() is None:
-                raise
             logger.info("rebuilding the ARM64 userland: %s", exc.message)
-    start = time.perf_counter()
-    qemu = ensure_qemu()
     root.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
@@ -301,6 +299,10 @@ def setup_userland(root: Path | None = None, force: bool = False) -> dict:
 
 def _assemble(stage: Path, qemu: Path) -> dict:
     """Download and unpack everything into ``stage``; return the version record."""
+    missing = [tool for tool in ("apt-get", "apt-cache", "dpkg-deb") if shutil.which(tool) is None]
+    if missing:
+        raise EmulationError(f"{', '.join(missing)} not found: the ARM64 userland is built from Debian packages",
+                             "run the setup on a Debian-based host (Debian 12 or later)")
     apt = _Apt(stage / "apt")
     logger.info("reading Debian's arm64 package lists")
     apt.update()
