@@ -26,6 +26,17 @@ from edgecomp.data import Dataset
 
 logger = logging.getLogger(__name__)
 _SKIP: ContextVar[bool] = ContextVar("edgecomp_skip_finetuning", default=False)
+_MAX_EPOCHS: ContextVar[int | None] = ContextVar("edgecomp_max_finetune_epochs", default=None)
+
+
+@contextmanager
+def limit_finetuning(max_epochs: int | None) -> Iterator[None]:
+    """Within this block every ``finetune`` runs at most ``max_epochs`` epochs (None: no cap)."""
+    token = _MAX_EPOCHS.set(max_epochs)
+    try:
+        yield
+    finally:
+        _MAX_EPOCHS.reset(token)
 
 
 @contextmanager
@@ -102,6 +113,8 @@ def finetune(
     cfg = cfg or FinetuneConfig()
     if _SKIP.get():
         return FinetuneResult(0, float("nan"), stopped="skipped")
+    if _MAX_EPOCHS.get() is not None and cfg.epochs > _MAX_EPOCHS.get():
+        cfg = cfg.model_copy(update={"epochs": _MAX_EPOCHS.get()})
     gen = torch.Generator().manual_seed(cfg.seed)
     x = torch.as_tensor(data.x_train)
     y = torch.as_tensor(data.y_train)
