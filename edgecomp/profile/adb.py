@@ -179,8 +179,8 @@ class Adb:
     # -- file transfer and shell -------------------------------------------------------------------------
     def shell(self, args: list[str] | str, timeout_s: float | None = None, check: bool = True) -> tuple[int, str]:
         """Run a remote command; return (exit status, stdout+stderr). ``check`` raises on non-zero status."""
-        command = f"{remote_quote(args)}; echo {_RC_MARK}$?"
-        proc = self.run(["shell", command], timeout_s=timeout_s)
+        command = f"({remote_quote(args)}); echo {_RC_MARK}$?"
+        proc = self.run(["shell", command], timeout_s=timeout_s, check=False)
         match = re.search(re.escape(_RC_MARK) + r"(\d+)\s*$", proc.stdout)
         if match is None:  # the marker never came back: the connection dropped mid-command
             text = (proc.stdout + proc.stderr) or "no output (connection dropped)"
