@@ -24,7 +24,7 @@ def test_required_targets_exist():
 
 def test_unknown_profile_suggests_closest():
     with pytest.raises(ConfigError, match="Did you mean 'cortex-a76'"):
-        load_profile("cortex-a67")
+        load_profile("cortex-a76x")  # a67 is now as close to a75/a78 as to a76
 
 
 def test_wrong_type_and_unknown_key(tmp_path):

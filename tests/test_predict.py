@@ -1,0 +1,118 @@
+"""The roofline latency predictor, its .tflite and torch front ends, and calibration."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgecomp.cli import main
+from edgecomp.errors import ConfigError, ModelLoadError
+from edgecomp.plan.targets import load_profile
+from edgecomp.profile.calibrate import Measurement, fit_profile, predicted_ms, write_profile
+from edgecomp.profile.predict import (
+    LayerCost,
+    layers_from_torch,
+    peak_macs_per_s,
+    predict_from_layers,
+    predict_latency,
+    read_tflite_layers,
+)
+from tests.profile_fixtures import tiny_cnn
+
+DATA = Path(__file__).parent / "data"
+FP32, INT8 = DATA / "tiny_cnn_fp32.tflite", DATA / "tiny_cnn_int8.tflite"
+CONV1, CONV2, FC = 16 * 16 * 8 * 27, 8 * 8 * 16 * 72, 16 * 10  # MACs of tiny_cnn at 16x16
+
+
+def test_reads_tflite_graph_macs_and_dtype():
+    layers, dtype = read_tflite_layers(FP32)
+    assert dtype == "fp32"
+    macs = {layer.op: [] for layer in layers}
+    for layer in layers:
+        macs[layer.op].append(layer.macs)
+    assert sorted(macs["conv"]) == [CONV1, CONV2] and macs["fc"] == [FC]
+    conv2 = next(la for la in layers if la.macs == CONV2)
+    assert conv2.out_channels == 16 and conv2.reduction == 72 and conv2.weight_bytes == 4 * (16 * 72 + 16)
+    layers8, dtype8 = read_tflite_layers(INT8)
+    assert dtype8 == "int8"
+    conv2_8 = next(la for la in layers8 if la.macs == CONV2)
+    assert conv2_8.weight_bytes == 16 * 72 + 4 * 16  # int8 weights, int32 bias
+    with pytest.raises(ModelLoadError):
+        read_tflite_layers(DATA / "benchmark_output" / "old_no_stats.txt")
+
+
+def test_torch_layers_match_the_exported_graph():
+    torch_layers = layers_from_torch(tiny_cnn(), (1, 3, 16, 16))
+    tfl_layers, _ = read_tflite_layers(FP32)
+    compute = lambda ls: sorted(la.macs for la in ls if la.macs)
+    assert compute(torch_layers) == compute(tfl_layers) == sorted([CONV1, CONV2, FC])
+
+
+def test_roofline_compute_memory_threads_and_dtype():
+    a76 = load_profile("cortex-a76")
+    assert peak_macs_per_s(a76, 1, "fp32") == pytest.approx(2.84e9 * 8)  # the prime core first
+    assert peak_macs_per_s(a76, 4, "fp32") == pytest.approx(2.84e9 * 8 + 0.9 * 3 * 2.42e9 * 8)
+    assert peak_macs_per_s(a76, 16, "int8") == peak_macs_per_s(a76, 4, "int8")  # only 4 big cores
+    big = LayerCost("conv", macs=1e9, weight_bytes=1e5, act_bytes=1e5, out_channels=64, reduction=576)
+    one = predict_from_layers([big], a76, 1, "fp32")
+    expected = 1e9 / (2.84e9 * 8 * 0.6 * 576 / (576 + 16)) * 1e3 + a76.overhead_us / 1e3
+    assert one.ms == pytest.approx(expected) and one.per_op[0].bound == "compute"
+    assert predict_from_layers([big], a76, 4, "fp32").ms < one.ms / 3
+    assert predict_from_layers([big], a76, 1, "int8").ms < one.ms / 3
+    odd = LayerCost("conv", macs=1e9, out_channels=9, reduction=576)
+    assert predict_from_layers([odd], a76, 1).ms > 1.7 * one.ms  # 9 channels fill 2 tiles of 8
+    add = LayerCost("elementwise", act_bytes=3e7)
+    p = predict_from_layers([add], a76, 4)
+    assert p.per_op[0].bound == "memory" and p.ms == pytest.approx(3e7 / (15e9 * 0.5) * 1e3 + 0.005)
+    with pytest.raises(ConfigError):
+        predict_from_layers([big], a76, 1, "binary")
+
+
+def test_predict_latency_labels_its_source():
+    pred = predict_latency(FP32, "cortex-a76", threads=4)
+    assert pred.source == "predicted:cortex-a76" and pred.dtype == "fp32" and pred.ms > 0
+    assert pred.ms == pytest.approx(sum(op.ms for op in pred.per_op))
+    assert predict_latency(INT8, load_profile("cortex-a76"), 4).dtype == "int8"
+
+
+def test_calibration_recovers_a_hidden_profile(tmp_path):
+    prior = load_profile("cortex-a76")
+    truth = prior.model_copy(update={"efficiency": {**prior.efficiency, "conv": 0.3, "depthwise": 0.12,
+                                                    "pointwise": 0.45, "elementwise": 0.2},
+                                     "overhead_us": 9.0})
+    nets = []
+    for i in range(8):  # different mixes of conv, depthwise, pointwise and element-wise work
+        nets.append([LayerCost("conv", 2e7 * (i + 1), 1e4, 1e5, 32 + 8 * i, 288),
+                     LayerCost("depthwise", 1e6 * (8 - i), 1e3, 4e5 * (i % 3 + 1), 64, 9),
+                     LayerCost("pointwise", 1e7 * (i % 4 + 1), 1e4, 1e5, 64, 64),
+                     LayerCost("elementwise", 0, 0, 1e6 * (i % 2 + 1))] + [LayerCost("data", 0, 0, 1e3)] * (i * 3))
+    runs = [Measurement(f"net{i}", layers, "fp32", t, predict_from_layers(layers, truth, t).ms)
+            for i, layers in enumerate(nets) for t in (1, 4)]
+    fitted = fit_profile(prior, runs)
+    for m in runs:
+        assert predicted_ms(fitted, m) == pytest.approx(m.measured_ms, rel=0.03)
+    assert fitted.calibration["median_abs_error_pct"] < 3 and len(fitted.calibration["runs"]) == 16
+    path = write_profile(fitted, tmp_path / "a76-fitted.yaml")
+    again = load_profile(str(path))
+    assert again.efficiency["conv"] == pytest.approx(fitted.efficiency["conv"], rel=1e-3)
+    assert again.prime_cores == prior.prime_cores
+    with pytest.raises(ConfigError, match="at least 2"):
+        fit_profile(prior, runs[:1])
+
+
+def test_cli_calibrate_writes_the_profile_back(tmp_path, capsys):
+    profile = tmp_path / "host-copy.yaml"
+    shutil.copy(Path(__file__).parents[1] / "profiles" / "host-x86.yaml", profile)
+    code = main(["profile", str(FP32), str(INT8), "--threads", "1", "--runs", "5", "--warmup", "1",
+                 "--calibrate", str(profile)])
+    assert code == 0
+    data = yaml.safe_load(profile.read_text())
+    assert len(data["calibration"]["runs"]) == 2 and data["calibration"]["runs"][0]["source"] == "measured:host"
+    assert math.isfinite(data["calibration"]["median_abs_error_pct"])
+    assert "calibrated host-x86 on 2 runs" in capsys.readouterr().out
+    assert main(["profile", str(FP32), "--runs", "2", "--calibrate", "cortex-a76"]) == 2  # host runs, ARM profile
+    assert "cannot calibrate the arm64 profile" in capsys.readouterr().err
