@@ -114,6 +114,50 @@ def test_cpu_specs_are_checked():
         ul.check_cpu("max,sme=maybe")
 
 
+def _matmul_onnx(path: Path, w: np.ndarray, batch: int | str) -> None:
+    """A one-MatMul ONNX classifier on 1x8x8 inputs with a fixed (int) or dynamic (str) batch."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"])],
+        "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, w.shape[1]])],
+        [numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+@pytest.mark.parametrize("batch", [4, "n"])
+def test_worker_runs_fixed_and_dynamic_batches_on_the_host(tmp_path, batch):
+    from edgecomp.verify import worker
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, (64, 10)).astype(np.float32)
+    x = rng.normal(0, 1, (10, 1, 8, 8)).astype(np.float32)  # 10 samples: the fixed batch of 4 needs padding
+    _matmul_onnx(tmp_path / "m.onnx", w, batch)
+    np.save(tmp_path / "x.npy", x)
+    meta = worker.run_request({"inputs": str(tmp_path / "x.npy"), "out": str(tmp_path / "o.npz"),
+                               "meta": str(tmp_path / "m.json"), "models": [
+                                   {"path": str(tmp_path / "m.onnx"), "format": "onnx"},
+                                   {"path": str(tmp_path / "missing.tflite"), "format": "tflite"}]})
+    assert meta["models"][0]["ok"] and meta["models"][0]["input"]["batch"] == (4 if batch == 4 else 10)
+    assert not meta["models"][1]["ok"]  # one bad file is reported, the others still run
+    with np.load(tmp_path / "o.npz") as out:
+        np.testing.assert_allclose(out["m0_o0"], x.reshape(10, 64) @ w, rtol=1e-5, atol=1e-5)
+
+
+def test_worker_quantizes_like_tflite_and_adapts_the_layout():
+    from edgecomp.verify import worker
+
+    q = worker._quantize(np.array([-1.0, -0.05, 0.0, 0.05, 0.149, 20.0, -20.0], np.float32), np.int8, (0.1, -3))
+    np.testing.assert_array_equal(q, np.array([-13, -3, -3, -3, -2, 127, -128], np.int8))
+    x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    assert worker._adapt_layout(x, [1, 3, 4, 5]) is x
+    np.testing.assert_array_equal(worker._adapt_layout(x, [1, 4, 5, 3]), x.transpose(0, 2, 3, 1))
+    with pytest.raises(ValueError, match="do not fit"):
+        worker._adapt_layout(x, [1, 3, 5, 4])
+
+
 def test_cli_without_a_bundle_exits_2(capsys):
     from edgecomp.cli import main
 
@@ -240,17 +284,10 @@ def test_a_file_that_differs_fails_the_check(userland, tmp_path, monkeypatch):
     """End to end through the emulator: an artifact whose ARM64 outputs are perturbed must be reported."""
     from edgecomp.verify import arm64
 
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
-
     rng = np.random.default_rng(0)
     w = rng.normal(0, 0.3, (64, 10)).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"])],
-        "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 1, 8, 8])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])], [numpy_helper.from_array(w, "w")])
     bundle = _fake_bundle(tmp_path / "b", samples=False)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), bundle / "model.onnx")
+    _matmul_onnx(bundle / "model.onnx", w, "n")
     manifest = Manifest.model_validate_json((bundle / "edgecomp.json").read_text())
     entry = manifest.files[0].model_copy(update={"sha256": sha256_of(bundle / "model.onnx")})
     write_json(bundle / "edgecomp.json", manifest.model_copy(update={"files": [entry]}))
