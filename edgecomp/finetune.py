@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -104,11 +104,15 @@ def finetune(
     teacher: nn.Module | None = None,
     extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
     on_batch: Callable[[nn.Module], None] | None = None,
+    extra_params: Iterable[nn.Parameter] = (),
 ) -> FinetuneResult:
     """Train ``model`` in place on ``data.x_train`` (with distillation when ``teacher`` is given).
 
     ``extra_loss(model)`` adds a regulariser; ``on_batch(model)`` runs after each optimiser step (e.g. to
     re-apply a pruning mask). The weights with the best validation accuracy are restored at the end.
+    ``extra_loss`` runs after both the student's and the teacher's forward pass on the batch, so forward
+    hooks on either model hold that batch's features (hint losses rely on this); ``extra_params`` (e.g.
+    a hint loss's regressors) are optimised alongside the model's parameters but are not part of it.
     """
     cfg = cfg or FinetuneConfig()
     if _SKIP.get():
@@ -118,7 +122,7 @@ def finetune(
     gen = torch.Generator().manual_seed(cfg.seed)
     x = torch.as_tensor(data.x_train)
     y = torch.as_tensor(data.y_train)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if teacher is not None:
         teacher.eval()
