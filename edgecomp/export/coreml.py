@@ -17,6 +17,7 @@ from edgecomp.bundle import TensorInfo
 from edgecomp.compress.base import ExportOptions
 from edgecomp.errors import ExportError
 from edgecomp.export.common import ExportedArtifact, layout_of, unsupported_op_error
+from edgecomp.export.coreml_palettize import palettize
 from edgecomp.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ def export_coreml(model: nn.Module, spec: ModelSpec, options: ExportOptions, pat
             compute_precision=ct.precision.FLOAT32,
             minimum_deployment_target=ct.target.iOS15,
         )
+        if options.settings.get("palettize_bits"):  # clustered weights -> LUT (coreml_palettize.py)
+            mlmodel = palettize(mlmodel, options)
         mlmodel.short_description = f"{spec.name}, converted by edgecomp"
         mlmodel.save(str(path))
     except Exception as exc:
