@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"TFLite benchmark_model built for the device (or ${BINARY_ENV})")
     p.add_argument("--cores", choices=["big", "little", "all"], default="big", help="cores to pin threads to")
     p.add_argument("--delegate", choices=["xnnpack", "gpu", "nnapi"], default="xnnpack", help="device delegate")
+    p.add_argument("--via", choices=["benchmark", "app"], default="benchmark",
+                   help="device runs: TFLite's benchmark_model (default) or the android_demo app's BenchmarkActivity "
+                        "(MODEL_FILE must be a bundle's .tflite; see edgecomp/profile/via_app.py)")
     p.add_argument("--csv", metavar="OUT", help="device runs: pull benchmark_model's op-profiling CSV to OUT")
     p.add_argument("--no-op-profiling", action="store_true", help="skip the per-op breakdown")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before a device run counts as hung")
@@ -58,7 +61,9 @@ def _validate(args: argparse.Namespace) -> list[Path]:
             raise ConfigError(f"--{flag} must be {'at least 1' if flag == 'runs' else '0 or more'}", "")
     if args.threads is not None and args.threads < 1:
         raise ConfigError("--threads must be at least 1", "")
-    if args.device is not None and not args.benchmark_binary:
+    if args.via == "app" and args.device is None:
+        raise ConfigError("--via app runs on a device", "add --device [SERIAL]")
+    if args.device is not None and args.via == "benchmark" and not args.benchmark_binary:
         raise ConfigError("--device needs --benchmark-binary PATH (TFLite's benchmark_model for the phone)",
                           f"or set ${BINARY_ENV}; see `edgecomp profile --help`")
     if args.calibrate and any(p.suffix != ".tflite" for p in paths):
@@ -89,6 +94,12 @@ def _profile_host(path: Path, args: argparse.Namespace, threads: int) -> dict[st
 
 
 def _profile_device(path: Path, args: argparse.Namespace, threads: int) -> dict[str, Any]:
+    if args.via == "app":
+        from edgecomp.profile.via_app import profile_via_app
+
+        out = profile_via_app(path, args.device or None, threads=threads, runs=args.runs, warmup=args.warmup,
+                              timeout_s=args.timeout).to_dict()
+        return {**out, "model": str(path)}
     from edgecomp.profile.device import profile_on_device
 
     prof = profile_on_device(path, args.benchmark_binary, args.device or None, threads=threads, runs=args.runs,

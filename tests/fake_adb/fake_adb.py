@@ -1,11 +1,15 @@
 """A fake ``adb`` for tests: the subset edgecomp uses, answering as the real adb 1.0.41 does.
 
-Implemented: ``devices -l``, ``-s SERIAL``, ``push``, ``pull``, ``shell CMD``. Each device is a folder
-under ``$FAKE_ADB_ROOT/<serial>/`` standing for its file system; ``shell`` runs the command with the
+Implemented: ``devices -l``, ``-s SERIAL``, ``push``, ``pull``, ``shell CMD``, ``install``. Each device is
+a folder under ``$FAKE_ADB_ROOT/<serial>/`` standing for its file system; ``shell`` runs the command with the
 host's ``/bin/sh`` after mapping ``/data/local/tmp`` and ``/sys/devices/system/cpu`` into that folder,
 so quoting is parsed by a real shell. ``getprop`` and ``taskset`` are shell functions (taskset logs its
 mask to ``$FAKE_ADB_ROOT/<serial>/taskset.log`` and runs the command). A pushed benchmark binary is
 whatever file the test pushes (``tests/fake_adb/benchmark_model`` runs the model with LiteRT on the host).
+``/sdcard`` is mapped too; ``am`` and ``pm`` are shell functions backed by ``fake_android.py`` (the
+edgecomp demo app's BenchmarkActivity, played with LiteRT on the host). ``install`` records the package
+``$FAKE_ADB_APK_PACKAGE`` (default dev.edgecomp.demo: the fake cannot read a binary AndroidManifest.xml)
+for any zip file, and fails as the package manager does for anything else.
 
 Environment:
   FAKE_ADB_ROOT        folder holding the devices' file systems (required)
@@ -15,6 +19,9 @@ Environment:
   FAKE_ADB_LOSE_AFTER  the device disappears after this many shell commands (simulates a lost device)
   FAKE_ADB_HANG_ON     a shell command containing this text hangs (simulates a device that stops answering)
   FAKE_ADB_PYTHON      the python that runs Python scripts pushed to the device (default: this one)
+  FAKE_ADB_APK_PACKAGE the package ``install`` records (default dev.edgecomp.demo)
+  FAKE_ADB_PACKAGES    comma-separated packages installed from the start (default none)
+  FAKE_APP_NO_RESULT   the app's BenchmarkActivity starts but never writes its result
 """
 
 from __future__ import annotations
@@ -162,6 +169,24 @@ def cmd_pull(dev: dict, remote: str, local: str) -> None:
     print(f"{remote}: 1 file pulled, 0 skipped. 80.2 MB/s ({src.stat().st_size} bytes in 0.001s)")
 
 
+def cmd_install(dev: dict, args: list[str]) -> int:
+    """``adb install [-r] [-t] [-g] APK``: record the package on the device."""
+    base = prepare(dev)
+    apk = Path(args[-1]) if args else None
+    if apk is None or not apk.is_file():
+        fail(f"adb: failed to stat {apk}: No such file or directory")
+    print("Performing Streamed Install")
+    if apk.read_bytes()[:4] != b"PK\x03\x04":
+        print(f"adb: failed to install {apk}: Failure [INSTALL_PARSE_FAILED_NOT_APK: Failed to parse {apk}]")
+        return 1
+    package = os.environ.get("FAKE_ADB_APK_PACKAGE", "dev.edgecomp.demo")
+    packages = base / "packages"
+    listed = packages.read_text().split() if packages.exists() else []
+    packages.write_text("\n".join(sorted(set(listed) | {package})) + "\n")
+    print("Success")
+    return 0
+
+
 def cmd_shell(dev: dict, command: str) -> int:
     """``adb shell CMD``: run CMD with /bin/sh inside the device folder; returns its status."""
     base = prepare(dev)
@@ -170,15 +195,18 @@ def cmd_shell(dev: dict, command: str) -> int:
     hang = os.environ.get("FAKE_ADB_HANG_ON")
     if hang and hang in command:
         time.sleep(3600)
-    for remote in ("/data/local/tmp", "/sys/devices/system/cpu"):
+    for remote in ("/data/local/tmp", "/sys/devices/system/cpu", "/sdcard"):
         command = command.replace(remote, str(base) + remote)
     python = os.environ.get("FAKE_ADB_PYTHON", sys.executable)
     prelude = (
         'getprop() { if [ $# -eq 0 ]; then cat "$FAKE_PROPS"; else '
         'sed -n "s/^\\[$1\\]: \\[\\(.*\\)\\]$/\\1/p" "$FAKE_PROPS"; fi; }\n'
         'taskset() { echo "$1" >> "$FAKE_DEVICE/taskset.log"; shift; "$@"; }\n'
+        'am() { "$FAKE_PYTHON" "$FAKE_ANDROID" am "$@"; }\n'
+        'pm() { "$FAKE_PYTHON" "$FAKE_ANDROID" pm "$@"; }\n'
     )
-    env = dict(os.environ, FAKE_PROPS=str(base / "props"), FAKE_DEVICE=str(base),
+    env = dict(os.environ, FAKE_PROPS=str(base / "props"), FAKE_DEVICE=str(base), FAKE_PYTHON=python,
+               FAKE_ANDROID=str(Path(__file__).with_name("fake_android.py")),
                PATH=str(Path(python).parent) + os.pathsep + os.environ.get("PATH", ""))
     proc = subprocess.run(["/bin/sh", "-c", prelude + command], cwd=str(base), env=env, check=False)
     return proc.returncode
@@ -209,10 +237,12 @@ def main(argv: list[str]) -> int:
         return 0
     if verb == "shell":
         return cmd_shell(dev, " ".join(args))
+    if verb == "install":
+        return cmd_install(dev, args)
     if verb == "get-state":
         print(dev["state"])
         return 0
-    fail(f"adb: unknown command {verb} (the fake implements devices, push, pull, shell)")
+    fail(f"adb: unknown command {verb} (the fake implements devices, push, pull, shell, install)")
     return 1
 
 

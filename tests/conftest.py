@@ -1,0 +1,56 @@
+"""Shared fixtures, and the check that every bundle the tests build follows the manifest schema.
+
+At the end of a session every ``edgecomp.json`` under pytest's temporary folders (where the tests
+write their bundles) is validated against the committed ``schemas/edgecomp.schema.json``; one that
+does not validate fails the session with the file and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA_FILE = REPO / "schemas" / "edgecomp.schema.json"
+
+
+def manifest_errors(path: Path) -> list[str]:
+    """Reasons why the manifest at ``path`` does not validate against the committed schema ([] if it does)."""
+    import jsonschema
+
+    schema = json.loads(SCHEMA_FILE.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+            for e in validator.iter_errors(json.loads(path.read_text()))]
+
+
+@pytest.fixture(scope="session")
+def digits_bundle(tmp_path_factory) -> Path:
+    """A real bundle of the default model for android-arm64 (.tflite only, to keep it quick)."""
+    from edgecomp.cli import main
+
+    out = tmp_path_factory.mktemp("digits bundle") / "digits_cnn-android-arm64"
+    assert main(["build", "--target", "android-arm64", "--formats", "tflite", "--runs", "3", "--out", str(out)]) == 0
+    return out
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Validate every edgecomp.json the session's tests wrote; fail the session if one is invalid."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    base = getattr(factory, "_basetemp", None) if factory is not None else None
+    if base is None or not Path(base).is_dir():
+        return
+    try:
+        import jsonschema  # noqa: F401
+    except ImportError:
+        return
+    bad = {p: errs for p in sorted(Path(base).rglob("edgecomp.json")) if (errs := manifest_errors(p))}
+    if bad:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = [f"{p}: {'; '.join(errs[:3])}" for p, errs in bad.items()]
+        message = "bundles written by the tests do not follow schemas/edgecomp.schema.json:\n  " + "\n  ".join(lines)
+        if reporter is not None:
+            reporter.write_line(message, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
