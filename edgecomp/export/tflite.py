@@ -13,6 +13,7 @@ from edgecomp.bundle import Quantization, TensorInfo
 from edgecomp.compress.base import ExportOptions
 from edgecomp.errors import ExportError
 from edgecomp.export.common import ExportedArtifact, layout_of, unsupported_op_error
+from edgecomp.export.tflite_inspect import inspect_tflite
 from edgecomp.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -20,7 +21,13 @@ logger = logging.getLogger(__name__)
 
 def export_tflite(model: nn.Module, spec: ModelSpec, options: ExportOptions, path: Path,
                   calibration: np.ndarray | None = None) -> ExportedArtifact:
-    """Write ``model`` as a .tflite flatbuffer; the dtype comes from ``options`` (fp32 here)."""
+    """Write ``model`` as a .tflite flatbuffer in ``options.dtype``: fp32, fp16 weights, or int8.
+
+    int8 needs the ``QuantizedModel`` of ``quantize.int8`` (full integer; float or int8 model I/O from
+    ``options.settings['io']``; trimmed unless ``settings['trim']`` is False) or ``quantize.dynamic``
+    (dynamic-range: int8 weights, activations quantized at run time). The byte breakdown of quantized
+    files goes into ``details``.
+    """
     import litert_torch
     from litert_torch import progress
 
@@ -30,15 +37,71 @@ def export_tflite(model: nn.Module, spec: ModelSpec, options: ExportOptions, pat
             "TFLite export needs an nn.Module or a torch.export program, not TorchScript",
             "pass the model as package.module:factory or a .pt2 file, or use --skip-failed-formats",
         )
-    if options.dtype != "fp32":
-        raise ExportError(f"TFLite export of {options.dtype} models is not available", "use fp32")
+    if options.dtype not in ("fp32", "fp16", "int8"):
+        raise ExportError(f"TFLite export of {options.dtype} models is not available", "use fp32, fp16 or int8")
     example = (torch.zeros(spec.input_shape),)
+    if options.dtype == "int8":
+        return _export_int8(model, options, path, example)
     try:
         edge_model = litert_torch.convert(model.eval(), example)
         edge_model.export(str(path))
+        if options.dtype == "fp16":
+            _fp16_weights(path)
     except Exception as exc:
         raise unsupported_op_error("tflite", exc) from exc
-    return ExportedArtifact("tflite", path, "fp32", *tflite_io(path))
+    details = {}
+    if options.dtype != "fp32":
+        details = inspect_tflite(path).as_details()
+    return ExportedArtifact("tflite", path, options.dtype, *tflite_io(path), details=details)
+
+
+def _export_int8(model: nn.Module, options: ExportOptions, path: Path, example: tuple) -> ExportedArtifact:
+    """Convert the PT2E fake-quant reference to a full-integer (or dynamic-range) .tflite."""
+    import litert_torch
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    from edgecomp.compress._pt2e import QuantizedModel
+    from edgecomp.export.tflite_rewrite import rewrite_file
+
+    if not isinstance(model, QuantizedModel):
+        raise ExportError("int8 TFLite export needs the model returned by quantize.int8 or quantize.dynamic",
+                          "put quantize.int8 (or quantize.dynamic) last in the recipe")
+    settings = options.settings
+    try:
+        edge_model = litert_torch.convert(model.unfolded[0], example,
+                                          quant_config=QuantConfig(pt2e_quantizer=model.quantizer))
+        edge_model.export(str(path))
+    except Exception as exc:
+        raise unsupported_op_error("tflite", exc) from exc
+    before = inspect_tflite(path)
+    static = settings.get("mode", "static") == "static"
+    changed = rewrite_file(path, io=settings.get("io", "float") if static else None,
+                           do_trim=bool(settings.get("trim", True)))
+    summary = inspect_tflite(path)
+    details = summary.as_details()
+    details["byte_breakdown_untrimmed"] = before.breakdown
+    details["bytes_untrimmed"] = before.bytes
+    details["rewrite"] = changed
+    details["quantization"] = dict(settings)
+    notes = [(f"int8 {settings.get('mode', 'static')}: weights {settings.get('weights', 'per-channel')}, "
+             f"model I/O {summary.io_dtypes}")]
+    if summary.qdq_between_integer_ops:
+        notes.append(f"{summary.qdq_between_integer_ops} DEQUANTIZE ops feed float ops between integer ops")
+    return ExportedArtifact("tflite", path, "int8", *tflite_io(path), notes=notes, details=details)
+
+
+def _fp16_weights(path: Path) -> None:
+    """Store float32 conv/linear weights as float16 (dequantized once at load time), as TFLite fp16 models do."""
+    from ai_edge_quantizer import quantizer, recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    from ai_edge_quantizer.qtyping import TFLOperationName
+
+    manager = recipe_manager.RecipeManager()
+    manager.add_weight_only_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                                   algorithm_key=AlgorithmName.FLOAT_CASTING)
+    q = quantizer.Quantizer(str(path), manager.get_quantization_recipe())
+    result = q.quantize()
+    path.write_bytes(bytes(result.quantized_model))
 
 
 _TFL_DTYPES = {np.float32: "float32", np.float16: "float16", np.int8: "int8", np.uint8: "uint8",

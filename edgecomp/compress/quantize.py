@@ -1,0 +1,304 @@
+"""Reduced-precision stages: ``quantize.int8`` (static, calibrated), ``quantize.dynamic``, ``quantize.fp16``.
+
+``quantize.int8`` is post-training static quantization through PT2E: per-channel (or per-tensor)
+symmetric int8 weights, per-tensor affine int8 activations calibrated by min/max, percentile, MSE or
+entropy on representative inputs. It returns the fake-quant reference (``QuantizedModel``), which
+the TFLite (full-integer) and ONNX (QDQ) exporters turn into integer models with the same scales and
+int8 weights, and sets ``ExportOptions(dtype='int8', settings=...)``. When the quantized model loses
+more than the allowed accuracy on the validation split, a short quantization-aware fine-tune with
+distillation from the float model recovers it (``qat='auto'``).
+
+Options for studies: stochastic rounding of weights, and fixed-point simulation (every scale a
+power of two, zero points 0: ``fixed_point='dynamic'`` picks Qm.n per tensor, ``'Q3.4'`` forces
+one format on every activation). Both stay exportable: they only change which int8 values and
+scales the model uses.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator
+from torch import nn
+
+from edgecomp.compress.base import BuildContext, Stage, StageConfig, StageResult
+from edgecomp.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+class Int8Config(StageConfig):
+    """Settings of post-training static int8 quantization."""
+
+    calibration: Literal["minmax", "percentile", "mse", "entropy"] = Field(
+        "minmax", description="How activation ranges are chosen from the calibration data.")
+    percentile: float = Field(99.99, gt=50, le=100, description="Percentile for calibration='percentile'.")
+    calibration_samples: int = Field(256, ge=1, description="Number of calibration inputs.")
+    calibration_data: str | None = Field(
+        None, description="A .npy of normalised inputs or a folder of images; default: the model's train split.")
+    weights: Literal["per-channel", "per-tensor"] = Field(
+        "per-channel", description="Weight scale granularity (per-tensor gives the smallest files).")
+    io: Literal["float", "int8"] = Field("float", description="Model input/output dtype of the TFLite file.")
+    rounding: Literal["nearest", "stochastic"] = Field("nearest", description="Rounding of weights to int8.")
+    fixed_point: str | None = Field(
+        None, description="Power-of-two scales: 'dynamic' (Qm.n per tensor) or one format such as 'Q3.4'.")
+    trim: bool = Field(True, description="Drop what LiteRT does not need from the .tflite (names, duplicates).")
+    max_drop: float | None = Field(
+        None, ge=0, description="Allowed accuracy drop in points before QAT runs; default: the target's budget.")
+    qat: Literal["auto", "always", "never"] = Field("auto", description="Quantization-aware fine-tuning.")
+    qat_epochs: int = Field(8, ge=1, description="Most epochs of quantization-aware fine-tuning.")
+    qat_lr: float = Field(5e-4, gt=0, description="Learning rate of quantization-aware fine-tuning.")
+
+    @field_validator("fixed_point")
+    @classmethod
+    def _check_fixed_point(cls, value: str | None) -> str | None:
+        from edgecomp.compress._calibration import parse_fixed_point
+
+        if value is not None and value != "dynamic":
+            parse_fixed_point(value)
+        return value
+
+
+def load_calibration(path: str, input_shape: list[int], spec_norm=None, n: int = 256) -> np.ndarray:
+    """Normalised float32 inputs from a .npy file or a folder of images, shaped like the model input."""
+    p = Path(path)
+    if p.is_file() and p.suffix == ".npy":
+        try:
+            x = np.load(p, allow_pickle=False).astype(np.float32)
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"cannot read calibration data {p}: {exc}", "save it with numpy.save") from exc
+        if list(x.shape[1:]) != list(input_shape[1:]):
+            raise ConfigError(f"calibration data {p} has shape {list(x.shape)}",
+                              f"it needs N x {input_shape[1:]} (normalised like the model's input)")
+        return x[:n]
+    if p.is_dir():
+        return _load_images(p, input_shape, spec_norm, n)
+    raise ConfigError(f"calibration data not found or not .npy/folder: {p}",
+                      "pass calibration_data='inputs.npy' or a folder of .png/.jpg images")
+
+
+def _load_images(folder: Path, input_shape: list[int], norm, n: int) -> np.ndarray:
+    from PIL import Image
+
+    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp"})[:n]
+    if not files or len(input_shape) != 4:
+        raise ConfigError(f"no images usable as calibration data in {folder}",
+                          "the folder needs .png/.jpg images and the model an NCHW image input")
+    _, c, h, w = input_shape
+    scale = norm.scale if norm else 1.0 / 255.0
+    mean = np.array(norm.mean if norm else [0.0], np.float32).reshape(-1, 1, 1)
+    std = np.array(norm.std if norm else [1.0], np.float32).reshape(-1, 1, 1)
+    out = []
+    for f in files:
+        img = Image.open(f).convert("L" if c == 1 else "RGB").resize((w, h))
+        arr = np.asarray(img, np.float32).reshape(h, w, c).transpose(2, 0, 1)
+        out.append((arr * scale - mean) / std)
+    return np.stack(out).astype(np.float32)
+
+
+def _calibration_inputs(cfg: Int8Config, ctx: BuildContext) -> np.ndarray:
+    if cfg.calibration_data:
+        return load_calibration(cfg.calibration_data, ctx.spec.input_shape, ctx.spec.normalization,
+                                cfg.calibration_samples)
+    if ctx.data is not None:
+        return ctx.data.calibration(cfg.calibration_samples, seed=ctx.seed)
+    logger.warning("no calibration data: calibrating on random normal inputs (pass --data or calibration_data)")
+    shape = [cfg.calibration_samples, *ctx.spec.input_shape[1:]]
+    return np.random.default_rng(ctx.seed).standard_normal(shape).astype(np.float32)
+
+
+def _calibrate(prepared: nn.Module, x: np.ndarray, batch: int) -> None:
+    xs = torch.as_tensor(x, dtype=torch.float32)
+    with torch.no_grad():
+        for i in range(0, len(xs), batch):
+            prepared(xs[i : i + batch])
+
+
+def ptq(model: nn.Module, settings, calib: np.ndarray, input_shape: list[int], seed: int = 0,
+        stochastic: bool = False):
+    """Post-training quantization: export, fold BN, calibrate, convert; returns a ``QuantizedModel``."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from edgecomp.compress._pt2e import QuantizedModel, export_graph, stochastic_weights
+
+    float_model = copy.deepcopy(model).eval()
+    graph = export_graph(float_model, input_shape)
+    quantizer = _pt2e().make_quantizer(settings)
+    prepared = prepare_pt2e(graph, quantizer)
+    batch = 64 if _dynamic_batch(graph, input_shape) else 1
+    _calibrate(prepared, calib, batch)
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    if stochastic:
+        stochastic_weights(converted, seed)
+    return QuantizedModel(converted, float_model, quantizer, settings, input_shape)
+
+
+def qat(model: nn.Module, settings, ctx: BuildContext, cfg: Int8Config):
+    """Quantization-aware fine-tuning with distillation from the float model; returns a ``QuantizedModel``."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+
+    from edgecomp.compress._pt2e import QuantizedModel, export_graph
+    from edgecomp.finetune import FinetuneConfig, finetune
+
+    float_model = copy.deepcopy(model).eval()
+    qat_settings = type(settings)(**{**settings.__dict__, "qat": True})
+    quantizer = _pt2e().make_quantizer(qat_settings)
+    trainable = copy.deepcopy(model).train()
+    graph = export_graph(trainable, ctx.spec.input_shape)
+    prepared = prepare_qat_pt2e(graph, quantizer)
+
+    class _Trainable(nn.Module):
+        def __init__(self, gm: nn.Module) -> None:
+            super().__init__()
+            self.gm = gm
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.gm(x)
+
+        def train(self, mode: bool = True) -> nn.Module:
+            (move_exported_model_to_train if mode else move_exported_model_to_eval)(self.gm)
+            self.training = mode
+            return self
+
+    wrapper = _Trainable(prepared)
+    finetune(wrapper, ctx.data, FinetuneConfig(epochs=cfg.qat_epochs, lr=cfg.qat_lr, patience=3, seed=ctx.seed),
+             teacher=ctx.teacher if ctx.teacher is not None else float_model)
+    move_exported_model_to_eval(prepared)
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    return QuantizedModel(converted, float_model, quantizer, qat_settings, ctx.spec.input_shape)
+
+
+def _pt2e():
+    from edgecomp.compress import _pt2e
+
+    return _pt2e
+
+
+def _dynamic_batch(graph: nn.Module, input_shape: list[int]) -> bool:
+    """Whether an exported graph accepts a batch other than the example's."""
+    try:
+        with torch.no_grad():
+            graph(torch.zeros(2, *input_shape[1:]))
+    except Exception:  # noqa: BLE001 - a static graph raises on a guard; any failure means "no"
+        return False
+    return True
+
+
+def _val_accuracy(model: nn.Module, ctx: BuildContext) -> float | None:
+    from edgecomp.finetune import accuracy
+
+    if ctx.data is None:
+        return None
+    return accuracy(model, ctx.data.x_val, ctx.data.y_val)
+
+
+class QuantizeInt8(Stage):
+    """Post-training static int8 quantization (per-channel weights, calibrated activations), QAT fallback."""
+
+    name = "quantize.int8"
+    Config = Int8Config
+
+    def supports(self, target) -> bool:
+        """Only for targets whose runtime takes int8 models."""
+        return "int8" in target.dtypes
+
+    def apply(self, model: nn.Module, cfg: Int8Config, ctx: BuildContext) -> StageResult:
+        """Quantize ``model``; return the fake-quant reference and int8 export options."""
+        settings = _pt2e().QuantSettings(
+            calibration=cfg.calibration, percentile=cfg.percentile, per_channel=cfg.weights == "per-channel",
+            fixed_point=cfg.fixed_point)
+        calib = _calibration_inputs(cfg, ctx)
+        float_acc = _val_accuracy(model, ctx)
+        max_drop = cfg.max_drop if cfg.max_drop is not None else (ctx.target.budgets.accuracy_drop_pct or 1.0)
+        notes, metrics = [], {"calibration_inputs": len(calib)}
+        quantized = None
+        if cfg.qat != "always":
+            quantized = ptq(model, settings, calib, ctx.spec.input_shape, ctx.seed, cfg.rounding == "stochastic")
+        ptq_acc = _val_accuracy(quantized, ctx) if quantized is not None else None
+        metrics.update(val_accuracy_float=float_acc, val_accuracy_ptq=ptq_acc)
+        needs_qat = cfg.qat == "always" or (
+            cfg.qat == "auto" and ptq_acc is not None and float_acc is not None and float_acc - ptq_acc > max_drop)
+        if needs_qat:
+            if ctx.data is None:
+                raise ConfigError("quantization-aware fine-tuning needs training data",
+                                  "pass --data, or set qat='never' to keep the post-training result")
+            if cfg.rounding == "stochastic" or cfg.fixed_point:
+                notes.append("QAT uses round-to-nearest and affine scales (rounding/fixed_point apply to PTQ only)")
+            logger.info("  PTQ validation accuracy %s vs float %.2f%% (allowed drop %.2f): running QAT",
+                        "n/a" if ptq_acc is None else f"{ptq_acc:.2f}%", float_acc or 0.0, max_drop)
+            quantized = qat(model, settings, ctx, cfg)
+            metrics["val_accuracy_qat"] = _val_accuracy(quantized, ctx)
+            notes.append("post-training quantization lost more than the allowed drop; recovered with QAT + distillation")
+        metrics["method"] = "qat" if needs_qat else "ptq"
+        export_settings = {
+            "calibration": cfg.calibration, "percentile": cfg.percentile, "weights": cfg.weights, "io": cfg.io,
+            "rounding": cfg.rounding, "fixed_point": cfg.fixed_point, "trim": cfg.trim, "mode": "static",
+            "method": metrics["method"],
+        }
+        export = ctx.export.model_copy(update={"dtype": "int8", "settings": export_settings})
+        return StageResult(model=quantized, metrics=metrics, notes=notes, export=export)
+
+
+class DynamicConfig(StageConfig):
+    """Settings of dynamic-range int8 quantization (int8 weights, activations quantized at run time)."""
+
+    weights: Literal["per-channel", "per-tensor"] = Field("per-channel", description="Weight scale granularity.")
+
+
+class QuantizeDynamic(Stage):
+    """Dynamic-range int8: weights stored as int8, activations quantized per inference by the kernels."""
+
+    name = "quantize.dynamic"
+    Config = DynamicConfig
+
+    def supports(self, target) -> bool:
+        """Only for targets whose runtime takes int8 models."""
+        return "int8" in target.dtypes
+
+    def apply(self, model: nn.Module, cfg: DynamicConfig, ctx: BuildContext) -> StageResult:
+        """Quantize weights to int8; return the dynamic fake-quant reference and int8 export options."""
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        pt2e = _pt2e()
+        settings = pt2e.QuantSettings(per_channel=cfg.weights == "per-channel", dynamic=True)
+        float_model = copy.deepcopy(model).eval()
+        graph = pt2e.export_graph(float_model, ctx.spec.input_shape)
+        quantizer = pt2e.make_quantizer(settings)
+        prepared = prepare_pt2e(graph, quantizer)
+        prepared(torch.zeros(ctx.spec.input_shape))
+        reference = convert_pt2e(prepared, fold_quantize=False)
+        quantized = pt2e.QuantizedModel(reference, float_model, quantizer, settings, ctx.spec.input_shape)
+        export = ctx.export.model_copy(update={"dtype": "int8", "settings": {
+            "mode": "dynamic", "weights": cfg.weights, "trim": True}})
+        return StageResult(model=quantized, export=export,
+                           notes=["dynamic-range int8: activations stay float between layers"])
+
+
+class FP16Config(StageConfig):
+    """Settings of float16 weight storage (none yet; the stage takes no options)."""
+
+
+class QuantizeFP16(Stage):
+    """float16 weights: half the bytes of fp32, computed in float by runtimes (or fp16 where they can)."""
+
+    name = "quantize.fp16"
+    Config = FP16Config
+
+    def supports(self, target) -> bool:
+        """Only for targets that list fp16."""
+        return "fp16" in target.dtypes
+
+    def apply(self, model: nn.Module, cfg: FP16Config, ctx: BuildContext) -> StageResult:
+        """Round every parameter through float16 (the reference) and ask for fp16 exports."""
+        rounded = copy.deepcopy(model).eval()
+        with torch.no_grad():
+            for p in rounded.parameters():
+                p.copy_(p.half().float())
+        export = ctx.export.model_copy(update={"dtype": "fp16", "settings": {"mode": "fp16"}})
+        return StageResult(model=rounded, export=export, notes=["weights rounded to float16"])

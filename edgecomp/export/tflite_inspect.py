@@ -1,0 +1,178 @@
+"""Read a .tflite flatbuffer: tensor dtypes, the op list, and where the file's bytes go.
+
+``inspect_tflite(path)`` returns a ``TFLiteSummary`` with per-category byte counts that sum to the
+file size: int8 weights (constant int8 tensors), int32 biases (int32 constants fed to conv/FC as
+bias), float weights (float32/float16 constants), other constants, quantization parameters
+(scale/zero-point/min/max vectors with their length prefixes), tensor names, and everything else
+(op tables, shapes, signatures, metadata, padding). Vectors shared by several tables are counted
+once, at their real size, so the breakdown describes the file, not a hypothetical one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+_WEIGHT_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D"}
+_QDQ = {"QUANTIZE", "DEQUANTIZE"}
+
+
+def _schema():
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema
+
+
+def _enum_names(enum_cls) -> dict[int, str]:
+    return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def load_model(data: bytes):
+    """The flatbuffer as the schema's object API (``ModelT``)."""
+    schema = _schema()
+    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+
+
+def op_name(model, op) -> str:
+    """Builtin operator name of ``op`` (e.g. 'CONV_2D'), or the custom code."""
+    code = model.operatorCodes[op.opcodeIndex]
+    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+    if builtin == _schema().BuiltinOperator.CUSTOM:
+        return (code.customCode or b"CUSTOM").decode()
+    return _enum_names(_schema().BuiltinOperator).get(builtin, str(builtin))
+
+
+def tensor_dtype(tensor) -> str:
+    """TensorType name of a tensor, lower case (e.g. 'int8', 'float32')."""
+    return _enum_names(_schema().TensorType).get(tensor.type, str(tensor.type)).lower()
+
+
+@dataclass
+class TFLiteSummary:
+    """What a .tflite file holds: ops, weight dtypes, quantize/dequantize placement and byte breakdown."""
+
+    bytes: int
+    ops: dict[str, int]
+    weight_dtypes: dict[str, int]
+    quantize_ops: int
+    dequantize_ops: int
+    qdq_between_integer_ops: int
+    io_dtypes: dict[str, str]
+    breakdown: dict[str, int] = field(default_factory=dict)
+    params: int = 0
+
+    def as_details(self) -> dict:
+        """A JSON-ready dict for ``ExportedArtifact.details``."""
+        return {
+            "tflite_ops": self.ops, "weight_dtypes": self.weight_dtypes, "quantize_ops": self.quantize_ops,
+            "dequantize_ops": self.dequantize_ops, "qdq_between_integer_ops": self.qdq_between_integer_ops,
+            "io_dtypes": self.io_dtypes, "byte_breakdown": self.breakdown, "stored_weight_elements": self.params,
+        }
+
+
+def _vector(table, field_offset: int) -> tuple[int, int]:
+    """(absolute position, element count) of a vector field of a raw flatbuffer table; (0, 0) if absent."""
+    o = table._tab.Offset(field_offset)
+    if not o:
+        return 0, 0
+    return table._tab.Vector(o), table._tab.VectorLen(o)
+
+
+def inspect_tflite(path: str | Path) -> TFLiteSummary:
+    """Summarise ``path``: op counts, dtypes of conv/linear weights, QUANTIZE/DEQUANTIZE placement, bytes."""
+    data = Path(path).read_bytes()
+    model = load_model(data)
+    ops: Counter[str] = Counter()
+    weight_dtypes: Counter[str] = Counter()
+    cats = Counter({k: 0 for k in ("int8_weights", "int32_biases", "float_weights", "other_constants",
+                                   "quantization_params", "tensor_names")})
+    raw = _schema().Model.GetRootAsModel(data, 0)
+    seen: set[int] = set()  # absolute positions of vectors and strings already counted (shared = once)
+    params = 0
+    qdq_inside = 0
+    io: dict[str, str] = {}
+    for k, sg in enumerate(model.subgraphs):
+        raw_sg = raw.Subgraphs(k)
+        producers = {t: i for i, op in enumerate(sg.operators) for t in (op.outputs if op.outputs is not None else [])}
+        consumers: dict[int, list[int]] = {}
+        for i, op in enumerate(sg.operators):
+            for t in op.inputs if op.inputs is not None else []:
+                consumers.setdefault(int(t), []).append(i)
+        names = [op_name(model, op) for op in sg.operators]
+        ops.update(names)
+        role: dict[int, str] = {}
+        for op, name in zip(sg.operators, names):
+            if name in _WEIGHT_OPS and op.inputs is not None:
+                if len(op.inputs) > 1 and op.inputs[1] >= 0:
+                    role[int(op.inputs[1])] = "weight"
+                if len(op.inputs) > 2 and op.inputs[2] >= 0:
+                    role[int(op.inputs[2])] = "bias"
+        for op, name in zip(sg.operators, names):  # fp16/int8 weights dequantized at load time
+            if name == "DEQUANTIZE" and int(op.outputs[0]) in role:
+                role[int(op.inputs[0])] = role.pop(int(op.outputs[0]))
+        for idx, t in enumerate(sg.tensors):
+            dtype = tensor_dtype(t)
+            if role.get(idx) == "weight":
+                weight_dtypes[dtype] += 1
+            raw_buf = raw.Buffers(t.buffer) if t.buffer < raw.BuffersLength() else None
+            pos, n = _vector(raw_buf, 4) if raw_buf is not None else (0, 0)
+            if n and pos not in seen:
+                seen.add(pos)
+                if dtype == "int8":
+                    cats["int8_weights"] += n
+                elif dtype == "int32" and role.get(idx) == "bias":
+                    cats["int32_biases"] += n
+                elif dtype in ("float32", "float16") and role.get(idx) in ("weight", "bias"):
+                    cats["float_weights"] += n
+                else:
+                    cats["other_constants"] += n
+            if n and role.get(idx) in ("weight", "bias"):
+                params += int(np.prod(t.shape)) if t.shape is not None else 0
+            raw_t = raw_sg.Tensors(idx)
+            q = raw_t.Quantization()
+            if q is not None:
+                for field_offset, size in ((4, 4), (6, 4), (8, 4), (10, 8)):  # min, max, scale, zero_point
+                    vpos, vn = _vector(q, field_offset)
+                    if vn and vpos not in seen:
+                        seen.add(vpos)
+                        cats["quantization_params"] += 4 + size * vn
+            o = raw_t._tab.Offset(10)  # name
+            if o:
+                spos = raw_t._tab.Indirect(raw_t._tab.Pos + o)
+                if spos not in seen:
+                    seen.add(spos)
+                    cats["tensor_names"] += 4 + len(t.name) + 1
+        integer = {i for i, n in enumerate(names) if n not in _QDQ}
+        for i, name in enumerate(names):
+            op = sg.operators[i]
+            if name == "DEQUANTIZE":  # int -> float feeding a float op that is later re-quantized
+                src = producers.get(int(op.inputs[0]))
+                if src is not None and src in integer and _feeds_quantize(int(op.outputs[0]), sg, consumers, names):
+                    qdq_inside += 1
+        for kind, tensors in (("input", sg.inputs), ("output", sg.outputs)):
+            for k, t in enumerate(tensors if tensors is not None else []):
+                io[f"{kind}{k}"] = tensor_dtype(sg.tensors[t])
+    total = len(data)
+    cats["other"] = total - sum(cats.values())
+    return TFLiteSummary(
+        bytes=total, ops=dict(ops), weight_dtypes=dict(weight_dtypes), quantize_ops=ops.get("QUANTIZE", 0),
+        dequantize_ops=ops.get("DEQUANTIZE", 0), qdq_between_integer_ops=qdq_inside, io_dtypes=io,
+        breakdown=dict(cats), params=params,
+    )
+
+
+def _feeds_quantize(tensor: int, sg, consumers: dict[int, list[int]], names: list[str], depth: int = 0) -> bool:
+    """Whether a float tensor reaches a QUANTIZE op through float ops (a float island between int ops)."""
+    if depth > 32:
+        return False
+    for c in consumers.get(tensor, []):
+        if names[c] == "QUANTIZE":
+            return True
+        if names[c] != "DEQUANTIZE" and any(
+            _feeds_quantize(int(o), sg, consumers, names, depth + 1) for o in sg.operators[c].outputs
+        ):
+            return True
+    return False
