@@ -84,6 +84,12 @@ class HardwareProfile(Frozen):
     gemm_tile: dict[str, int] = Field(
         default_factory=dict, description="Output-channel tile width of the GEMM micro-kernels per dtype (fp32, int8)."
     )
+    cache_mb: float = Field(
+        0.0, ge=0, description="Last-level cache in MB; weights of a model larger than this stream from DRAM."
+    )
+    cache_bandwidth_gbs: float | None = Field(
+        None, gt=0, description="Bandwidth for data that stays in cache (used when cache_mb > 0)."
+    )
     small_k: float = Field(
         0.0, ge=0, description="Reduction length (Cin*kh*kw) at which a convolution reaches half its efficiency."
     )

@@ -3,8 +3,8 @@
 The fit minimises the squared log-ratio of predicted to measured latency over the measured runs
 (scipy's ``least_squares``), with a weak pull towards the profile's current values so that a
 parameter the runs cannot tell apart stays where it was. It fits the per-op-type efficiencies seen in
-the runs (per dtype), the per-op overhead, the effective memory bandwidth and the short-reduction
-penalty ``small_k``; peaks (clocks, FLOP per cycle) are facts about the silicon and stay fixed.
+the runs (per dtype; memory-bound ops per runtime op name), the per-op overhead, the DRAM and cache
+bandwidths and the short-reduction penalty ``small_k``; peaks (clocks, FLOP per cycle) are facts about the silicon and stay fixed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import yaml
 
 from edgecomp.errors import ConfigError
 from edgecomp.plan.targets import HardwareProfile
-from edgecomp.profile.predict import LayerCost, predict_from_layers
+from edgecomp.profile.predict import COMPUTE_OPS, MEMORY_OPS, LayerCost, predict_from_layers
 
 logger = logging.getLogger(__name__)
 PRIOR_WEIGHT = 0.05
@@ -44,7 +44,8 @@ def _keys(measurements: list[Measurement]) -> list[str]:
     for m in measurements:
         for layer in m.layers:
             if layer.op != "free":
-                keys.add(layer.op if m.dtype == "fp32" else f"{layer.op}_{m.dtype}")
+                base = layer.kind if layer.kind and layer.op in MEMORY_OPS else layer.op
+                keys.add(base if m.dtype == "fp32" else f"{base}_{m.dtype}")
     return sorted(keys)
 
 
@@ -52,9 +53,11 @@ def _with(profile: HardwareProfile, keys: list[str], theta: np.ndarray) -> Hardw
     eff = dict(profile.efficiency)
     for key, value in zip(keys, theta[: len(keys)]):
         eff[key] = float(min(math.exp(value), 1.0))
-    overhead, bandwidth, small_k = (float(math.exp(v)) for v in theta[len(keys):])
-    return profile.model_copy(update={"efficiency": eff, "overhead_us": overhead,
-                                      "memory_bandwidth_gbs": bandwidth, "small_k": small_k})
+    overhead, bandwidth, small_k, cache_bw = (float(math.exp(v)) for v in theta[len(keys):])
+    update = {"efficiency": eff, "overhead_us": overhead, "memory_bandwidth_gbs": bandwidth, "small_k": small_k}
+    if profile.cache_mb:
+        update["cache_bandwidth_gbs"] = cache_bw
+    return profile.model_copy(update=update)
 
 
 def _start(profile: HardwareProfile, keys: list[str]) -> np.ndarray:
@@ -62,10 +65,12 @@ def _start(profile: HardwareProfile, keys: list[str]) -> np.ndarray:
 
     values = []
     for key in keys:
-        op, _, dtype = key.partition("_")
-        values.append(math.log(efficiency_of(profile, op, dtype or "fp32")))
+        name, dtype = (key[: -len("_int8")], "int8") if key.endswith("_int8") else (key, "fp32")
+        op = name if name in COMPUTE_OPS or name in MEMORY_OPS else "elementwise"
+        values.append(math.log(efficiency_of(profile, op, dtype, kind=name)))
     values += [math.log(max(profile.overhead_us, 0.5)), math.log(profile.memory_bandwidth_gbs),
-               math.log(max(profile.small_k, 4.0))]
+               math.log(max(profile.small_k, 4.0)),
+               math.log(profile.cache_bandwidth_gbs or profile.memory_bandwidth_gbs)]
     return np.asarray(values)
 
 
@@ -93,8 +98,9 @@ def fit_profile(profile: HardwareProfile, measurements: list[Measurement]) -> Ha
         pred = np.log([max(predicted_ms(p, m), 1e-6) for m in measurements])
         return np.concatenate([pred - measured, PRIOR_WEIGHT * (theta - theta0)])
 
-    upper = np.concatenate([np.zeros(len(keys)), np.full(3, np.inf)])
-    lower = np.concatenate([np.full(len(keys), math.log(1e-3)), [math.log(0.01), math.log(0.1), math.log(0.5)]])
+    upper = np.concatenate([np.zeros(len(keys)), np.full(4, np.inf)])
+    lower = np.concatenate([np.full(len(keys), math.log(1e-3)),
+                            [math.log(0.01), math.log(0.1), math.log(0.5), math.log(0.1)]])
     result = least_squares(residuals, np.clip(theta0, lower + 1e-9, upper - 1e-9), bounds=(lower, upper),
                            x_scale=1.0, max_nfev=200 * len(theta0))
     fitted = _with(profile, keys, result.x)
@@ -103,7 +109,8 @@ def fit_profile(profile: HardwareProfile, measurements: list[Measurement]) -> Ha
     errors = [abs(r["predicted_ms"] / r["measured_ms"] - 1) for r in rows]
     calibration: dict[str, Any] = {
         "fitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "fitted": keys + ["overhead_us", "memory_bandwidth_gbs", "small_k"],
+        "fitted": keys + ["overhead_us", "memory_bandwidth_gbs", "small_k"]
+        + (["cache_bandwidth_gbs"] if profile.cache_mb else []),
         "runs": rows,
         "median_abs_error_pct": round(100 * float(np.median(errors)), 2),
         "max_abs_error_pct": round(100 * float(np.max(errors)), 2),
@@ -118,8 +125,9 @@ def write_profile(profile: HardwareProfile, path: str | Path) -> Path:
     path = Path(path)
     data = profile.model_dump(mode="json", exclude_none=True)
     data["efficiency"] = {k: round(v, 4) for k, v in data["efficiency"].items()}
-    for key in ("overhead_us", "memory_bandwidth_gbs", "small_k"):
-        data[key] = round(data[key], 4)
+    for key in ("overhead_us", "memory_bandwidth_gbs", "small_k", "cache_bandwidth_gbs"):
+        if key in data:
+            data[key] = round(data[key], 4)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=False, width=120))
     tmp.replace(path)

@@ -55,6 +55,7 @@ class LayerCost:
     out_channels: int = 0
     reduction: int = 0
     name: str = ""
+    kind: str = ""
 
     @property
     def bytes(self) -> float:
@@ -96,10 +97,14 @@ class Prediction:
         return asdict(self)
 
 
-def efficiency_of(profile: HardwareProfile, op: str, dtype: str) -> float:
-    """Fraction of peak for ``op`` at ``dtype``: ``<op>_int8`` for int8, then ``<op>``, then its fallback."""
+def efficiency_of(profile: HardwareProfile, op: str, dtype: str, kind: str = "") -> float:
+    """Fraction of peak for ``op`` at ``dtype``: ``<op>_int8`` for int8, then ``<op>``, then its fallback.
+
+    ``kind`` (the runtime's op name, e.g. ``hard_swish``) is tried first, for memory-bound ops whose
+    kernels differ a lot in speed.
+    """
     eff = profile.efficiency
-    keys = []
+    keys = ([f"{kind}_{dtype}", kind] if dtype != "fp32" else [kind]) if kind and op in MEMORY_OPS else []
     cur: str | None = op
     while cur is not None:
         keys += [f"{cur}_{dtype}", cur] if dtype != "fp32" else [cur]
@@ -137,18 +142,22 @@ def predict_from_layers(layers: list[LayerCost], profile: HardwareProfile, threa
     if dtype not in ("fp32", "fp16", "int8"):
         raise ConfigError(f"cannot predict latency for dtype '{dtype}'", "use fp32, fp16 or int8")
     peak = peak_macs_per_s(profile, threads, dtype)
-    bandwidth = profile.memory_bandwidth_gbs * 1e9
+    dram = profile.memory_bandwidth_gbs * 1e9
+    cache_bytes = profile.cache_mb * 1e6
+    cache = (profile.cache_bandwidth_gbs or profile.memory_bandwidth_gbs) * 1e9 if cache_bytes else dram
+    weights_bw = dram if cache_bytes and sum(la.weight_bytes for la in layers) > cache_bytes else cache
     overhead = profile.overhead_us * 1e-6
     per_op = []
     for layer in layers:
         if layer.op == "free":
             per_op.append(OpPrediction(layer.name, layer.op, 0.0, "free", 0.0, layer.bytes))
             continue
-        memory = layer.bytes / bandwidth
+        act_bw = cache if not cache_bytes or layer.act_bytes < cache_bytes else dram
+        memory = layer.weight_bytes / weights_bw + layer.act_bytes / act_bw
         if layer.op in COMPUTE_OPS and layer.macs > 0:
             compute = layer.macs / (peak * efficiency_of(profile, layer.op, dtype) * _utilisation(layer, profile, dtype))
         else:
-            compute, memory = 0.0, memory / efficiency_of(profile, layer.op, dtype)
+            compute, memory = 0.0, memory / efficiency_of(profile, layer.op, dtype, layer.kind)
         bound = "compute" if compute >= memory else "memory"
         seconds = max(compute, memory) + overhead
         per_op.append(OpPrediction(layer.name, layer.op, seconds * 1e3, bound, layer.macs, layer.bytes))
@@ -220,7 +229,8 @@ def read_tflite_layers(path: str | Path) -> tuple[list[LayerCost], str]:
             out_ch, red = b[-1], a[-1]
             macs = float(math.prod(a[:-1]) * red * out_ch)
         name = graph.Tensors(op.Outputs(0)).Name().decode(errors="replace") if op.OutputsLength() else opname
-        layers.append(LayerCost(category, macs, weight_bytes, act_bytes, out_ch, red, f"{opname}:{name}"))
+        layers.append(LayerCost(category, macs, weight_bytes, act_bytes, out_ch, red, f"{opname}:{name}",
+                                opname.lower()))
     dtype = "int8" if "INT8" in weight_types or "UINT8" in weight_types else (
         "fp16" if weight_types == {"FLOAT16"} else "fp32")
     return layers, dtype
@@ -268,12 +278,17 @@ def layers_from_torch(model: Any, input_shape: tuple[int, ...] | list[int], dtyp
             macs = float(y.numel() * module.in_features)
             layers.append(LayerCost("fc", macs, module.weight.numel() * elem, act, module.out_features,
                                     module.in_features, name))
-        elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-            layers.append(LayerCost("pool", 0.0, 0.0, act, name=name))
+        elif isinstance(module, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)):
+            layers.append(LayerCost("pool", 0.0, 0.0, act, name=name, kind="max_pool_2d"))
+        elif isinstance(module, nn.AvgPool2d):
+            layers.append(LayerCost("pool", 0.0, 0.0, act, name=name, kind="average_pool_2d"))
+        elif isinstance(module, nn.AdaptiveAvgPool2d):
+            layers.append(LayerCost("pool", 0.0, 0.0, act, name=name, kind="mean"))
         elif isinstance(module, (nn.Softmax, nn.LogSoftmax)):
-            layers.append(LayerCost("softmax", 0.0, 0.0, act, name=name))
+            layers.append(LayerCost("softmax", 0.0, 0.0, act, name=name, kind="softmax"))
         elif isinstance(module, (nn.Hardswish, nn.Sigmoid, nn.Hardsigmoid, nn.SiLU, nn.GELU, nn.Tanh)):
-            layers.append(LayerCost("elementwise", 0.0, 0.0, act, name=name))
+            kind = {nn.Hardswish: "hard_swish", nn.Sigmoid: "logistic", nn.Tanh: "tanh", nn.GELU: "gelu"}
+            layers.append(LayerCost("elementwise", 0.0, 0.0, act, name=name, kind=kind.get(type(module), "")))
         # ReLU/ReLU6 and BatchNorm fold into the preceding convolution on export: free.
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
