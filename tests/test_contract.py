@@ -272,6 +272,27 @@ def test_a_real_bundle_validates_and_matches_the_apps_digits_sample(digits_bundl
     assert manifest["model"] == sample["model"], "the app's digits sample is stale: copy a fresh edgecomp.json"
 
 
+def test_the_apps_sample_images_preprocessed_as_the_app_does_are_classified_right(digits_bundle):
+    """Preprocessor.kt's convention (8-bit pixels span [0, 1/scale]) fed to the real bundle's .tflite."""
+    import numpy as np
+    from PIL import Image
+
+    from edgecomp.bundle import read_manifest
+    from edgecomp.export.runtime import TFLiteRunner
+
+    manifest = read_manifest(digits_bundle)
+    norm, entry = manifest.model.normalization, manifest.files[0]
+    runner = TFLiteRunner(digits_bundle / entry.path, threads=1)
+    right = 0
+    for label in range(10):
+        pixels = np.asarray(Image.open(REPO / f"android_demo/app/src/main/assets/samples/digit_{label}.png"),
+                            dtype=np.float32)
+        raw = pixels / (255.0 * norm.scale)
+        x = ((raw * norm.scale - norm.mean[0]) / norm.std[0]).reshape(entry.inputs[0].shape)
+        right += int(np.argmax(runner(x.astype(np.float32))) == label)
+    assert right >= 9
+
+
 # ------------------------------------------------------------------------------------- benchmark result
 def test_benchmark_result_holds_every_field_edgecomp_reads():
     from edgecomp.profile.via_app import RESULT_FIELDS, RESULT_VERSION
