@@ -1,0 +1,204 @@
+"""Stage ``lowrank``: Linear layers by truncated SVD, convolutions by Tucker-2 (HOSVD, optional HOOI).
+
+Linear ``W (out x in) ~ (U_r sqrt(S_r)) (sqrt(S_r) V_r^T)`` becomes Linear(in, r) -> Linear(r, out).
+A Conv2d with weight W (N, M, kh, kw) becomes 1x1 (M -> R_in) -> kh x kw core (R_in -> R_out, same
+stride/padding/dilation) -> 1x1 (R_out -> N, the original bias), with the factor matrices the leading
+left singular vectors of W's output- and input-channel unfoldings (HOSVD) and the core W projected on
+them; ``iterations`` HOOI sweeps then refine the factors. The first 1x1 has no bias, so it commutes
+with zero padding and striding and the block computes exactly the convolution with the Tucker kernel.
+
+Ranks come from a fixed ``rank``, a ``rank_ratio`` of the full rank, or the ``energy`` (fraction of
+squared singular values) kept per unfolding. A layer is rewritten only when that costs fewer MACs.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections import OrderedDict
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from edgecomp.compress._rewrite import (
+    LayerRecord,
+    TuneConfig,
+    block_macs,
+    layer_shapes,
+    leaf_macs,
+    log_table,
+    n_params,
+    select_layers,
+    set_module,
+    summarize,
+    tune,
+)
+from edgecomp.compress.base import BuildContext, Stage, StageResult
+
+logger = logging.getLogger(__name__)
+
+
+def rank_for(s: torch.Tensor, rank: int | None, rank_ratio: float | None, energy: float) -> int:
+    """Rank from singular values ``s``: fixed ``rank``, else ``rank_ratio`` of the full rank, else energy."""
+    full = len(s)
+    if rank is not None:
+        return max(1, min(rank, full))
+    if rank_ratio is not None:
+        return max(1, min(full, math.ceil(rank_ratio * full)))
+    e = (s.double() ** 2).cumsum(0)
+    if float(e[-1]) == 0:
+        return 1
+    return max(1, min(full, int(torch.searchsorted(e / e[-1], torch.tensor(energy, dtype=e.dtype) - 1e-12)) + 1))
+
+
+def svd_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``(A, B, rel_error)`` with ``B @ A`` the best rank-``rank`` approximation of ``weight`` (out, in).
+
+    A is (rank, in), B is (out, rank), each carrying the square root of the singular values.
+    """
+    u, s, vh = torch.linalg.svd(weight.detach().double(), full_matrices=False)
+    r = min(rank, len(s))
+    root = s[:r].sqrt()
+    total = float((s**2).sum())
+    err = (float((s[r:] ** 2).sum()) / total) ** 0.5 if total > 0 else 0.0
+    return (root[:, None] * vh[:r]).to(weight.dtype), (u[:, :r] * root).to(weight.dtype), err
+
+
+def _leading(mat: torch.Tensor, r: int) -> torch.Tensor:
+    return torch.linalg.svd(mat, full_matrices=False)[0][:, :r]
+
+
+def tucker2_factors(weight: torch.Tensor, r_out: int, r_in: int, iterations: int = 0
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Tucker-2 of a conv kernel (N, M, kh, kw): ``(u_out (N,R_out), core (R_out,R_in,kh,kw), u_in (M,R_in), err)``.
+
+    HOSVD initialisation, then ``iterations`` HOOI sweeps; ``err`` is the relative Frobenius error.
+    """
+    w = weight.detach().double()
+    n, m = w.shape[:2]
+    u_out = _leading(w.reshape(n, -1), r_out)
+    u_in = _leading(w.transpose(0, 1).reshape(m, -1), r_in)
+    for _ in range(iterations):
+        u_out = _leading(torch.einsum("nmhw,ms->nshw", w, u_in).reshape(n, -1), r_out)
+        u_in = _leading(torch.einsum("nmhw,nr->mrhw", w, u_out).reshape(m, -1), r_in)
+    core = torch.einsum("nmhw,nr,ms->rshw", w, u_out, u_in)
+    approx = torch.einsum("rshw,nr,ms->nmhw", core, u_out, u_in)
+    norm = float(w.norm())
+    err = float((w - approx).norm()) / norm if norm > 0 else 0.0
+    dt = weight.dtype
+    return u_out.to(dt), core.to(dt), u_in.to(dt), err
+
+
+def make_svd_linear(linear: nn.Linear, rank: int) -> tuple[nn.Sequential, float]:
+    """Linear(in, r, no bias) -> Linear(r, out, bias) initialised by truncated SVD, and its error."""
+    a, b, err = svd_factors(linear.weight, rank)
+    first = nn.Linear(linear.in_features, a.shape[0], bias=False)
+    second = nn.Linear(a.shape[0], linear.out_features, bias=linear.bias is not None)
+    with torch.no_grad():
+        first.weight.copy_(a)
+        second.weight.copy_(b)
+        if linear.bias is not None:
+            second.bias.copy_(linear.bias)
+    return nn.Sequential(OrderedDict(first=first, second=second)), err
+
+
+def make_tucker_conv(conv: nn.Conv2d, r_out: int, r_in: int, iterations: int = 0) -> tuple[nn.Sequential, float]:
+    """1x1 -> kxk core -> 1x1 block initialised by Tucker-2 of ``conv``'s kernel, and its error."""
+    u_out, core, u_in, err = tucker2_factors(conv.weight, r_out, r_in, iterations)
+    first = nn.Conv2d(conv.in_channels, u_in.shape[1], 1, bias=False)
+    mid = nn.Conv2d(u_in.shape[1], u_out.shape[1], conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                    dilation=conv.dilation, bias=False, padding_mode=conv.padding_mode)
+    last = nn.Conv2d(u_out.shape[1], conv.out_channels, 1, bias=conv.bias is not None)
+    with torch.no_grad():
+        first.weight.copy_(u_in.t()[:, :, None, None])
+        mid.weight.copy_(core)
+        last.weight.copy_(u_out[:, :, None, None])
+        if conv.bias is not None:
+            last.bias.copy_(conv.bias)
+    return nn.Sequential(OrderedDict(first=first, core=mid, last=last)), err
+
+
+class LowRank(Stage):
+    """Factorise Linear layers (truncated SVD) and convolutions (Tucker-2) into thinner chains."""
+
+    name = "lowrank"
+
+    class Config(TuneConfig):
+        """Settings of the low-rank factorisation and its fine-tune."""
+
+        energy: float = Field(0.9, gt=0, le=1, description="Keep this fraction of squared singular values per unfolding.")
+        rank_ratio: float | None = Field(None, gt=0, le=1, description="Rank as a fraction of full rank (overrides energy).")
+        rank: int | None = Field(None, ge=1, description="Fixed rank for every layer (overrides rank_ratio and energy).")
+        kinds: list[Literal["linear", "conv"]] = Field(["linear", "conv"], description="Layer kinds to factorise.")
+        iterations: int = Field(2, ge=0, description="HOOI refinement sweeps after the HOSVD (convs).")
+        min_in_channels: int = Field(4, ge=1, description="Keep convs with fewer input channels (e.g. the stem).")
+        layers: list[str] | None = Field(None, description="Layer names (fnmatch patterns) to consider; default all.")
+        exclude: list[str] = Field(default_factory=list, description="Layer names (fnmatch patterns) to leave alone.")
+
+    def apply(self, model: nn.Module, cfg: Config, ctx: BuildContext) -> StageResult:
+        """Factorise the chosen layers where that saves MACs, report per layer, then fine-tune."""
+        model = copy.deepcopy(model).eval()
+        shapes = layer_shapes(model, ctx.spec.input_shape)
+        kinds = tuple(k for k, on in ((nn.Linear, "linear" in cfg.kinds), (nn.Conv2d, "conv" in cfg.kinds)) if on)
+        records: list[LayerRecord] = []
+        notes: list[str] = []
+        for name, mod in select_layers(model, kinds, cfg.layers, cfg.exclude):
+            if name not in shapes.outputs:
+                notes.append(f"{name}: not reached by the forward pass; kept")
+                continue
+            kind = "linear" if isinstance(mod, nn.Linear) else "conv"
+            rec = LayerRecord(name, kind, list(mod.weight.shape), "skipped", params_before=n_params(mod),
+                              macs_before=leaf_macs(mod, shapes.outputs[name]))
+            rec.macs_after, rec.params_after = rec.macs_before, rec.params_before
+            records.append(rec)
+            if kind == "conv" and (reason := _conv_reason(mod, cfg.min_in_channels)):
+                rec.note = reason
+                if mod.groups != 1:
+                    notes.append(f"{name}: {reason}")
+                continue
+            block, rank, err = self._factorise(mod, cfg)
+            macs = block_macs(block, shapes.inputs[name])
+            rec.rank, rec.rel_error = rank, err
+            if macs >= rec.macs_before:
+                rec.status, rec.note = "kept", f"rank {rank} would cost {macs} MACs >= {rec.macs_before}"
+                continue
+            set_module(model, name, block)
+            rec.status, rec.macs_after, rec.params_after = "rewritten", macs, n_params(block)
+        if not any(r.status == "rewritten" for r in records):
+            notes.append("no layer was factorised (none would save MACs at these ranks)")
+        log_table("lowrank", records)
+        metrics = {**summarize(records), "layers": [r.as_dict() for r in records]}
+        if ctx.data is not None:
+            from edgecomp.finetune import accuracy
+
+            metrics["test_accuracy_rewritten"] = accuracy(model, ctx.data.x_test, ctx.data.y_test)
+        metrics["finetune"] = tune(model, cfg, ctx, notes)
+        s = summarize(records)
+        if s["rewritten"]:
+            notes.append(f"factorised {s['rewritten']} layer(s): their MACs {s['macs_before']} -> {s['macs_after']}, "
+                         f"params {s['params_before']} -> {s['params_after']}")
+        return StageResult(model.eval(), metrics, notes)
+
+    @staticmethod
+    def _factorise(mod: nn.Module, cfg: Config) -> tuple[nn.Sequential, object, float]:
+        w = mod.weight.detach().double()
+        if isinstance(mod, nn.Linear):
+            r = rank_for(torch.linalg.svdvals(w), cfg.rank, cfg.rank_ratio, cfg.energy)
+            block, err = make_svd_linear(mod, r)
+            return block, r, err
+        n, m = w.shape[:2]
+        r_out = rank_for(torch.linalg.svdvals(w.reshape(n, -1)), cfg.rank, cfg.rank_ratio, cfg.energy)
+        r_in = rank_for(torch.linalg.svdvals(w.transpose(0, 1).reshape(m, -1)), cfg.rank, cfg.rank_ratio, cfg.energy)
+        block, err = make_tucker_conv(mod, r_out, r_in, cfg.iterations)
+        return block, [r_out, r_in], err
+
+
+def _conv_reason(conv: nn.Conv2d, min_in_channels: int) -> str:
+    if conv.groups != 1:
+        return f"grouped conv (groups={conv.groups}) is not supported; kept as is"
+    if conv.in_channels < min_in_channels:
+        return f"only {conv.in_channels} input channel(s) (< min_in_channels={min_in_channels})"
+    return ""
