@@ -52,5 +52,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         lines = [f"{p}: {'; '.join(errs[:3])}" for p, errs in bad.items()]
         message = "bundles written by the tests do not follow schemas/edgecomp.schema.json:\n  " + "\n  ".join(lines)
         if reporter is not None:
+            reporter.ensure_newline()
             reporter.write_line(message, red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
