@@ -99,8 +99,9 @@ class Binarize(Stage):
             if cfg.epochs:
                 ft = finetune(model, ctx.data, FinetuneConfig(epochs=cfg.epochs, lr=cfg.lr, patience=cfg.patience,
                                                               seed=ctx.seed), teacher=ctx.teacher)
-                metrics["val_accuracy_after_training"] = ft.best_val_accuracy
-                metrics["training_epochs"] = ft.epochs
+                if ft.stopped != "skipped":  # the planner's structure-only pass skips training
+                    metrics["val_accuracy_after_training"] = ft.best_val_accuracy
+                    metrics["training_epochs"] = ft.epochs
         elif cfg.epochs:
             notes.append("no training data: weights were binarized without straight-through training")
         with torch.no_grad():

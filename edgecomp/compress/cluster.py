@@ -31,7 +31,9 @@ from edgecomp.compress.recipe import PRESETS
 
 logger = logging.getLogger(__name__)
 
-PRESETS["deep-compression"] = "prune.magnitude(sparsity=0.9) -> cluster(bits=4)"
+PRESETS["deep-compression"] = (
+    "prune.magnitude(sparsity=0.9, steps=2, finetune_epochs=30, finetune_lr=0.002) -> cluster(bits=4)"
+)
 
 
 def kmeans_1d(values: torch.Tensor, k: int, iters: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,7 +93,7 @@ class Cluster(Stage):
 
         bits: int = Field(4, ge=1, le=8, description="Bits per index: each layer gets at most 2**bits centroids.")
         fold_bn: bool = Field(True, description="Fold BatchNorm into the preceding conv/linear before clustering.")
-        epochs: int = Field(15, ge=0, description="Epochs of centroid fine-tuning (0: k-means only).")
+        epochs: int = Field(20, ge=0, description="Epochs of centroid fine-tuning (0: k-means only).")
         lr: float = Field(5e-4, gt=0, description="Learning rate of the centroid fine-tuning.")
         kmeans_iters: int = Field(100, ge=1, description="Most Lloyd iterations of the per-layer k-means.")
         min_weights: int = Field(0, ge=0, description="Leave layers with fewer weights than this unclustered.")
@@ -130,8 +132,9 @@ class Cluster(Stage):
             if cfg.epochs:
                 ft = finetune(model, ctx.data, FinetuneConfig(epochs=cfg.epochs, lr=cfg.lr, patience=5, seed=ctx.seed),
                               teacher=ctx.teacher)
-                metrics["val_accuracy_after_finetune"] = ft.best_val_accuracy
-                metrics["finetune_epochs"] = ft.epochs
+                if ft.stopped != "skipped":  # the planner's structure-only pass skips fine-tuning
+                    metrics["val_accuracy_after_finetune"] = ft.best_val_accuracy
+                    metrics["finetune_epochs"] = ft.epochs
         elif cfg.epochs:
             notes.append("no training data: centroids were not fine-tuned (k-means only)")
         with torch.no_grad():
