@@ -19,6 +19,7 @@ from edgecomp.errors import EdgecompError
 
 MAX_CODE_LEN = 15
 """Longest code allowed; lengths fit a nibble and the decoder's lookup table has 2**15 entries."""
+_BLOCK_BITS = 1 << 20  # the decoder precomputes lookup windows for this many bit positions at a time
 
 
 class HuffmanError(EdgecompError):
@@ -106,13 +107,15 @@ def encode(symbols: np.ndarray, alphabet: int, lengths: np.ndarray | None = None
     if (lengths[sym] == 0).any():
         raise HuffmanError("a symbol to encode has no code", "compute lengths from these symbols' counts")
     codes = canonical_codes(lengths)
-    n, c = lengths[sym], codes[sym]
-    width = int(n.max())
+    width = int(lengths[sym].max())
     pos = np.arange(width)
-    # bit j of each code, most significant first; positions past the code's length are dropped
-    bits = (c[:, None] >> np.maximum(n[:, None] - 1 - pos[None, :], 0)) & 1
-    keep = pos[None, :] < n[:, None]
-    return Coded(lengths, len(sym), np.packbits(bits[keep].astype(np.uint8)).tobytes())
+    chunks = []
+    for i in range(0, len(sym), _BLOCK_BITS // 8):  # bounded memory on large tensors
+        n, c = lengths[sym[i : i + _BLOCK_BITS // 8]], codes[sym[i : i + _BLOCK_BITS // 8]]
+        # bit j of each code, most significant first; positions past the code's length are dropped
+        bits = (c[:, None] >> np.maximum(n[:, None] - 1 - pos[None, :], 0)) & 1
+        chunks.append(bits[pos[None, :] < n[:, None]].astype(np.uint8))
+    return Coded(lengths, len(sym), np.packbits(np.concatenate(chunks)).tobytes())
 
 
 def decode(coded: Coded) -> np.ndarray:
@@ -132,19 +135,22 @@ def decode(coded: Coded) -> np.ndarray:
         lo = int(codes[s]) << (width - n)
         table_sym[lo : lo + (1 << (width - n))] = s
         table_len[lo : lo + (1 << (width - n))] = n
-    bits = np.unpackbits(np.frombuffer(coded.data, dtype=np.uint8)).astype(np.int64)
+    bits = np.unpackbits(np.frombuffer(coded.data, dtype=np.uint8))
     total = len(bits)
-    padded = np.concatenate([bits, np.zeros(width, dtype=np.int64)])
-    window = np.zeros(total, dtype=np.int64)
-    for k in range(width):
-        window = (window << 1) | padded[k : k + total]
-    wins, tsym, tlen = window.tolist(), table_sym.tolist(), table_len.tolist()
+    padded = np.concatenate([bits, np.zeros(width, dtype=np.uint8)])
+    tsym, tlen = table_sym.tolist(), table_len.tolist()
     out = [0] * coded.count
-    pos = 0
+    pos, start, wins = 0, 0, []
     for i in range(coded.count):
         if pos >= total:
             raise HuffmanError("Huffman stream ended early", "the file is truncated or corrupt")
-        w = wins[pos]
+        if pos - start >= len(wins):  # next block of lookup windows: the `width` bits starting at each position
+            start, n = pos, min(_BLOCK_BITS, total - pos)
+            window = np.zeros(n, dtype=np.int64)
+            for k in range(width):
+                window = (window << 1) | padded[pos + k : pos + k + n]
+            wins = window.tolist()
+        w = wins[pos - start]
         s = tsym[w]
         if s < 0:
             raise HuffmanError("invalid code in Huffman stream", "the file is corrupt")
