@@ -26,12 +26,19 @@ MACOS_NOTE = "CoreML prediction needs macOS; on this machine the model was conve
 
 def export_coreml(model: nn.Module, spec: ModelSpec, options: ExportOptions, path: Path,
                   calibration=None) -> ExportedArtifact:
-    """Write ``model`` as an ML program .mlpackage and validate its spec by loading it back."""
+    """Write ``model`` as an ML program .mlpackage and validate its spec by loading it back.
+
+    fp16 converts with float16 compute precision; int8 stores linearly quantized int8 weights
+    (activations stay float: CoreML's activation quantization needs the macOS runtime to calibrate).
+    """
     import coremltools as ct
 
-    if options.dtype != "fp32":
-        raise ExportError(f"CoreML export of {options.dtype} models is not available", "use fp32")
+    if options.dtype not in ("fp32", "fp16", "int8"):
+        raise ExportError(f"CoreML export of {options.dtype} models is not available", "use fp32, fp16 or int8")
+    if getattr(model, "float_model", None) is not None:  # quantize.int8's reference: convert the float network
+        model = model.float_model
     example = torch.zeros(spec.input_shape)
+    notes: list[str] = []
     try:
         traced = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.trace(model.eval(), example)
         mlmodel = ct.convert(
@@ -39,19 +46,32 @@ def export_coreml(model: nn.Module, spec: ModelSpec, options: ExportOptions, pat
             inputs=[ct.TensorType(name=spec.input_name, shape=tuple(spec.input_shape))],
             outputs=[ct.TensorType(name=spec.output_name)],
             convert_to="mlprogram",
-            compute_precision=ct.precision.FLOAT32,
+            compute_precision=ct.precision.FLOAT16 if options.dtype == "fp16" else ct.precision.FLOAT32,
             minimum_deployment_target=ct.target.iOS15,
         )
         if options.settings.get("palettize_bits"):  # clustered weights -> LUT (coreml_palettize.py)
             mlmodel = palettize(mlmodel, options)
+        if options.dtype == "int8":
+            mlmodel = _int8_weights(mlmodel, options.settings.get("weights", "per-channel"))
+            notes.append("CoreML int8: linearly quantized int8 weights (coremltools.optimize), float activations")
         mlmodel.short_description = f"{spec.name}, converted by edgecomp"
         mlmodel.save(str(path))
     except Exception as exc:
         raise unsupported_op_error("coreml", exc) from exc
     inputs, outputs = coreml_io(path)
     runnable = platform.system() == "Darwin"
-    return ExportedArtifact("coreml", path, "fp32", inputs, outputs, runnable=runnable,
-                            notes=[] if runnable else [MACOS_NOTE])
+    return ExportedArtifact("coreml", path, options.dtype, inputs, outputs, runnable=runnable,
+                            notes=notes + ([] if runnable else [MACOS_NOTE]))
+
+
+def _int8_weights(mlmodel, granularity: str):
+    """Symmetric int8 weights (per output channel or per tensor) through coremltools.optimize."""
+    import coremltools.optimize as cto
+
+    config = cto.coreml.OptimizationConfig(global_config=cto.coreml.OpLinearQuantizerConfig(
+        mode="linear_symmetric", dtype="int8",
+        granularity="per_channel" if granularity == "per-channel" else "per_tensor", weight_threshold=0))
+    return cto.coreml.linear_quantize_weights(mlmodel, config)
 
 
 def coreml_io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:

@@ -90,7 +90,7 @@ def export_onnx_reduced(model: nn.Module, spec: ModelSpec, options: ExportOption
                 raise ExportError("int8 ONNX export needs the model returned by quantize.int8",
                                   "put quantize.int8 last in the recipe")
             _torch_onnx_export(model.reference, example, path, spec)
-            notes.append("QDQ int8; on x86 without VNNI run it with session option session.x64quantprecision=1 "
+            notes.append("QDQ int8; on x86 without VNNI run it with session option session.qdqisint8allowed=1 "
                          "(edgecomp's runner does) or the U8S8 kernels saturate")
         else:
             source = model.float_model if isinstance(model, QuantizedModel) else model

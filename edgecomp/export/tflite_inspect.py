@@ -1,7 +1,7 @@
 """Read a .tflite flatbuffer: tensor dtypes, the op list, and where the file's bytes go.
 
 ``inspect_tflite(path)`` returns a ``TFLiteSummary`` with per-category byte counts that sum to the
-file size: int8 weights (constant int8 tensors), int32 biases (int32 constants fed to conv/FC as
+file size: int8 weights (int8 constants fed to conv/FC as weights), int32 biases (int32 constants fed to conv/FC as
 bias), float weights (float32/float16 constants), other constants, quantization parameters
 (scale/zero-point/min/max vectors with their length prefixes), tensor names, and everything else
 (op tables, shapes, signatures, metadata, padding). Vectors shared by several tables are counted
@@ -121,7 +121,7 @@ def inspect_tflite(path: str | Path) -> TFLiteSummary:
             pos, n = _vector(raw_buf, 4) if raw_buf is not None else (0, 0)
             if n and pos not in seen:
                 seen.add(pos)
-                if dtype == "int8":
+                if dtype == "int8" and role.get(idx) == "weight":
                     cats["int8_weights"] += n
                 elif dtype == "int32" and role.get(idx) == "bias":
                     cats["int32_biases"] += n

@@ -1,0 +1,109 @@
+"""quantize.int8 and friends: calibration, rounding, ONNX QDQ, and an end-to-end int8 build."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from edgecomp.cli import main
+from edgecomp.compress import _calibration as cal
+from edgecomp.compress._pt2e import QuantSettings
+from edgecomp.compress.base import ExportOptions
+from edgecomp.compress.quantize import ptq
+from edgecomp.compress.recipe import parse_recipe
+from edgecomp.errors import ConfigError
+from edgecomp.export.onnx import export_onnx
+from edgecomp.export.runtime import run_artifact
+from edgecomp.finetune import predict
+from edgecomp.spec import ModelSpec
+from tests.tiny_models import make
+
+
+def test_stochastic_rounding_is_unbiased_and_nearest_is_not():
+    x = torch.full((200_000,), 0.3)
+    gen = torch.Generator().manual_seed(0)
+    sr = cal.stochastic_round(x, gen)
+    assert set(sr.unique().tolist()) == {0.0, 1.0}
+    assert abs(sr.mean().item() - 0.3) < 0.005
+    assert torch.round(x).mean().item() == 0.0  # round-to-nearest is biased for this input
+
+
+def test_calibration_methods_clip_heavy_tails_that_minmax_keeps():
+    x = np.random.default_rng(0).standard_t(2, size=100_000)  # heavy tails: rare huge values
+    lo, hi = cal.compute_range(x, "minmax")
+    assert (lo, hi) == (x.min(), x.max())
+    for method in ("percentile", "mse", "entropy"):
+        lo_m, hi_m = cal.compute_range(x, method)
+        assert lo <= lo_m <= 0.0 <= hi_m < 0.9 * hi, method
+    counts, edges = np.histogram(x, bins=2048, range=(lo, hi))
+    centers = (edges[:-1] + edges[1:]) / 2
+    assert cal.affine_error(counts, centers, *cal.compute_range(x, "mse")) < cal.affine_error(counts, centers, lo, hi)
+
+
+def test_fixed_point_scales_are_powers_of_two():
+    assert cal.power_of_two(0.3) == 0.5 and cal.power_of_two(0.25) == 0.25
+    assert cal.parse_fixed_point("Q3.4") == (3, 4)
+    with pytest.raises(ValueError):
+        cal.parse_fixed_point("Q3.3")
+
+
+def test_bad_settings_are_config_errors():
+    with pytest.raises(ConfigError, match="fixed_point"):
+        parse_recipe("quantize.int8(fixed_point='Q9.9')")
+    with pytest.raises(ConfigError, match="calibratoin"):
+        parse_recipe("quantize.int8(calibratoin='mse')")
+
+
+def test_calibration_data_must_exist(tmp_path):
+    from edgecomp.compress.quantize import load_calibration
+
+    with pytest.raises(ConfigError):
+        load_calibration(str(tmp_path / "missing.npy"), [1, 3, 8, 8])
+    np.save(tmp_path / "bad.npy", np.zeros((4, 1, 8, 8), np.float32))
+    with pytest.raises(ConfigError, match="shape"):
+        load_calibration(str(tmp_path / "bad.npy"), [1, 3, 8, 8])
+
+
+def test_onnx_qdq_runs_in_onnxruntime_with_integer_kernels(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    model = make("residual")
+    x = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
+    q = ptq(model, QuantSettings(fixed_point="dynamic"), x, [1, 3, 8, 8], stochastic=True)
+    path = tmp_path / "model.onnx"
+    artifact = export_onnx(q, ModelSpec(name="r", input_shape=[1, 3, 8, 8]), ExportOptions(dtype="int8"), path)
+    graph = onnx.load(str(path)).graph
+    ops = {n.op_type for n in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    weights = [i for i in graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) >= 2]
+    assert len(weights) == 4  # 3 convs + 1 linear, stored as int8
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    fused = {n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node}
+    assert "QLinearConv" in fused
+    out = run_artifact("onnx", path, x, [1, 3, 8, 8])
+    ref = predict(q, x)
+    cos = (out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.99 and (out.argmax(1) == ref.argmax(1)).mean() >= 0.95
+    assert artifact.dtype == "int8"
+
+
+def test_build_quantize_int8_end_to_end(tmp_path):
+    out = tmp_path / "bundle"
+    assert main(["build", "--recipe", "quantize.int8(calibration='percentile')", "--out", str(out),
+                 "--runs", "3"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["accuracy"] - report["stages"][0]["accuracy"] <= 1.0
+    arts = {a["format"]: a for a in report["artifacts"]}
+    for fmt in ("tflite", "onnx"):
+        assert arts[fmt]["dtype"] == "int8"
+        p = arts[fmt]["parity"]
+        assert p["status"] == "passed" and p["top1_agreement"] >= 99.0 and p["cosine"] >= 0.99
+    details = arts["tflite"]["details"]
+    assert details["weight_dtypes"] == {"int8": 4}
+    assert details["qdq_between_integer_ops"] == 0
+    assert details["byte_breakdown"]["int8_weights"] > 0.8 * arts["tflite"]["bytes"]
