@@ -38,7 +38,10 @@ class BenchModel:
 
 def _row(model: str, method: str, artifact, params: int, fp32_bytes: int) -> dict:
     fmt = artifact.format
-    what = {"ecz": "model.ecz (Huffman)", "coreml": "mlpackage (LUT)" if method != "fp32" else "mlpackage"}
+    forms = artifact.details.get("bytes_by_form", {})
+    ecz = "model.ecz (1-bit packed)" if "binary" in forms else (
+        "model.ecz (sparse+Huffman)" if "sparse" in forms else "model.ecz (Huffman)")
+    what = {"ecz": ecz, "coreml": "mlpackage (LUT)" if method != "fp32" else "mlpackage"}
     return {
         "model": model, "method": method, "artifact": what.get(fmt, f"{fmt} {artifact.dtype}"),
         "bytes": artifact.bytes, "bytes_per_param": artifact.bytes / params,

@@ -40,7 +40,7 @@ def main() -> None:
             if r["model"] == model and r["artifact"].startswith("model.ecz") and fp32["accuracy"] is not None:
                 print(f"{model} {r['method']}: model.ecz {r['bytes']} B = {r['ratio_to_fp32']:.1f}x smaller than the "
                       f"fp32 .tflite ({fp32['bytes']} B); accuracy {r['accuracy']:.2f}% vs {fp32['accuracy']:.2f}% "
-                      f"({fp32['accuracy'] - r['accuracy']:+.2f} pt drop)")
+                      f"(drop {fp32['accuracy'] - r['accuracy']:.2f} pt)")
 
 
 if __name__ == "__main__":

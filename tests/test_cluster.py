@@ -107,6 +107,8 @@ def test_deep_compression_preset_is_registered():
     assert PRESETS["deep-compression"].startswith("prune.magnitude(")
     assert "cluster(" in PRESETS["deep-compression"]
     assert parse_recipe("cluster(bits=3)")[0].config.bits == 3
+    steps = parse_recipe("deep-compression")  # validates the preset against prune.magnitude's settings
+    assert [s.name for s in steps] == ["prune.magnitude", "cluster"]
 
 
 def test_build_writes_a_compressed_form_that_rebuilds_the_exported_model(tmp_path):
