@@ -123,7 +123,13 @@ def make_quantizer(s: QuantSettings):
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, QuantizationSpec
 
     class EdgeQuantizer(PT2EQuantizer):
-        """litert-torch's PT2E quantizer that also annotates chained residual adds and muls."""
+        """litert-torch's PT2E quantizer that also annotates chained residual adds and muls.
+
+        Its QAT conv+BN patterns are off (they fail on torch 2.13): BatchNorm is folded into the
+        convolutions before QAT instead (``fold_batchnorm``).
+        """
+
+        STATIC_QAT_ONLY_OPS: list[str] = []
 
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             """Stock annotation, then every still-unannotated add/mul gets int8 inputs and output."""
@@ -279,3 +285,11 @@ def fold_weights(graph_module: torch.fx.GraphModule) -> None:
     from torchao.quantization.pt2e.quantize_pt2e import _quant_node_constraint
 
     constant_fold(graph_module, _quant_node_constraint)
+
+
+def fold_batchnorm(graph_module: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Fold eval-mode BatchNorm into the preceding convolutions of an exported graph (in place)."""
+    from torchao.quantization.pt2e.utils import _fuse_conv_bn_
+
+    _fuse_conv_bn_(graph_module)
+    return graph_module

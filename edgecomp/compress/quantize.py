@@ -143,14 +143,13 @@ def qat(model: nn.Module, settings, ctx: BuildContext, cfg: Int8Config):
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
-    from edgecomp.compress._pt2e import QuantizedModel, export_graph
+    from edgecomp.compress._pt2e import QuantizedModel, export_graph, fold_batchnorm
     from edgecomp.finetune import FinetuneConfig, finetune
 
     float_model = copy.deepcopy(model).eval()
     qat_settings = type(settings)(**{**settings.__dict__, "qat": True})
     quantizer = _pt2e().make_quantizer(qat_settings)
-    trainable = copy.deepcopy(model).train()
-    graph = export_graph(trainable, ctx.spec.input_shape)
+    graph = fold_batchnorm(export_graph(copy.deepcopy(model).eval(), ctx.spec.input_shape))
     prepared = prepare_qat_pt2e(graph, quantizer)
 
     class _Trainable(nn.Module):
@@ -234,7 +233,8 @@ class QuantizeInt8(Stage):
                         "n/a" if ptq_acc is None else f"{ptq_acc:.2f}%", float_acc or 0.0, max_drop)
             quantized = qat(model, settings, ctx, cfg)
             metrics["val_accuracy_qat"] = _val_accuracy(quantized, ctx)
-            notes.append("post-training quantization lost more than the allowed drop; recovered with QAT + distillation")
+            notes.append("quantization-aware fine-tuning with distillation from the float model" + (
+                "" if cfg.qat == "always" else f" (post-training quantization lost more than {max_drop} points)"))
         metrics["method"] = "qat" if needs_qat else "ptq"
         export_settings = {
             "calibration": cfg.calibration, "percentile": cfg.percentile, "weights": cfg.weights, "io": cfg.io,
