@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -129,7 +130,7 @@ def make_quantizer(s: QuantSettings):
         convolutions before QAT instead (``fold_batchnorm``).
         """
 
-        STATIC_QAT_ONLY_OPS: list[str] = []
+        STATIC_QAT_ONLY_OPS: ClassVar[list[str]] = []
 
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             """Stock annotation, then every still-unannotated add/mul gets int8 inputs and output."""
