@@ -63,6 +63,7 @@ class FinetuneConfig(BaseModel):
     patience: int = Field(5, ge=1, description="Epochs without validation gain before stopping.")
     time_budget_s: float | None = Field(None, gt=0, description="Stop after this many seconds.")
     seed: int = Field(0, description="Seed for shuffling.")
+    ties_by_loss: bool = Field(False, description="Among epochs tied on best val accuracy, keep the lowest val loss.")
 
 
 @dataclass
@@ -97,6 +98,13 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     ) * (t * t)
 
 
+def _val_stats(model: nn.Module, data: Dataset) -> tuple[float, float]:
+    """Validation accuracy (percent) and mean cross-entropy, from one pass."""
+    logits = predict(model, data.x_val)
+    acc = float((logits.argmax(1) == data.y_val).mean() * 100.0)
+    return acc, float(F.cross_entropy(torch.as_tensor(logits), torch.as_tensor(data.y_val)))
+
+
 def finetune(
     model: nn.Module,
     data: Dataset,
@@ -126,7 +134,7 @@ def finetune(
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if teacher is not None:
         teacher.eval()
-    best_acc, best_state = accuracy(model, data.x_val, data.y_val), copy.deepcopy(model.state_dict())
+    (best_acc, best_loss), best_state = _val_stats(model, data), copy.deepcopy(model.state_dict())
     bad, history = 0, []
     start, stopped = time.monotonic(), "epochs"
     epoch = 0
@@ -151,11 +159,11 @@ def finetune(
             if on_batch is not None:
                 on_batch(model)
             total += float(loss.detach()) * len(idx)
-        val = accuracy(model, data.x_val, data.y_val)
-        history.append({"epoch": epoch, "loss": total / len(x), "val_accuracy": val})
+        val, val_loss = _val_stats(model, data)
+        history.append({"epoch": epoch, "loss": total / len(x), "val_accuracy": val, "val_loss": val_loss})
         logger.debug("epoch %d loss %.4f val %.2f%%", epoch, total / len(x), val)
-        if val > best_acc:
-            best_acc, best_state, bad = val, copy.deepcopy(model.state_dict()), 0
+        if val > best_acc or (cfg.ties_by_loss and val == best_acc and val_loss < best_loss):
+            best_acc, best_loss, best_state, bad = val, val_loss, copy.deepcopy(model.state_dict()), 0
         else:
             bad += 1
         if bad >= cfg.patience:
@@ -164,7 +172,8 @@ def finetune(
         if cfg.time_budget_s is not None and time.monotonic() - start > cfg.time_budget_s:
             stopped = "time-budget"
             break
-    if accuracy(model, data.x_val, data.y_val) < best_acc:
+    final_acc, final_loss = _val_stats(model, data)
+    if final_acc < best_acc or (cfg.ties_by_loss and final_acc == best_acc and final_loss > best_loss):
         model.load_state_dict(best_state)
     model.eval()
     logger.info("  fine-tuned %d epochs (%s), best val accuracy %.2f%%", epoch, stopped, best_acc)

@@ -120,7 +120,8 @@ def distill(student: nn.Module, teacher: nn.Module, data, cfg: Distill.Config, s
     if cfg.hint_layers:
         hints = HintLoss(student, teacher, cfg.hint_layers, cfg.hint_weight, torch.as_tensor(data.x_train[:2]))
     ft = FinetuneConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, temperature=cfg.temperature,
-                        alpha=cfg.alpha, patience=cfg.patience, time_budget_s=cfg.time_budget_s, seed=seed)
+                        alpha=cfg.alpha, patience=cfg.patience, time_budget_s=cfg.time_budget_s, seed=seed,
+                        ties_by_loss=True)
     try:
         result = finetune(student, data, ft, teacher=teacher, extra_loss=hints,
                           extra_params=hints.parameters() if hints else ())
