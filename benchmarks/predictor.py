@@ -9,9 +9,10 @@ Part 2, phones. MobileNetV1 and V2 (224, random weights) against the latencies T
 (CPU, 4 threads): MobileNetV1 on a Pixel 4 (fp32 14.0 ms, int8 5.0 ms) and MobileNetV2 on a Pixel 3
 (fp32 17.5 ms, int8 12 ms); goal ±15%. The cortex-a76 (Pixel 4) and cortex-a75 (Pixel 3) profiles have
 per-op efficiencies set from general knowledge; one scale per dtype is then calibrated on published
-numbers of *other* models only (leave-one-model-out: MobileNetV1 is predicted from a scale fitted on
-SqueezeNet and MobileNetV2, MobileNetV2 from SqueezeNet and MobileNetV1). Both the uncalibrated and the
-calibrated predictions are printed.
+numbers of *other* models only (leave-one-model-out), on the same phone where the table has one
+(MobileNetV2/Pixel 3 from MobileNetV1 and SqueezeNet on the Pixel 3, MobileNetV1/Pixel 4 fp32 from
+SqueezeNet on the Pixel 4) and else from the other phone (MobileNetV1/Pixel 4 int8 from MobileNetV2 on
+the Pixel 3, the only other int8 number). Both the uncalibrated and the calibrated predictions print.
 
 Run: .venv/bin/python benchmarks/predictor.py  (a few minutes; exports are cached in
 ~/.cache/edgecomp/predictor, timings are always measured afresh).
@@ -23,6 +24,7 @@ import argparse
 import logging
 import math
 import os
+import random
 import statistics
 import sys
 import time
@@ -35,9 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.predictor_models import CALIBRATION, EVALUATION, mobilenet_v1, mobilenet_v2, squeezenet
 from edgecomp.plan.targets import load_profile
-from edgecomp.profile.calibrate import Measurement, fit_profile, predicted_ms
+from edgecomp.profile.calibrate import Measurement, fit_profile, predicted_ms, write_profile
 from edgecomp.profile.predict import read_tflite_layers
 
+ROUNDS = 5
 CACHE = Path(os.environ.get("EDGECOMP_PREDICTOR_CACHE", "~/.cache/edgecomp/predictor")).expanduser()
 # TensorFlow's published CPU latencies, 4 threads, Android 10 (TFLite "performance measurement" page);
 # MobileNetV2 on Pixel 3 as given in the project's issue.
@@ -111,7 +114,7 @@ def measure(path: Path, threads: int = 1, runs: int = 40, budget_s: float = 1.0)
     return statistics.median(times)
 
 
-def host_part(threads: int) -> list[float]:
+def host_part(threads: int, write_profile_to: Path | None = None) -> list[float]:
     """Calibrate host-x86 on CALIBRATION, predict EVALUATION; print the table; return |errors|."""
     models = {**{("cal", k): v for k, v in CALIBRATION.items()}, **{("eval", k): v for k, v in EVALUATION.items()}}
     t0 = time.perf_counter()
@@ -120,11 +123,13 @@ def host_part(threads: int) -> list[float]:
     print(f"exported/cached {len(files)} .tflite files in {time.perf_counter() - t0:.0f} s")
     t0 = time.perf_counter()
     measured = {key: math.inf for key in files}
-    for _ in range(2):  # two interleaved rounds; the faster median of each model counts (shared cores)
-        for key, path in files.items():
-            measured[key] = min(measured[key], measure(path, threads))
-    print(f"measured {len(files)} models x 2 rounds in {time.perf_counter() - t0:.0f} s "
-          f"(LiteRT {threads} thread{'s' if threads > 1 else ''}, median of up to 40 runs, "
+    order = list(files)
+    for r in range(ROUNDS):  # shuffled rounds: calibration and evaluation models see the same load
+        random.Random(r).shuffle(order)
+        for key in order:
+            measured[key] = min(measured[key], measure(files[key], threads, budget_s=0.25))
+    print(f"measured {len(files)} models x {ROUNDS} shuffled rounds in {time.perf_counter() - t0:.0f} s "
+          f"(LiteRT {threads} thread{'s' if threads > 1 else ''}, lowest round median of up to 40 runs, "
           f"{'thread CPU time' if threads == 1 else 'wall time'})\n")
     runs = {key: Measurement(f"{key[1]}:{key[2]}", *_layers(path), threads, measured[key])
             for key, path in files.items()}
@@ -134,8 +139,11 @@ def host_part(threads: int) -> list[float]:
           + ", ".join(f"{k}={v:.3g}" for k, v in sorted(fitted.efficiency.items()))
           + f", overhead_us={fitted.overhead_us:.3g}, bandwidth_gbs={fitted.memory_bandwidth_gbs:.3g}, "
           f"small_k={fitted.small_k:.3g}\n")
+    if write_profile_to is not None:
+        write_profile(fitted, write_profile_to)
+        print(f"wrote the calibrated profile to {write_profile_to}\n")
     print(f"{'architecture (evaluation set)':30s} {'dtype':5s} {'MMACs':>8s} {'measured':>9s} {'predicted':>9s} "
-          f"{'error':>7s} {'uncal.':>7s}")
+          f"{'error':>7s} {'before':>7s}")
     errors = []
     for (role, name, dt), m in runs.items():
         if role != "eval":
@@ -146,6 +154,7 @@ def host_part(threads: int) -> list[float]:
         macs = sum(layer.macs for layer in m.layers) / 1e6
         print(f"{name:30s} {dt:5s} {macs:8.1f} {m.measured_ms:7.3f}ms {pred:7.3f}ms {100 * err:+6.1f}% "
               f"{100 * (predicted_ms(prior, m) / m.measured_ms - 1):+6.0f}%")
+    print()
     _distribution(errors, 0.10)
     return errors
 
@@ -156,7 +165,7 @@ def _layers(path: Path) -> tuple[list, str]:
 
 def _distribution(errors: list[float], goal: float) -> None:
     within = sum(e <= goal for e in errors)
-    print(f"\nerror distribution over {len(errors)} predictions: within ±5%: {sum(e <= 0.05 for e in errors)}, "
+    print(f"error distribution over {len(errors)} predictions: within ±5%: {sum(e <= 0.05 for e in errors)}, "
           f"±10%: {within}, ±15%: {sum(e <= 0.15 for e in errors)}, ±20%: {sum(e <= 0.20 for e in errors)}; "
           f"median |error| {100 * statistics.median(errors):.1f}%, max {100 * max(errors):.1f}%")
     print(f"goal >= 90% within ±{100 * goal:.0f}%: {100 * within / len(errors):.0f}% -> "
@@ -173,18 +182,24 @@ def phone_part() -> None:
              for n, dt, ph, ms in PUBLISHED}
     print(f"\n{'model (224x224, 4 threads)':26s} {'phone':7s} {'dtype':5s} {'published':>9s} {'uncal.':>8s} "
           f"{'calibrated':>10s} {'error':>7s}  calibrated on")
-    errors = []
+    errors, uncal = [], []
     for n, dt, ph, ms in PUBLISHED:
         if (n, ph) not in EVALUATED:
             continue
-        others = [(n2, ph2, ms2) for n2, dt2, ph2, ms2 in PUBLISHED if dt2 == dt and n2 != n]
+        others = [(n2, ph2, ms2) for n2, dt2, ph2, ms2 in PUBLISHED if dt2 == dt and n2 != n and ph2 == ph]
+        if not others:  # no other model of this dtype on this phone: borrow the other phone's
+            others = [(n2, ph2, ms2) for n2, dt2, ph2, ms2 in PUBLISHED if dt2 == dt and n2 != n]
         scale = math.exp(statistics.mean(math.log(ms2 / prior[(n2, dt, ph2)]) for n2, ph2, ms2 in others))
         pred = prior[(n, dt, ph)] * scale
         errors.append(abs(pred / ms - 1))
+        uncal.append(abs(prior[(n, dt, ph)] / ms - 1))
         used = ", ".join(f"{n2}@{ph2}" for n2, ph2, _ in others)
         print(f"{n:26s} {ph:7s} {dt:5s} {ms:7.1f}ms {prior[(n, dt, ph)]:6.1f}ms {pred:8.1f}ms "
               f"{100 * (pred / ms - 1):+6.1f}%  {used} (x{scale:.2f})")
+    print("\ncalibrated:", end=" ")
     _distribution(errors, 0.15)
+    print("uncalibrated (profile priors only):", end=" ")
+    _distribution(uncal, 0.15)
 
 
 def main() -> None:
@@ -193,12 +208,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="host threads (default 1: the cores are shared)")
     parser.add_argument("--skip-host", action="store_true", help="only the phone comparison")
     parser.add_argument("--skip-phone", action="store_true", help="only the host comparison")
+    parser.add_argument("--write-host-profile", action="store_true",
+                        help="write the calibrated host-x86 profile back to profiles/host-x86.yaml")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if not args.skip_host:
-        host_part(args.threads)
+        target = Path(__file__).resolve().parents[1] / "profiles" / "host-x86.yaml"
+        host_part(args.threads, target if args.write_host_profile else None)
     if not args.skip_phone:
         phone_part()
 

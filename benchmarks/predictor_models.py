@@ -242,6 +242,7 @@ CALIBRATION = {
     "dw_stack_s96": (lambda: dw_stack(), 96),
     "mlp_3072_1024": (lambda: mlp(), 32),
     "plain_stack_c16_s128": (lambda: plain_stack(16, 3), 128),
+    "plain_stack_c256_s32": (lambda: plain_stack(256, 2), 32),
     "dense_concat_hswish_s64": (lambda: dense_concat(), 64),
     "se_plain_c48_s64": (lambda: se_plain(), 64),
     "mlp_3072_4096_2048": (lambda: mlp((3 * 32 * 32, 4096, 2048, 10)), 32),

@@ -90,6 +90,11 @@ class HardwareProfile(Frozen):
     cache_bandwidth_gbs: float | None = Field(
         None, gt=0, description="Bandwidth for data that stays in cache (used when cache_mb > 0)."
     )
+    l2_kb: float = Field(
+        0.0, ge=0, description="Per-core L2 cache in KB; GEMM weights larger than this are re-read from the "
+        "last-level cache for every block of gemm_rows output pixels (0: ignore)."
+    )
+    gemm_rows: int = Field(4, ge=1, description="Output pixels per GEMM micro-kernel block (XNNPACK's mr).")
     small_k: float = Field(
         0.0, ge=0, description="Reduction length (Cin*kh*kw) at which a convolution reaches half its efficiency."
     )

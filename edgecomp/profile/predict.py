@@ -154,6 +154,9 @@ def predict_from_layers(layers: list[LayerCost], profile: HardwareProfile, threa
             continue
         act_bw = cache if not cache_bytes or layer.act_bytes < cache_bytes else dram
         memory = layer.weight_bytes / weights_bw + layer.act_bytes / act_bw
+        if profile.l2_kb and layer.op in ("conv", "pointwise", "fc") and layer.weight_bytes > profile.l2_kb * 1024:
+            rows = layer.macs / max(layer.out_channels * layer.reduction, 1)  # output pixels (GEMM M)
+            memory += layer.weight_bytes * math.ceil(rows / profile.gemm_rows) / cache
         if layer.op in COMPUTE_OPS and layer.macs > 0:
             compute = layer.macs / (peak * efficiency_of(profile, layer.op, dtype) * _utilisation(layer, profile, dtype))
         else:
