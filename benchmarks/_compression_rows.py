@@ -17,8 +17,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-METHODS: dict[str, tuple[str | None, list[str]]] = {
-    "fp32": (None, ["tflite", "onnx"]),
+METHODS: dict[str, tuple[str | list, list[str]]] = {
+    "fp32": ([], ["tflite", "onnx"]),  # an empty recipe: no stage (None would let the planner choose)
     "cluster 4-bit": ("cluster(bits=4)", ["tflite", "coreml"]),
     "deep-compression": ("deep-compression", ["tflite", "coreml"]),
     "binarize": ("binarize", ["tflite"]),
