@@ -107,3 +107,25 @@ def test_build_quantize_int8_end_to_end(tmp_path):
     assert details["weight_dtypes"] == {"int8": 4}
     assert details["qdq_between_integer_ops"] == 0
     assert details["byte_breakdown"]["int8_weights"] > 0.8 * arts["tflite"]["bytes"]
+
+
+def test_qat_with_distillation_trains_and_exports_matching_tflite(tmp_path):
+    from edgecomp.compress.base import BuildContext
+    from edgecomp.compress.quantize import QuantizeInt8
+    from edgecomp.export.parity import compare
+    from edgecomp.export.tflite import export_tflite
+    from edgecomp.finetune import accuracy
+    from edgecomp.plan.targets import load_profile, load_target
+    from edgecomp.zoo import load_zoo_model
+
+    model, spec, data = load_zoo_model("digits_cnn")
+    target = load_target("android-arm64")
+    ctx = BuildContext(spec=spec, target=target, profile=load_profile(target.hardware), data=data, teacher=model)
+    step = parse_recipe("quantize.int8(qat='always', qat_epochs=1)")[0]
+    result = QuantizeInt8().apply(model, step.config, ctx)
+    assert result.metrics["method"] == "qat"
+    assert accuracy(result.model, data.x_test, data.y_test) >= accuracy(model, data.x_test, data.y_test) - 1.0
+    artifact = export_tflite(result.model, spec, result.export, tmp_path / "qat.tflite")
+    out = run_artifact("tflite", artifact.path, data.x_test, spec.input_shape)
+    parity = compare(predict(result.model, data.x_test), out, quantized=True)
+    assert parity.status == "passed", parity

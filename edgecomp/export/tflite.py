@@ -73,10 +73,11 @@ def _export_int8(model: nn.Module, options: ExportOptions, path: Path, example: 
         edge_model.export(str(path))
     except Exception as exc:
         raise unsupported_op_error("tflite", exc) from exc
-    before = inspect_tflite(path)
     static = settings.get("mode", "static") == "static"
-    changed = rewrite_file(path, io=settings.get("io", "float") if static else None,
-                           do_trim=bool(settings.get("trim", True)))
+    changed = rewrite_file(path, io=settings.get("io", "float")) if static else {}
+    before = inspect_tflite(path)
+    if settings.get("trim", True):
+        changed.update(rewrite_file(path, do_trim=True))
     summary = inspect_tflite(path)
     details = summary.as_details()
     details["byte_breakdown_untrimmed"] = before.breakdown
