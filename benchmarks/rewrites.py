@@ -86,7 +86,7 @@ def measure(label: str, model: torch.nn.Module, ctx: BuildContext, folder: Path,
         if parity.status != "passed":
             logger.error("%s %s parity failed: %s", label, fmt, parity)
     tfl = folder / f"{slug}.tflite"
-    latency = measure_host("tflite", tfl, threads=2, runs=100, warmup=10)
+    latency = measure_host("tflite", tfl, threads=2, runs=500, warmup=50)
     return Row(label, count_params(model), count_macs(model, spec.input_shape), tfl.stat().st_size,
                accuracy(model, data.x_test, data.y_test), latency.p50_ms, " ".join(checks), seconds)
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             rewritten = run_recipe(model, recipe, ctx)
             rows.append(measure(label, rewritten, ctx, folder, time.monotonic() - t0))
     print(f"VGG-style digits CNN ({spec.input_shape}), digits test set n={len(data.y_test)}; "
-          f"LiteRT fp32 host p50 over 100 runs, 2 threads; FT = {args.epochs} epochs; one run, "
+          f"LiteRT fp32 host p50 over 500 runs, 2 threads; FT = {args.epochs} epochs; one run, "
           f"{time.monotonic() - start:.0f} s")
     print(table(rows))
     return 0 if all("FAIL" not in r.parity for r in rows) else 1
