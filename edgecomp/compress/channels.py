@@ -131,6 +131,7 @@ def channel_groups(model: nn.Module, example: torch.Tensor, protect: Sequence[st
         named = [n for n in cg.producers if isinstance(modules[n], _ROOT_TYPES)]
         cg.name = min(named, key=order.__getitem__) if named else cg.root
         groups.append(cg)
+    groups.sort(key=lambda g: order[g.name])
     return dg, groups, [names[m] for m in outputs]
 
 
