@@ -1,0 +1,35 @@
+"""A tiny labelled dataset and BuildContext for the pruning tests (3 classes of 1x8x8 patterns)."""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import nn
+
+from edgecomp.compress.base import BuildContext
+from edgecomp.data import Dataset
+from edgecomp.plan.targets import load_profile, load_target
+from edgecomp.spec import ModelSpec
+
+
+def tiny_dataset(n: int = 96, seed: int = 0) -> Dataset:
+    """Three classes: a bright row, column or diagonal on noise; split 60/20/20."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.normal(0, 0.3, (n, 1, 8, 8)).astype(np.float32)
+    for i, c in enumerate(y):
+        if c == 0:
+            x[i, 0, 3, :] += 2
+        elif c == 1:
+            x[i, 0, :, 3] += 2
+        else:
+            x[i, 0, np.arange(8), np.arange(8)] += 2
+    a, b = int(0.6 * n), int(0.8 * n)
+    return Dataset("tiny", x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:])
+
+
+def tiny_ctx(teacher: nn.Module | None, data: Dataset | None = None, with_data: bool = True) -> BuildContext:
+    """A BuildContext for android-arm64 with the tiny dataset (or none) and ``teacher``."""
+    target = load_target("android-arm64")
+    spec = ModelSpec(name="tiny", input_shape=[1, 1, 8, 8])
+    return BuildContext(spec=spec, target=target, profile=load_profile(target.hardware),
+                        data=(data or tiny_dataset()) if with_data else None, teacher=teacher)
