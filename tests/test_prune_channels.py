@@ -98,7 +98,7 @@ def _prune(model: nn.Module, remove: dict[str, list[int]]):
     pruned = copy.deepcopy(model)
     _, groups, outputs = channel_groups(pruned, EXAMPLE)
     result = remove_channels(pruned, EXAMPLE, groups, remove)
-    return pruned.eval(), result, groups, outputs
+    return result.model.eval(), result, groups, outputs
 
 
 X = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -169,3 +169,30 @@ def test_unknown_group_is_a_config_error():
     _, groups, _ = channel_groups(model, EXAMPLE)
     with pytest.raises(ConfigError, match="no prunable channel group"):
         remove_channels(model, EXAMPLE, groups, {"head": [0]})
+
+
+class Shuffle(nn.Module):
+    """ShuffleNet's channel shuffle between two convs: torch-pruning tracks the permutation wrongly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2, self.head = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 8, 1), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.c1(x))
+        n, c, h, w = x.shape
+        x = x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self.head(torch.relu(self.c2(x)).mean((2, 3)))
+
+
+def test_a_group_torch_pruning_mis_tracks_is_rolled_back_not_miscompiled():
+    model = Shuffle().eval()
+    pruned, result, _, _ = _prune(model, {"c1": [0, 1, 2, 3], "c2": [5]})
+    assert "c1" in result.skipped and "changed the network's outputs" in result.skipped["c1"]
+    assert pruned.c1.out_channels == 8 and pruned.c2.out_channels == 7  # c1 left whole, c2 pruned
+    expected = _hand_masked(model, {}, X)
+    with torch.no_grad():
+        model.c2.weight[5] = 0
+        model.c2.bias[5] = 0
+    torch.testing.assert_close(pruned(X), model(X), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(expected, model(X))

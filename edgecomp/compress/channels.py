@@ -15,6 +15,7 @@ network. Groups the graph cannot follow are skipped (with the reason) or end in 
 from __future__ import annotations
 
 import contextlib
+import copy
 import fnmatch
 import logging
 from collections.abc import Iterator, Sequence
@@ -234,86 +235,104 @@ def _zero_channel(model: nn.Module, group: ChannelGroup, root_idx: int) -> None:
 
 @dataclass
 class RemovalResult:
-    """What ``remove_channels`` did: channels kept per group, groups skipped (with why), the check error."""
+    """What ``remove_channels`` did: the pruned model, channels kept/removed per group, groups skipped
+    (with why), and the largest output difference from the masked original seen in the checks."""
 
+    model: nn.Module
     kept: dict[str, int]
     removed: dict[str, int]
     skipped: dict[str, str]
     max_abs_err: float
 
 
+def _group_masks(groups: Sequence[ChannelGroup], remove: dict[str, list[int]]) -> list[torch.Tensor]:
+    masks = []
+    for g in groups:
+        m = torch.ones(g.size)
+        m[remove.get(g.name, [])] = 0
+        masks.append(m)
+    return masks
+
+
+def _prune_group(model: nn.Module, example: torch.Tensor, group: ChannelGroup, idxs: list[int]) -> None:
+    """Remove root channels ``idxs`` of ``group`` from ``model`` in place (all of them: one stays, zeroed)."""
+    if len(idxs) >= group.size:
+        _zero_channel(model, group, idxs[0])
+        idxs = idxs[1:]
+    if not idxs:
+        return
+    dg = dependency_graph(model, example)
+    module = dict(model.named_modules())[group.root]
+    tp_group = dg.get_pruning_group(module, dg.get_pruner_of_module(module).prune_out_channels, idxs)
+    if not dg.check_pruning_group(tp_group):
+        raise ValueError("removal would leave a coupled layer without channels")
+    tp_group.prune(record_history=False)
+
+
 def remove_channels(model: nn.Module, example: torch.Tensor, groups: Sequence[ChannelGroup],
                     remove: dict[str, Sequence[int]], probe: torch.Tensor | None = None,
                     check: bool = True) -> RemovalResult:
-    """Physically remove channels ``remove[group name]`` (root channel indices) from ``model``, in place.
+    """Physically remove channels ``remove[group name]`` (root channel indices); the result holds the model.
 
-    A group whose channels would all go keeps one, with its weights zeroed, so that the result still
-    equals the masked network. With ``check``, the pruned model's outputs on ``probe`` (default: the
-    example) are compared in eval mode with the masked original; a mismatch raises ConfigError.
+    Groups are removed one at a time on a copy. With ``check`` (the default), after each group the copy's
+    outputs on ``probe`` (default: the example) are compared in eval mode with the masked network; a group
+    torch-pruning cannot follow, or whose removal changes the function (e.g. through a channel shuffle),
+    is rolled back and reported in ``skipped``. A group whose channels would all go keeps one, zeroed.
+    ``model`` itself may be modified; use the returned ``model``.
     """
     by_name = {g.name: g for g in groups}
     unknown = [n for n in remove if n not in by_name]
     if unknown:
         raise ConfigError(f"no prunable channel group rooted at {unknown}", f"groups: {sorted(by_name)}")
     probe = example if probe is None else probe
-    modules = dict(model.named_modules())
     was_training = model.training
-    model.eval()
-    dg = dependency_graph(model, example)
-    plan: dict[str, list[int]] = {}
+    current = model.eval()
     skipped: dict[str, str] = {}
+    done: dict[str, list[int]] = {}
+    worst = 0.0
     for g in groups:
         idxs = sorted({int(i) for i in remove.get(g.name, [])})
         if not idxs:
             continue
-        if len(idxs) >= g.size:  # every channel cannot go: one stays, zeroed below (exactly the masked net)
-            idxs = idxs[1:]
-        try:  # dry run: can torch-pruning follow this group?
-            module = modules[g.root]
-            fn = dg.get_pruner_of_module(module).prune_out_channels
-            ok = not idxs or dg.check_pruning_group(dg.get_pruning_group(module, fn, idxs))
-        except Exception as exc:  # noqa: BLE001 - any failure inside torch-pruning means: skip this group
+        trial = copy.deepcopy(current).eval() if check else current
+        reference = None
+        if check:  # the original (never modified when checking) with this and the earlier removals masked
+            with torch.no_grad(), masked(model, groups, _group_masks(groups, {**done, g.name: idxs})):
+                reference = model(probe).detach().clone()
+        try:
+            _prune_group(trial, example, g, idxs)
+        except ConfigError as exc:
+            skipped[g.name] = exc.message
+        except Exception as exc:  # noqa: BLE001 - any failure inside torch-pruning means: leave this group whole
             skipped[g.name] = f"torch-pruning cannot follow it ({type(exc).__name__}: {exc})"
-            logger.warning("  skipping channel group %s: %s", g.name, skipped[g.name])
+        if g.name not in skipped and check:
+            try:
+                with torch.no_grad():
+                    err = float((trial(probe) - reference).abs().max())
+            except Exception as exc:  # noqa: BLE001 - a broken trial is rolled back below
+                err, why = float("inf"), f"the model no longer runs ({type(exc).__name__}: {exc})"
+            else:
+                why = f"its removal changed the network's outputs by {err:.2e} (a dependency torch-pruning mis-tracks)"
+            if err > 1e-4 * max(1.0, float(reference.abs().max())):
+                skipped[g.name] = why
+            else:
+                worst = max(worst, err)
+        if g.name in skipped:
+            if not check:
+                raise ConfigError(f"removing channels of {g.name} failed: {skipped[g.name]}", _HINT)
+            logger.warning("  channel group %s left whole: %s", g.name, skipped[g.name])
             continue
-        if not ok:
-            skipped[g.name] = "removal would leave a coupled layer without channels"
-            continue
-        plan[g.name] = sorted({int(i) for i in remove[g.name]})
-    masks = []
-    for g in groups:
-        m = torch.ones(g.size)
-        m[plan.get(g.name, [])] = 0
-        masks.append(m)
-    reference = None
-    if check:
-        with torch.no_grad(), masked(model, groups, masks):
-            reference = model(probe).detach().clone()
-    for name, idxs in plan.items():
-        if len(idxs) >= by_name[name].size:
-            _zero_channel(model, by_name[name], idxs[0])
-            idxs = idxs[1:]
-        if not idxs:
-            continue
-        module = modules[by_name[name].root]
-        try:
-            group = dg.get_pruning_group(module, dg.get_pruner_of_module(module).prune_out_channels, idxs)
-            group.prune(record_history=False)
-        except Exception as exc:
-            raise ConfigError(f"torch-pruning failed while removing channels of {name}: {exc}", _HINT) from exc
-    err = 0.0
-    if check:
-        try:
-            with torch.no_grad():
-                out = model(probe)
-        except Exception as exc:
-            raise ConfigError(f"the model no longer runs after channel removal: {exc}", _HINT) from exc
-        err = float((out - reference).abs().max())
+        current, done[g.name] = trial, idxs
+    if check and done:  # whole-network check against the original with every removed channel masked
+        with torch.no_grad(), masked(model, groups, _group_masks(groups, done)):
+            reference = model(probe)
+        with torch.no_grad():
+            err = float((current(probe) - reference).abs().max())
         if err > 1e-4 * max(1.0, float(reference.abs().max())):
-            raise ConfigError(
-                f"channel removal changed the network's function (max abs err {err:.2e} vs the masked model): "
-                "torch-pruning mis-tracked a channel dependency", _HINT)
-    model.train(was_training)
+            raise ConfigError(f"channel removal changed the network's function (max abs err {err:.2e})", _HINT)
+        worst = max(worst, err)
+    current.train(was_training)
+    modules = dict(current.named_modules())
     kept = {g.name: _out_channels(modules[g.root]) for g in groups}
     removed = {g.name: g.size - kept[g.name] for g in groups}
-    return RemovalResult(kept=kept, removed=removed, skipped=skipped, max_abs_err=err)
+    return RemovalResult(model=current, kept=kept, removed=removed, skipped=skipped, max_abs_err=worst)

@@ -176,6 +176,7 @@ class EPruning(Stage):
         remove = {g.name: np.flatnonzero(m.numpy() == 0).tolist()
                   for g, m in zip(groups, split_state(best, groups), strict=True)}
         result = remove_channels(model, example, groups, remove, probe=probe_input(ctx))
+        model = result.model
         for name, why in result.skipped.items():
             notes.append(f"units of {name} were kept: {why}")
         params_after = count_params(model)

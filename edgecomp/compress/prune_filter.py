@@ -28,6 +28,7 @@ from edgecomp.compress.base import BuildContext, Stage, StageResult
 from edgecomp.compress.channels import ChannelGroup, channel_groups, matches, remove_channels
 from edgecomp.compress.prune_common import RecoveryConfig, eval_accuracy, example_input, probe_input, recover
 from edgecomp.errors import ConfigError
+from edgecomp.model import count_params
 
 logger = logging.getLogger(__name__)
 
@@ -146,9 +147,11 @@ class FilterPrune(Stage):
         sizes_before = {g.name: g.size for g in groups}
         scores = _importance(model, dg, groups, cfg, ctx)
         remove = choose_channels(groups, scores, cfg)
-        metrics: dict = {"accuracy_before": eval_accuracy(ctx.teacher, ctx) if ctx.teacher is not None else None}
+        metrics: dict = {"accuracy_before": eval_accuracy(ctx.teacher, ctx) if ctx.teacher is not None else None,
+                         "params_before": count_params(model)}
         notes: list[str] = []
         result = remove_channels(model, example, groups, remove, probe=probe_input(ctx))
+        model = result.model
         for name, why in result.skipped.items():
             notes.append(f"channel group {name} was left whole: {why}")
         removed = sum(result.removed.values())
@@ -157,6 +160,8 @@ class FilterPrune(Stage):
             "criterion": cfg.criterion, "scope": cfg.scope,
             "channels_removed": removed, "channels_total": total,
             "channel_pruning_rate": removed / total,
+            "params_after": count_params(model),
+            "pruning_rate": 1 - count_params(model) / metrics["params_before"],
             "channels_kept": {n: f"{result.kept[n]}/{sizes_before[n]}" for n in sizes_before},
             "protected_output_layers": outputs,
             "removal_check_max_abs_err": result.max_abs_err,
