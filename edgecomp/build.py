@@ -7,6 +7,7 @@ bundle is staged and moved into place only when every check passed, so a failed 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import sys
@@ -18,9 +19,19 @@ import numpy as np
 
 from edgecomp import __version__
 from edgecomp.bundle import (
-    MANIFEST_NAME, SAMPLES_NAME, FileEntry, Manifest, deflate_size, now_iso, sha256_of, size_of, staging, write_json,
+    MANIFEST_NAME,
+    SAMPLES_NAME,
+    FileEntry,
+    Manifest,
+    deflate_size,
+    now_iso,
+    sha256_of,
+    size_of,
+    staging,
+    write_json,
 )
-from edgecomp.compress.base import BuildContext, get_stage
+from edgecomp.compress.base import BuildContext
+from edgecomp.compress.pipeline import apply_recipe
 from edgecomp.compress.recipe import RecipeStep, parse_recipe
 from edgecomp.errors import ConfigError, EdgecompError, ExportError, ParityError
 from edgecomp.export.common import ExportedArtifact
@@ -31,8 +42,8 @@ from edgecomp.export.runtime import run_artifact
 from edgecomp.finetune import accuracy, predict
 from edgecomp.model import LoadedModel, count_macs, count_params, load_model
 from edgecomp.plan.targets import Budgets, Target, load_profile, load_target
-from edgecomp.profile.host import measure_host
-from edgecomp.report import ArtifactRecord, BuildReport, ModelRecord, StageRecord, console_table, render_html
+from edgecomp.profile.host import Latency, measure_host
+from edgecomp.report import ArtifactRecord, BuildReport, ModelRecord, render_html
 
 logger = logging.getLogger(__name__)
 MAX_PARITY_SAMPLES = 512
@@ -56,6 +67,8 @@ class BuildOptions:
     seed: int = 0
     skip_failed_formats: bool = False
     allow_parity_failure: bool = False
+    search_time_s: float = 600.0
+    max_finetune_epochs: int | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -86,33 +99,6 @@ def _steps(recipe: str | list[RecipeStep] | None) -> list[RecipeStep]:
     return parse_recipe(recipe) if isinstance(recipe, str) else list(recipe)
 
 
-def apply_recipe(loaded: LoadedModel, steps: list[RecipeStep], ctx: BuildContext) -> tuple:
-    """Run each stage in order; return (final model, stage records, final export options)."""
-    model, records = loaded.module, []
-    for i, step in enumerate(steps, 1):
-        stage = get_stage(step.name)()
-        if not stage.supports(ctx.target):
-            raise ConfigError(f"{step.name} cannot run on target '{ctx.target.name}'",
-                              f"{ctx.target.name} allows: {', '.join(ctx.target.methods) or 'no methods'}")
-        logger.info("[compress %d/%d] %s", i, len(steps), step.describe())
-        start = time.monotonic()
-        result = stage.apply(model, step.config, ctx)
-        seconds = time.monotonic() - start
-        model = result.model.eval()
-        if result.export is not None:
-            ctx.export = result.export
-        acc = accuracy(model, ctx.data.x_test, ctx.data.y_test) if ctx.data is not None else None
-        record = StageRecord(
-            name=step.name, config=step.config.model_dump(mode="json"), seconds=seconds,
-            params=count_params(model), macs=count_macs(model, ctx.spec.input_shape), accuracy=acc,
-            metrics=result.metrics, notes=result.notes,
-        )
-        logger.info("  %s: %d params, %d MACs, accuracy %s, %.1f s", step.name, record.params, record.macs,
-                    "n/a" if acc is None else f"{acc:.2f}%", seconds)
-        records.append(record)
-    return model, records, ctx.export
-
-
 def _export_one(fmt: str, model, ctx: BuildContext, folder: Path, calibration) -> tuple[ExportedArtifact, float]:
     start = time.monotonic()
     chatter = io.StringIO()  # converters print progress to stdout; keep it for --debug only
@@ -123,8 +109,23 @@ def _export_one(fmt: str, model, ctx: BuildContext, folder: Path, calibration) -
     return artifact, seconds
 
 
+def resolve_budgets(target: Target, overrides: Budgets | None) -> Budgets:
+    """The target's budgets with every budget set in ``overrides`` replacing the target's."""
+    if overrides is None:
+        return target.budgets
+    return target.budgets.model_copy(update=overrides.model_dump(exclude_none=True))
+
+
+class BudgetMissed(EdgecompError):
+    """The real export of a planned candidate missed a budget that its prediction met."""
+
+
 def build(model: str | None = None, target: str = "android-arm64", options: BuildOptions | None = None) -> BuildReport:
-    """Build a bundle of ``model`` for ``target``; return the report (also written into the bundle)."""
+    """Build a bundle of ``model`` for ``target``; return the report (also written into the bundle).
+
+    With a recipe, its stages run as given. Without one, the planner chooses the recipe that meets the
+    budgets (the target's, overridden by ``options.budgets``) with the least accuracy loss.
+    """
     opts = options or BuildOptions()
     tgt: Target = load_target(target)
     profile = load_profile(opts.hardware or tgt.hardware)
@@ -132,6 +133,7 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
     unknown = [f for f in formats if f not in EXPORTERS]
     if unknown:
         raise ConfigError(f"unknown format(s): {', '.join(unknown)}", f"choose from {', '.join(EXPORTERS)}")
+    budgets = resolve_budgets(tgt, opts.budgets)
     steps = _steps(opts.recipe)
     logger.info("[load] %s", model or "built-in default model")
     loaded = load_model(model, opts.input_shape, opts.weights)
@@ -140,9 +142,8 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
 
         loaded.data = load_npz(opts.data, opts.seed)
     spec, data = loaded.spec, loaded.data
-    threads = opts.threads or 2
     ctx = BuildContext(spec=spec, target=tgt, profile=profile, data=data, teacher=loaded.module,
-                       seed=opts.seed, threads=threads)
+                       seed=opts.seed, threads=opts.threads or 2)
     src = ModelRecord(
         name=spec.name, source=loaded.source, params=count_params(loaded.module),
         macs=count_macs(loaded.module, spec.input_shape),
@@ -150,15 +151,44 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
     )
     logger.info("  %s: %d params, %d MACs, accuracy %s", spec.name, src.params, src.macs,
                 "n/a" if src.accuracy is None else f"{src.accuracy:.2f}%")
-    final, stage_records, export_opts = apply_recipe(loaded, steps, ctx)
-    x, y, parity_desc = _parity_inputs(loaded, opts.seed)
-    reference = predict(final, x)
-    report = BuildReport(
+    base = BuildReport(
         edgecomp_version=__version__, created=now_iso(), target=tgt.name, hardware=profile.name,
-        budgets=(opts.budgets or tgt.budgets).model_dump(), model=src, recipe=[s.describe() for s in steps],
-        stages=stage_records, parity_inputs=parity_desc, environment=_versions(),
+        budgets=budgets.model_dump(), model=src, environment=_versions(),
     )
     dest = Path(opts.out) if opts.out else Path("build") / f"{spec.name}-{tgt.name}"
+    if opts.recipe is not None:
+        final, stage_records, export_opts = apply_recipe(loaded.module, steps, ctx)
+        base.recipe, base.stages = [s.describe() for s in steps], stage_records
+        return _write_bundle(base, loaded, final, dataclasses.replace(ctx, export=export_opts), formats, opts, dest)
+
+    from edgecomp.plan.planner import Planner
+    from edgecomp.zoo import cache_dir
+
+    planner = Planner(loaded.module, ctx, budgets, formats[0], search_time_s=opts.search_time_s,
+                      max_finetune_epochs=opts.max_finetune_epochs, cache_dir=cache_dir() / "plans")
+    planner.search()
+    while (choice := planner.next_choice()) is not None:
+        candidate, chosen_steps, evaluated = choice
+        logger.info("[plan] chosen: %s", candidate.label)
+        report = base.model_copy(deep=True)
+        report.recipe, report.stages = [s.describe() for s in chosen_steps], evaluated.stages
+        report.planner = {"candidates": planner.candidates, "notes": planner.notes}
+        try:
+            return _write_bundle(report, loaded, evaluated.model,
+                                 dataclasses.replace(ctx, export=evaluated.export), formats, opts, dest,
+                                 planned=(planner, candidate))
+        except BudgetMissed as miss:
+            logger.warning("  real numbers miss a budget: %s; trying the next candidate", miss.message)
+            planner.reject_chosen(candidate, f"real export: {miss.message}")
+    raise planner.infeasible_error()
+
+
+def _write_bundle(report: BuildReport, loaded: LoadedModel, final, ctx: BuildContext, formats: list[str],
+                  opts: BuildOptions, dest: Path, planned=None) -> BuildReport:
+    """Export, check, profile and write the bundle atomically; with ``planned``, check the real numbers."""
+    x, y, report.parity_inputs = _parity_inputs(loaded, opts.seed)
+    reference = predict(final, x)
+    data = ctx.data
     calibration = data.calibration(seed=opts.seed) if data is not None else x
     with staging(dest) as folder:
         files = []
@@ -178,16 +208,43 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
                                    dtype=artifact.dtype, inputs=artifact.inputs, outputs=artifact.outputs))
         if not files:
             raise ExportError("no format could be exported", "see the errors above")
+        if ctx.export.settings.get("compressed_form"):  # model.ecz, written by cluster/binarize (compress/ecz.py)
+            from edgecomp.compress.ecz import bundle_record
+            report.artifacts.append(bundle_record(final, folder, reference, x, report.artifacts, y))
+        if planned is not None:
+            _check_real_numbers(report, final, ctx, *planned)
         np.savez_compressed(folder / SAMPLES_NAME, x=x, y=y if y is not None else np.zeros(0, np.int64),
                             y_torch=reference)
         manifest = Manifest(schema_version=1, edgecomp_version=__version__, created=report.created,
-                            target=tgt.name, model=spec, files=files)
+                            target=ctx.target.name, model=ctx.spec, files=files)
         write_json(folder / MANIFEST_NAME, manifest)
         report.bundle = str(dest)
         write_json(folder / "report.json", report)
         (folder / "report.html").write_text(render_html(report))
     logger.info("[done] bundle written to %s", dest)
     return report
+
+
+def _check_real_numbers(report: BuildReport, final, ctx: BuildContext, planner, candidate) -> None:
+    """Re-measure the chosen candidate from its real export; raise BudgetMissed if a budget is missed."""
+    primary = next((a for a in report.artifacts if a.status == "ok"), None)
+    if primary is None:
+        return
+    candidate.real_bytes = primary.bytes
+    predicted = next((a.predicted_latency for a in report.artifacts if a.predicted_latency), None)
+    candidate.real_ms = predicted.p50_ms if predicted else None
+    b, misses = planner.budgets, []
+    if b.size_mb is not None and primary.bytes > b.size_mb * 1e6:
+        misses.append(f"{primary.format} file {primary.bytes / 1e6:.4f} MB > {b.size_mb} MB")
+    if b.latency_ms is not None and candidate.real_ms is not None and candidate.real_ms > b.latency_ms:
+        misses.append(f"latency {candidate.real_ms:.4f} ms > {b.latency_ms} ms ({predicted.source})")
+    src_acc = report.model.accuracy
+    acc = primary.accuracy if primary.accuracy is not None else candidate.accuracy
+    measured = b.accuracy_drop_pct is not None and src_acc is not None and acc is not None
+    if measured and src_acc - acc > b.accuracy_drop_pct:
+        misses.append(f"test accuracy drop {src_acc - acc:.2f} pt > {b.accuracy_drop_pct} pt")
+    if misses:
+        raise BudgetMissed("; ".join(misses))
 
 
 def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model, reference: np.ndarray,
@@ -199,6 +256,7 @@ def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model,
         details={"deflate_bytes": deflate_size(artifact.path), **artifact.details},
     )
     if not artifact.runnable:
+        record.predicted_latency = _predict(artifact, model, ctx)
         record.parity = not_run(MACOS_NOTE if artifact.format == "coreml" else "no runtime on this machine")
         logger.info("  %s: parity not run (%s)", artifact.format, record.parity.note)
         return record
@@ -215,6 +273,7 @@ def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model,
             f"top-1 agreement {p.top1_agreement:.1f}% ({p.criterion})",
             "report the model to us; --allow-parity-failure writes the bundle anyway, marked failed",
         )
+    record.predicted_latency = _predict(artifact, model, ctx)
     try:
         record.latency = measure_host(artifact.format, folder / artifact.path.name, ctx.threads, opts.runs,
                                       opts.warmup)
@@ -223,3 +282,21 @@ def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model,
     except EdgecompError as exc:
         record.notes.append(f"host latency not measured: {exc.message}")
     return record
+
+
+def _predict(artifact: ExportedArtifact, model, ctx: BuildContext) -> Latency | None:
+    """Latency predicted for the target's hardware: from the .tflite graph, else from the torch layers."""
+    from edgecomp.profile.predict import layers_from_torch, predict_from_layers, predict_latency
+
+    dtype = artifact.dtype if artifact.dtype in ("fp32", "fp16", "int8") else "int8"
+    threads = ctx.target.threads
+    try:
+        if artifact.format == "tflite":
+            pred = predict_latency(artifact.path, ctx.profile, threads)
+        else:
+            pred = predict_from_layers(layers_from_torch(model, ctx.spec.input_shape, dtype), ctx.profile,
+                                       threads, dtype)
+    except Exception as exc:  # noqa: BLE001 -- a prediction is a nicety: never fail a build over it
+        logger.debug("no latency prediction for %s: %s", artifact.format, exc)
+        return None
+    return Latency(p50_ms=pred.ms, threads=threads, source=pred.source)

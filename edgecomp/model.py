@@ -124,7 +124,7 @@ def _load_file(path: Path) -> tuple[nn.Module, list[int] | None]:
         # was exported, so the ordinary nn.Module flags are harmless and let the spine treat it alike.
         del module.train, module.eval
         return module, shape
-    if any(n.endswith("constants.pkl") or n.endswith("code/__torch__.py") or "/code/" in n for n in names):
+    if any(n.endswith(("constants.pkl", "code/__torch__.py")) or "/code/" in n for n in names):
         try:
             return torch.jit.load(str(path), map_location="cpu"), None
         except Exception as exc:

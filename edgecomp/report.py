@@ -147,7 +147,7 @@ def render_html(report: BuildReport, extra_sections: list[str] | None = None) ->
         f"<td>{s.seconds:.1f}</td><td>{esc('; '.join(s.notes))}</td></tr>" for s in report.stages
     )
     m = report.model
-    sections = "".join(extra_sections or [])
+    sections = planner_section(report) + "".join(extra_sections or [])
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>edgecomp: {esc(m.name)} for {esc(report.target)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#eee}}</style></head><body>
@@ -162,3 +162,113 @@ source model {m.params:,} parameters, {m.macs:,} MACs, accuracy {_fmt(m.accuracy
 {sections}
 </body></html>
 """
+
+
+def _candidates(report: BuildReport) -> list[dict]:
+    cands = (report.planner or {}).get("candidates", [])
+    return [c.model_dump() if isinstance(c, BaseModel) else c for c in cands]
+
+
+def explain_plan(report: BuildReport) -> str:
+    """A few lines on the planner's decision: what was tried, why the winner won, why others lost."""
+    cands = _candidates(report)
+    b = report.budgets
+    budget = ", ".join(x for x in (
+        f"size <= {b['size_mb']} MB" if b.get("size_mb") is not None else "",
+        f"latency <= {b['latency_ms']} ms on {report.hardware}" if b.get("latency_ms") is not None else "",
+        f"accuracy drop <= {b['accuracy_drop_pct']} pt" if b.get("accuracy_drop_pct") is not None else "") if x)
+    label = lambda c: " -> ".join(c["recipe"]) or "fp32 (untouched)"
+    lines = [f"planner: budgets {budget or 'none'}; {len(cands)} candidates"]
+    by_status: dict[str, list[dict]] = {}
+    for c in cands:
+        by_status.setdefault(c["status"], []).append(c)
+    chosen = by_status.get("chosen", [])
+    for c in chosen:
+        feasible = len(by_status.get("feasible", [])) + 1
+        acc = f"val accuracy {c['val_accuracy']:.2f}%" if c.get("val_accuracy") is not None else "accuracy n/a"
+        lines.append(f"  chosen   {label(c)}: {acc}, predicted {c['predicted_bytes'] / 1e6:.4f} MB, "
+                     f"{c['predicted_ms']:.4f} ms; the most accurate of {feasible} that meet every budget")
+    for note in (report.planner or {}).get("notes", []):
+        lines.append(f"  note     {note}")
+    for status in ("feasible", "rejected", "failed", "not-evaluated"):
+        group = by_status.get(status, [])
+        reasons = {c["reason"] for c in group}
+        if len(group) > 1 and len(reasons) == 1 and "" not in reasons:
+            lines.append(f"  {status:8s} {len(group)} other candidates: {reasons.pop()}")
+            continue
+        for c in group[:6]:
+            why = c["reason"] or (f"val accuracy {c['val_accuracy']:.2f}%, less accurate than the chosen one"
+                                  if c.get("val_accuracy") is not None else "")
+            lines.append(f"  {status:8s} {label(c)}: {why}")
+        if len(group) > 6:
+            lines.append(f"  ... and {len(group) - 6} more {status} (see report.json)")
+    return "\n".join(lines)
+
+
+def planner_plot(report: BuildReport) -> str | None:
+    """Base64 PNG: candidates on size-latency and size-accuracy planes, Pareto front and budget lines."""
+    cands = [c for c in _candidates(report) if c.get("predicted_bytes") is not None]
+    if len(cands) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    b = report.budgets
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colours = {"chosen": "#d62728", "feasible": "#2ca02c", "rejected": "#7f7f7f", "not-evaluated": "#bcbd22",
+               "failed": "#000000"}
+    for c in cands:
+        mb, colour = c["predicted_bytes"] / 1e6, colours.get(c["status"], "#1f77b4")
+        ax1.scatter(mb, c["predicted_ms"], color=colour, s=60 if c["status"] == "chosen" else 25,
+                    edgecolors="k" if c.get("pareto") else "none")
+        name = " -> ".join(c["recipe"]) or "fp32"
+        ax1.annotate(name, (mb, c["predicted_ms"]), fontsize=6, alpha=0.8)
+        if c.get("accuracy_drop") is not None:
+            ax2.scatter(mb, c["accuracy_drop"], color=colour, s=60 if c["status"] == "chosen" else 25,
+                        edgecolors="k" if c.get("pareto") else "none")
+            ax2.annotate(name, (mb, c["accuracy_drop"]), fontsize=6, alpha=0.8)
+    front = sorted((c for c in cands if c.get("pareto")), key=lambda c: c["predicted_bytes"])
+    if front:
+        ax2.plot([c["predicted_bytes"] / 1e6 for c in front], [c["accuracy_drop"] for c in front], "k--",
+                 lw=0.8, label="Pareto front")
+    if b.get("size_mb") is not None:
+        for ax in (ax1, ax2):
+            ax.axvline(b["size_mb"], color="r", ls=":", label="size budget")
+    if b.get("latency_ms") is not None:
+        ax1.axhline(b["latency_ms"], color="r", ls="--", label="latency budget")
+    if b.get("accuracy_drop_pct") is not None:
+        ax2.axhline(b["accuracy_drop_pct"], color="r", ls="--", label="accuracy budget")
+    ax1.set(xlabel="predicted size (MB)", ylabel=f"predicted latency on {report.hardware} (ms)",
+            title="candidates: size vs latency")
+    ax2.set(xlabel="predicted size (MB)", ylabel="test accuracy drop (pt)", title="candidates: size vs accuracy")
+    for ax in (ax1, ax2):
+        ax.legend(fontsize=7)
+    for status, colour in colours.items():
+        ax1.scatter([], [], color=colour, label=status)
+    ax1.legend(fontsize=7)
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def planner_section(report: BuildReport) -> str:
+    """HTML for the planner's candidates: plot, table and the decision in words."""
+    cands = _candidates(report)
+    if not cands:
+        return ""
+    esc = html.escape
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in (
+            " -> ".join(c["recipe"]) or "fp32 (untouched)", c["status"], c.get("params") or "-",
+            _fmt((c.get("predicted_bytes") or 0) / 1e6 if c.get("predicted_bytes") else None, ".4f"),
+            _fmt((c.get("real_bytes") or 0) / 1e6 if c.get("real_bytes") else None, ".4f"),
+            _fmt(c.get("predicted_ms"), ".4f"), _fmt(c.get("val_accuracy"), ".2f"), _fmt(c.get("accuracy_drop"), ".2f"),
+            "yes" if c.get("pareto") else "", c["reason"])) + "</tr>" for c in cands)
+    plot = planner_plot(report)
+    img = f'<img alt="planner candidates" src="data:image/png;base64,{plot}">' if plot else ""
+    head = ["recipe", "status", "params", "pred. MB", "real MB", "pred. ms", "val acc %", "acc drop pt", "Pareto",
+            "reason"]
+    return (f"<h2>Planner</h2><pre>{esc(explain_plan(report))}</pre>{img}<table><tr>"
+            + "".join(f"<th>{h}</th>" for h in head) + f"</tr>{rows}</table>")

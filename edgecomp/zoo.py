@@ -58,7 +58,7 @@ class VGGDigits(nn.Module):
 
     def __init__(self, width: float = 1.0, num_classes: int = 10) -> None:
         super().__init__()
-        c1, c2, c3 = (max(4, int(round(c * width))) for c in (64, 128, 256))
+        c1, c2, c3 = (max(4, round(c * width)) for c in (64, 128, 256))
         self.features = nn.Sequential(
             *_conv_bn(1, c1), *_conv_bn(c1, c1), nn.MaxPool2d(2),
             *_conv_bn(c1, c2), *_conv_bn(c2, c2), nn.MaxPool2d(2),

@@ -20,6 +20,30 @@ def _shape(text: str) -> list[int]:
     return dims
 
 
+def _quantity(unit: str, scale: dict[str, float]):
+    def parse(text: str) -> float:
+        t = text.strip().lower()
+        for suffix, factor in sorted(scale.items(), key=lambda kv: -len(kv[0])):
+            if t.endswith(suffix):
+                t, mult = t[: -len(suffix)], factor
+                break
+        else:
+            mult = 1.0
+        try:
+            value = float(t) * mult
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a {unit} like 2{next(iter(scale))}") from exc
+        if value <= 0 and unit != "accuracy drop":
+            raise argparse.ArgumentTypeError(f"'{text}' must be positive")
+        return value
+    return parse
+
+
+SIZE = _quantity("size", {"mb": 1.0, "kb": 1e-3, "gb": 1e3, "b": 1e-6})
+LATENCY = _quantity("latency", {"ms": 1.0, "us": 1e-3, "s": 1e3})
+DURATION = _quantity("duration", {"m": 60.0, "s": 1.0, "h": 3600.0})
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of `edgecomp build`."""
     p.add_argument("model", nargs="?", default=None,
@@ -36,6 +60,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="threads for host runtimes (default 2)")
     p.add_argument("--runs", type=int, default=50, help="timed runs per artifact (default 50)")
     p.add_argument("--seed", type=int, default=0, help="seed for everything random (default 0)")
+    p.add_argument("--max-size", type=SIZE, help="size budget, e.g. 2MB or 500kB (default: the target's)")
+    p.add_argument("--max-latency", type=LATENCY, help="latency budget on the hardware, e.g. 10ms")
+    p.add_argument("--max-accuracy-drop", type=float, help="largest top-1 drop in points, e.g. 1")
+    p.add_argument("--search-time", type=DURATION, default=600.0, help="planner search time, e.g. 10m (default)")
+    p.add_argument("--max-finetune-epochs", type=int, help="cap on every recovery fine-tune (faster search)")
     p.add_argument("--skip-failed-formats", action="store_true", help="build the other formats if one fails")
     p.add_argument("--allow-parity-failure", action="store_true", help="write the bundle even if parity fails")
 
@@ -43,7 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the build and print the closing table."""
     from edgecomp.build import BuildOptions, build
-    from edgecomp.report import console_table
+    from edgecomp.plan.targets import Budgets
+    from edgecomp.report import console_table, explain_plan
 
     if args.threads is not None and args.threads < 1:
         raise ConfigError("--threads must be at least 1", "pass --threads 1 or more")
@@ -51,10 +81,19 @@ def run(args: argparse.Namespace) -> int:
         out=args.out, recipe=args.recipe, input_shape=args.input_shape, weights=args.weights, data=args.data,
         hardware=args.hardware, formats=args.formats.split(",") if args.formats else None,
         threads=args.threads, runs=args.runs, seed=args.seed, skip_failed_formats=args.skip_failed_formats,
-        allow_parity_failure=args.allow_parity_failure,
+        allow_parity_failure=args.allow_parity_failure, search_time_s=args.search_time,
+        max_finetune_epochs=args.max_finetune_epochs,
+        budgets=Budgets(size_mb=args.max_size, latency_ms=args.max_latency,
+                        accuracy_drop_pct=args.max_accuracy_drop),
     )
+    if args.recipe is not None and any(v is not None for v in (args.max_size, args.max_latency,
+                                                               args.max_accuracy_drop)):
+        print("note: with --recipe the planner does not run; budgets are reported, not enforced")
     report = build(args.model, args.target, opts)
     print()
+    if report.planner:
+        print(explain_plan(report))
+        print()
     print(console_table(report))
     print(f"\nbundle: {report.bundle}  (report.json, report.html, edgecomp.json)")
     return 0

@@ -1,0 +1,50 @@
+"""Running a recipe: each stage in order, measured after it (params, MACs, accuracy, seconds)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from torch import nn
+
+from edgecomp.compress.base import BuildContext, ExportOptions, get_stage
+from edgecomp.compress.recipe import RecipeStep
+from edgecomp.errors import ConfigError
+from edgecomp.finetune import accuracy
+from edgecomp.model import count_macs, count_params
+from edgecomp.report import StageRecord
+
+logger = logging.getLogger(__name__)
+
+
+def apply_recipe(model: nn.Module, steps: list[RecipeStep], ctx: BuildContext
+                 ) -> tuple[nn.Module, list[StageRecord], ExportOptions]:
+    """Run each stage in order; return (final model, stage records, final export options).
+
+    ``ctx`` is not changed: stages see a copy whose export options follow the stages run so far.
+    """
+    ctx = dataclasses.replace(ctx)
+    records = []
+    for i, step in enumerate(steps, 1):
+        stage = get_stage(step.name)()
+        if not stage.supports(ctx.target):
+            raise ConfigError(f"{step.name} cannot run on target '{ctx.target.name}'",
+                              f"{ctx.target.name} allows: {', '.join(ctx.target.methods) or 'no methods'}")
+        logger.info("[compress %d/%d] %s", i, len(steps), step.describe())
+        start = time.monotonic()
+        result = stage.apply(model, step.config, ctx)
+        seconds = time.monotonic() - start
+        model = result.model.eval()
+        if result.export is not None:
+            ctx.export = result.export
+        acc = accuracy(model, ctx.data.x_test, ctx.data.y_test) if ctx.data is not None else None
+        record = StageRecord(
+            name=step.name, config=step.config.model_dump(mode="json"), seconds=seconds,
+            params=count_params(model), macs=count_macs(model, ctx.spec.input_shape), accuracy=acc,
+            metrics=result.metrics, notes=result.notes,
+        )
+        logger.info("  %s: %d params, %d MACs, accuracy %s, %.1f s", step.name, record.params, record.macs,
+                    "n/a" if acc is None else f"{acc:.2f}%", seconds)
+        records.append(record)
+    return model, records, ctx.export

@@ -1,0 +1,301 @@
+"""The planner: choose the recipe that meets the budgets while losing the least accuracy.
+
+1. **Screen** every candidate cheaply: apply its structural stages without fine-tuning, count
+   parameters (size = parameters x bytes per parameter of its dtype + the format's overhead) and
+   predict latency for the hardware profile from the layer list. Candidates that miss the size or
+   latency budget are dropped before any training. If the untouched model already fits, it wins at once.
+2. **Evaluate** the survivors, least invasive first, within the search time: run the full recipe
+   (with its recovery fine-tune) and measure validation and test accuracy. Results are cached by
+   content hash (model weights, recipe, data, seed), so a re-run with the same inputs is fast.
+3. **Rank** what meets every budget: most accurate first (validation split); ties go to the smaller,
+   then the faster. The build exports the winner and re-checks the real numbers; if they miss, it
+   asks for the next (``Planner.next_choice``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, Field
+from torch import nn
+
+from edgecomp import __version__
+from edgecomp.compress.base import BuildContext, ExportOptions
+from edgecomp.compress.pipeline import apply_recipe
+from edgecomp.compress.recipe import RecipeStep
+from edgecomp.errors import EdgecompError, InfeasibleBudgetError
+from edgecomp.finetune import accuracy, limit_finetuning, skip_finetuning
+from edgecomp.model import count_macs, count_params
+from edgecomp.plan.candidates import bytes_per_param, dtype_of, generate, is_structural
+from edgecomp.plan.targets import Budgets
+from edgecomp.profile.predict import layers_from_torch, predict_from_layers
+from edgecomp.report import StageRecord
+
+logger = logging.getLogger(__name__)
+MB = 1e6
+
+
+class Candidate(BaseModel):
+    """One recipe the planner considered, with what it predicted and measured, and its fate."""
+
+    recipe: list[str] = Field(description="Stages in recipe syntax; empty for the untouched model.")
+    dtype: str = Field("fp32", description="Weight dtype it exports with.")
+    params: int | None = Field(None, description="Parameters after its structural stages.")
+    macs: int | None = Field(None, description="MACs after its structural stages.")
+    predicted_bytes: int | None = Field(None, description="Size predicted from parameters and dtype.")
+    predicted_ms: float | None = Field(None, description="Latency predicted for the hardware profile.")
+    val_accuracy: float | None = Field(None, description="Validation top-1 after recovery, percent.")
+    accuracy: float | None = Field(None, description="Test top-1 after recovery, percent.")
+    accuracy_drop: float | None = Field(None, description="Source test top-1 minus this, points.")
+    real_bytes: int | None = Field(None, description="Size of the real export (chosen candidates only).")
+    real_ms: float | None = Field(None, description="Latency predicted from the real export.")
+    status: str = Field("pending", description="chosen, feasible, rejected, not-evaluated or failed.")
+    reason: str = Field("", description="Why it has that status.")
+    seconds: float = Field(0.0, description="Time spent on it (screen and evaluation).")
+    cached: bool = Field(False, description="Whether its evaluation came from the cache.")
+    pareto: bool = Field(False, description="On the size-latency-accuracy Pareto front of evaluated ones.")
+
+    @property
+    def label(self) -> str:
+        """Readable recipe."""
+        return " -> ".join(self.recipe) or "fp32 (untouched)"
+
+
+@dataclass
+class _Evaluated:
+    model: nn.Module
+    stages: list[StageRecord]
+    export: ExportOptions
+
+
+@dataclass
+class Planner:
+    """Searches candidate recipes for ``ctx.target`` under ``budgets`` (see the module docstring)."""
+
+    model: nn.Module
+    ctx: BuildContext
+    budgets: Budgets
+    primary_format: str
+    search_time_s: float = 600.0
+    max_finetune_epochs: int | None = None
+    cache_dir: Path | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    _steps: list[list[RecipeStep]] = field(default_factory=list)
+    _models: dict[int, _Evaluated] = field(default_factory=dict)
+    _overhead_bytes: int = 0
+    _source_val: float | None = None
+    _source_test: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    # -- public -------------------------------------------------------------------------------------------
+    def search(self) -> None:
+        """Screen and evaluate candidates; afterwards ``next_choice`` hands them out best first."""
+        start = time.monotonic()
+        data = self.ctx.data
+        if data is not None:
+            self._source_val = accuracy(self.model, data.x_val, data.y_val)
+            self._source_test = accuracy(self.model, data.x_test, data.y_test)
+        self._overhead_bytes = self._measure_overhead()
+        self._steps = generate(self.ctx.target)
+        self.candidates = [Candidate(recipe=[s.describe() for s in steps], dtype=dtype_of(steps))
+                           for steps in self._steps]
+        self._screen(0)
+        base = self.candidates[0]
+        if base.status == "feasible":
+            base.val_accuracy, base.accuracy, base.accuracy_drop = self._source_val, self._source_test, 0.0
+            self._models[0] = _Evaluated(self.model, [], self.ctx.export)
+            for c in self.candidates[1:]:
+                c.status, c.reason = "not-evaluated", "the untouched model already meets every budget"
+            self.notes.append("The untouched model meets every budget, so nothing was changed.")
+            return
+        logger.info("[plan] the untouched model misses a budget (%s); screening %d candidates",
+                    base.reason, len(self.candidates) - 1)
+        for i in range(1, len(self.candidates)):
+            self._screen(i)
+        order = sorted((i for i, c in enumerate(self.candidates) if c.status == "feasible" and i),
+                       key=lambda i: -(self.candidates[i].params or 0))
+        for n, i in enumerate(order, 1):
+            c = self.candidates[i]
+            if time.monotonic() - start > self.search_time_s:
+                c.status, c.reason = "not-evaluated", f"search time of {self.search_time_s:.0f} s used up"
+                continue
+            logger.info("[plan %d/%d] evaluating %s", n, len(order), c.label)
+            self._evaluate(i)
+        self._mark_pareto()
+
+    def next_choice(self) -> tuple[Candidate, list[RecipeStep], _Evaluated] | None:
+        """The best feasible candidate not yet handed out (most accurate, then smaller, then faster)."""
+        feasible = [i for i, c in enumerate(self.candidates) if c.status == "feasible"]
+        if not feasible:
+            return None
+        best = min(feasible, key=lambda i: (-round(self.candidates[i].val_accuracy or 0.0, 2),
+                                            self.candidates[i].predicted_bytes or 0,
+                                            self.candidates[i].predicted_ms or 0.0))
+        c = self.candidates[best]
+        c.status = "chosen"
+        return c, self._steps[best], self._materialize(best)
+
+    def reject_chosen(self, candidate: Candidate, reason: str) -> None:
+        """Mark a chosen candidate whose real export missed a budget."""
+        candidate.status, candidate.reason = "rejected", reason
+
+    def infeasible_error(self) -> InfeasibleBudgetError:
+        """The error for 'nothing fits', naming the best reachable numbers and the budget to relax."""
+        screened = [c for c in self.candidates if c.predicted_bytes is not None]
+        evaluated = [c for c in self.candidates if c.accuracy_drop is not None]
+        best_size = min(screened, key=lambda c: c.predicted_bytes, default=None)
+        best_lat = min(screened, key=lambda c: c.predicted_ms, default=None)
+        best_acc = min(evaluated, key=lambda c: c.accuracy_drop, default=None)
+        b = self.budgets
+        parts, relax = [], []
+        if best_size:
+            parts.append(f"smallest {best_size.predicted_bytes / MB:.4f} MB ({best_size.label})")
+            if b.size_mb is not None and best_size.predicted_bytes > b.size_mb * MB:
+                relax.append(f"--max-size {best_size.predicted_bytes / MB * 1.05:.4f}MB")
+        if best_lat:
+            parts.append(f"fastest {best_lat.predicted_ms:.4f} ms on {self.ctx.profile.name} ({best_lat.label})")
+            if b.latency_ms is not None and best_lat.predicted_ms > b.latency_ms:
+                relax.append(f"--max-latency {best_lat.predicted_ms * 1.05:.4f}ms")
+        if best_acc:
+            parts.append(f"least accuracy drop {best_acc.accuracy_drop:.2f} pt ({best_acc.label})")
+            if not relax and b.accuracy_drop_pct is not None:
+                relax.append(f"--max-accuracy-drop {best_acc.accuracy_drop + 0.5:.1f}")
+        if not relax and any(c.status == "not-evaluated" for c in self.candidates):
+            relax.append("a longer --search-time")
+        return InfeasibleBudgetError(
+            f"no candidate meets the budgets ({self._budget_text()}); best reachable: " + "; ".join(parts),
+            "relax " + (" or ".join(relax) if relax else "the budgets") + ", or allow more methods in the target",
+        )
+
+    # -- steps ----------------------------------------------------------------------------------------------
+    def _budget_text(self) -> str:
+        b = self.budgets
+        return ", ".join(x for x in (
+            f"size <= {b.size_mb} MB" if b.size_mb is not None else "",
+            f"latency <= {b.latency_ms} ms" if b.latency_ms is not None else "",
+            f"accuracy drop <= {b.accuracy_drop_pct} pt" if b.accuracy_drop_pct is not None else "") if x)
+
+    def _measure_overhead(self) -> int:
+        """Bytes the primary format adds beyond the fp32 weights, from a real export of the source model."""
+        import contextlib
+        import tempfile
+
+        from edgecomp.bundle import size_of
+        from edgecomp.export.formats import EXPORTERS, FILENAMES
+
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+            path = Path(tmp) / FILENAMES[self.primary_format]
+            try:
+                EXPORTERS[self.primary_format](self.model, self.ctx.spec, ExportOptions(), path)
+            except EdgecompError:
+                return 0
+            return max(0, size_of(path) - 4 * count_params(self.model))
+
+    def _screen(self, i: int) -> None:
+        c, steps = self.candidates[i], self._steps[i]
+        start = time.monotonic()
+        structural = [s for s in steps if is_structural(s)]
+        try:
+            model = copy.deepcopy(self.model)
+            if structural:
+                torch.manual_seed(self.ctx.seed)
+                with skip_finetuning():
+                    model, _, _ = apply_recipe(model, structural, self._quiet_ctx())
+            c.params = count_params(model)
+            c.macs = count_macs(model, self.ctx.spec.input_shape)
+            layers = layers_from_torch(model, self.ctx.spec.input_shape, c.dtype)
+            c.predicted_ms = predict_from_layers(layers, self.ctx.profile, self.ctx.target.threads, c.dtype).ms
+            c.predicted_bytes = int(self._overhead_bytes + c.params * bytes_per_param(steps, self.primary_format))
+        except EdgecompError as exc:
+            c.status, c.reason = "failed", exc.message
+            return
+        finally:
+            c.seconds += time.monotonic() - start
+        b, misses = self.budgets, []
+        if b.size_mb is not None and c.predicted_bytes > b.size_mb * MB:
+            misses.append(f"size {c.predicted_bytes / MB:.4f} MB > {b.size_mb} MB")
+        if b.latency_ms is not None and c.predicted_ms > b.latency_ms:
+            misses.append(f"latency {c.predicted_ms:.4f} ms > {b.latency_ms} ms")
+        c.status, c.reason = ("rejected", "; ".join(misses)) if misses else ("feasible", "")
+
+    def _quiet_ctx(self) -> BuildContext:
+        import dataclasses
+
+        return dataclasses.replace(self.ctx)
+
+    def _cache_key(self, steps: list[RecipeStep]) -> str:
+        digest = hashlib.sha256()
+        buf = io.BytesIO()
+        torch.save({k: v.contiguous() for k, v in self.model.state_dict().items()}, buf)
+        digest.update(buf.getvalue())
+        data = self.ctx.data
+        if data is not None:
+            digest.update(data.x_train.tobytes()[:1 << 20])
+            digest.update(data.y_train.tobytes())
+        digest.update(json.dumps([s.describe() for s in steps] + [self.ctx.seed, self.max_finetune_epochs,
+                                                                  __version__]).encode())
+        return digest.hexdigest()[:24]
+
+    def _evaluate(self, i: int) -> None:
+        c, steps = self.candidates[i], self._steps[i]
+        data = self.ctx.data
+        key = self._cache_key(steps)
+        cache_file = self.cache_dir / f"{key}.json" if self.cache_dir else None
+        if cache_file is not None and cache_file.is_file():
+            cached = json.loads(cache_file.read_text())
+            c.val_accuracy, c.accuracy, c.cached = cached["val_accuracy"], cached["accuracy"], True
+        else:
+            start = time.monotonic()
+            try:
+                evaluated = self._run(steps)
+            except EdgecompError as exc:
+                c.status, c.reason = "failed", exc.message
+                return
+            c.seconds += time.monotonic() - start
+            self._models[i] = evaluated
+            if data is not None:
+                c.val_accuracy = accuracy(evaluated.model, data.x_val, data.y_val)
+                c.accuracy = accuracy(evaluated.model, data.x_test, data.y_test)
+            if cache_file is not None:
+                cache_file.parent.mkdir(parents=True, exist_ok=True)
+                cache_file.write_text(json.dumps({"recipe": c.recipe, "val_accuracy": c.val_accuracy,
+                                                  "accuracy": c.accuracy}))
+        if c.accuracy is None or self._source_test is None:
+            c.reason = "no evaluation data: accuracy not measured"
+            return
+        c.accuracy_drop = self._source_test - c.accuracy
+        val_drop = (self._source_val or 0.0) - (c.val_accuracy or 0.0)
+        limit = self.budgets.accuracy_drop_pct
+        if limit is not None and val_drop > limit:
+            c.status, c.reason = "rejected", f"validation accuracy drop {val_drop:.2f} pt > {limit} pt"
+        logger.info("  %s: val %.2f%%, test %.2f%% (%s)%s", c.label, c.val_accuracy, c.accuracy,
+                    c.status, " [cached]" if c.cached else "")
+
+    def _run(self, steps: list[RecipeStep]) -> _Evaluated:
+        torch.manual_seed(self.ctx.seed)
+        with limit_finetuning(self.max_finetune_epochs):
+            model, stages, export = apply_recipe(copy.deepcopy(self.model), steps, self.ctx)
+        return _Evaluated(model, stages, export)
+
+    def _materialize(self, i: int) -> _Evaluated:
+        if i not in self._models:  # evaluated from the cache: build it for real now
+            self._models[i] = self._run(self._steps[i])
+        return self._models[i]
+
+    def _mark_pareto(self) -> None:
+        pts = [c for c in self.candidates if c.accuracy_drop is not None and c.predicted_bytes is not None]
+        for c in pts:
+            c.pareto = not any(
+                o is not c and o.predicted_bytes <= c.predicted_bytes and o.predicted_ms <= c.predicted_ms
+                and o.accuracy_drop <= c.accuracy_drop
+                and (o.predicted_bytes, o.predicted_ms, o.accuracy_drop) != (c.predicted_bytes, c.predicted_ms,
+                                                                             c.accuracy_drop)
+                for o in pts)
