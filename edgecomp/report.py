@@ -164,14 +164,15 @@ source model {m.params:,} parameters, {m.macs:,} MACs, accuracy {_fmt(m.accuracy
 """
 
 
-def _candidates(report: BuildReport) -> list[dict]:
+def plan_candidates(report: BuildReport) -> list[dict]:
+    """The planner's candidates as plain dicts (empty when the build ran a given recipe)."""
     cands = (report.planner or {}).get("candidates", [])
     return [c.model_dump() if isinstance(c, BaseModel) else c for c in cands]
 
 
 def explain_plan(report: BuildReport) -> str:
     """A few lines on the planner's decision: what was tried, why the winner won, why others lost."""
-    cands = _candidates(report)
+    cands = plan_candidates(report)
     b = report.budgets
     budget = ", ".join(x for x in (
         f"size <= {b['size_mb']} MB" if b.get("size_mb") is not None else "",
@@ -207,7 +208,7 @@ def explain_plan(report: BuildReport) -> str:
 
 def planner_plot(report: BuildReport) -> str | None:
     """Base64 PNG: candidates on size-latency and size-accuracy planes, Pareto front and budget lines."""
-    cands = [c for c in _candidates(report) if c.get("predicted_bytes") is not None]
+    cands = [c for c in plan_candidates(report) if c.get("predicted_bytes") is not None]
     if len(cands) < 2:
         return None
     import matplotlib
@@ -255,7 +256,7 @@ def planner_plot(report: BuildReport) -> str | None:
 
 def planner_section(report: BuildReport) -> str:
     """HTML for the planner's candidates: plot, table and the decision in words."""
-    cands = _candidates(report)
+    cands = plan_candidates(report)
     if not cands:
         return ""
     esc = html.escape

@@ -1,7 +1,7 @@
 """The planner on the real default model (digits CNN): what it chooses under loose, tight and impossible budgets.
 
 Targets are written per test with a short method list so a search evaluates a handful of candidates;
-recovery fine-tunes are capped at one epoch (``max_finetune_epochs``) to keep the suite fast.
+recovery fine-tunes are capped at eight epochs (``max_finetune_epochs``) to keep the suite fast.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from edgecomp.errors import InfeasibleBudgetError
 from edgecomp.plan.planner import Planner
 from edgecomp.plan.targets import load_profile, load_target
 from edgecomp.profile.predict import layers_from_torch, predict_from_layers
+from edgecomp.report import plan_candidates
 from edgecomp.zoo import load_zoo_model
 
 
@@ -38,7 +39,7 @@ def _target(tmp_path, methods, hardware="cortex-a76", formats=("tflite",), **bud
 
 
 def _build(tmp_path, target, **opts):
-    return build(None, target, BuildOptions(out=tmp_path / "bundle", runs=2, warmup=1, max_finetune_epochs=1,
+    return build(None, target, BuildOptions(out=tmp_path / "bundle", runs=2, warmup=1, max_finetune_epochs=8,
                                             **opts))
 
 
@@ -52,7 +53,7 @@ def test_loose_budgets_leave_the_model_untouched(tmp_path):
     target = _target(tmp_path, ["quantize.int8", "prune.filter"], size_mb=10, latency_ms=30, accuracy_drop_pct=1)
     report = _build(tmp_path, target)
     assert report.recipe == []
-    cands = report.planner["candidates"]
+    cands = plan_candidates(report)
     assert cands[0]["status"] == "chosen" and cands[0]["recipe"] == []
     assert all(c["status"] == "not-evaluated" for c in cands[1:])
     assert (tmp_path / "bundle" / "model.tflite").is_file()
@@ -64,7 +65,7 @@ def test_tight_size_budget_picks_the_most_accurate_candidate_that_fits(tmp_path)
     tflite = next(a for a in report.artifacts if a.format == "tflite")
     assert tflite.bytes <= 50_000, "the real export must meet the size budget"
     assert report.recipe, "the untouched 0.1 MB model cannot meet 0.05 MB"
-    cands = report.planner["candidates"]
+    cands = plan_candidates(report)
     chosen = next(c for c in cands if c["status"] == "chosen")
     assert cands[0]["status"] == "rejected" and "size" in cands[0]["reason"]
     others = [c for c in cands if c["status"] == "feasible"]
@@ -74,9 +75,9 @@ def test_tight_size_budget_picks_the_most_accurate_candidate_that_fits(tmp_path)
 
 def test_tight_latency_budget_on_a_little_core_thins_the_network(tmp_path, zoo):
     source_ms = _source_ms(zoo, "cortex-a55")
-    budget = round(source_ms * 0.6, 4)
+    budget = round(source_ms * 0.7, 4)
     target = _target(tmp_path, ["separable", "prune.filter"], hardware="cortex-a55", latency_ms=budget,
-                     accuracy_drop_pct=10)
+                     accuracy_drop_pct=15)
     report = _build(tmp_path, target)
     assert any(step.startswith(("prune.filter", "separable")) for step in report.recipe)
     assert report.stages[-1].macs < report.model.macs
@@ -89,7 +90,7 @@ def test_impossible_budget_exits_3_and_names_the_best_reachable_numbers(tmp_path
     target = _target(tmp_path, ["quantize.int8", "prune.filter"], size_mb=0.001)
     out = tmp_path / "bundle"
     proc = subprocess.run([sys.executable, "-m", "edgecomp", "build", "--target", target, "--out", str(out),
-                           "--max-finetune-epochs", "1"], check=False, capture_output=True, text=True, timeout=600)
+                           "--max-finetune-epochs", "8"], check=False, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 3, proc.stderr
     assert "no candidate meets the budgets" in proc.stderr
     assert "smallest" in proc.stderr and "--max-size" in proc.stderr
@@ -100,7 +101,7 @@ def test_infeasible_error_suggests_a_size_that_the_smallest_candidate_meets(tmp_
     model, spec, data = zoo
     target = load_target(_target(tmp_path, ["quantize.int8"], size_mb=0.001))
     ctx = BuildContext(spec=spec, target=target, profile=load_profile("cortex-a76"), data=data, teacher=model)
-    planner = Planner(model, ctx, target.budgets, "tflite", max_finetune_epochs=1)
+    planner = Planner(model, ctx, target.budgets, "tflite", max_finetune_epochs=8)
     planner.search()
     assert planner.next_choice() is None
     err = planner.infeasible_error()
@@ -115,7 +116,7 @@ def _search(zoo, target_path, cache_dir=None):
     target = load_target(target_path)
     ctx = BuildContext(spec=spec, target=target, profile=load_profile(target.hardware), data=data,
                        teacher=model)
-    planner = Planner(model, ctx, target.budgets, "tflite", max_finetune_epochs=1, cache_dir=cache_dir)
+    planner = Planner(model, ctx, target.budgets, "tflite", max_finetune_epochs=8, cache_dir=cache_dir)
     planner.search()
     return planner
 
