@@ -69,6 +69,7 @@ class BuildOptions:
     allow_parity_failure: bool = False
     search_time_s: float = 600.0
     max_finetune_epochs: int | None = None
+    reuse_plans: bool = True
     extra: dict = field(default_factory=dict)
 
 
@@ -165,14 +166,18 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
     from edgecomp.zoo import cache_dir
 
     planner = Planner(loaded.module, ctx, budgets, formats[0], search_time_s=opts.search_time_s,
-                      max_finetune_epochs=opts.max_finetune_epochs, cache_dir=cache_dir() / "plans")
+                      max_finetune_epochs=opts.max_finetune_epochs,
+                      cache_dir=cache_dir() / "plans" if opts.reuse_plans else None)
+    start = time.monotonic()
     planner.search()
+    search_seconds = round(time.monotonic() - start, 1)
     while (choice := planner.next_choice()) is not None:
         candidate, chosen_steps, evaluated = choice
         logger.info("[plan] chosen: %s", candidate.label)
         report = base.model_copy(deep=True)
         report.recipe, report.stages = [s.describe() for s in chosen_steps], evaluated.stages
-        report.planner = {"candidates": planner.candidates, "notes": planner.notes}
+        report.planner = {"candidates": planner.candidates, "notes": planner.notes,
+                          "search_seconds": search_seconds}
         try:
             return _write_bundle(report, loaded, evaluated.model,
                                  dataclasses.replace(ctx, export=evaluated.export), formats, opts, dest,

@@ -72,6 +72,42 @@ class VGGDigits(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
+class _InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1x1 expand, 3x3 depthwise, 1x1 linear project, skip when shapes allow."""
+
+    def __init__(self, cin: int, cout: int, expand: int = 4) -> None:
+        super().__init__()
+        hidden = cin * expand
+        self.block = nn.Sequential(
+            nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+            nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+        self.skip = cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output, plus its input when it has a skip connection."""
+        return x + self.block(x) if self.skip else self.block(x)
+
+
+class MobileDigits(nn.Module):
+    """A small MobileNetV2-style CNN (stem, four inverted-residual blocks, 1x1 head) for 8x8 digits."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            *_conv_bn(1, 16), _InvertedResidual(16, 16), _InvertedResidual(16, 24), nn.MaxPool2d(2),
+            _InvertedResidual(24, 24), _InvertedResidual(24, 32),
+            nn.Conv2d(32, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU6(),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(128, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of normalised 1x8x8 images."""
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
 def digits_spec(name: str) -> ModelSpec:
     """The I/O contract of the digits models: 1x1x8x8 NCHW, pixels 0..16 normalised, labels 0-9."""
     return ModelSpec(
@@ -88,6 +124,7 @@ def digits_spec(name: str) -> ModelSpec:
 ZOO: dict[str, tuple[Callable[[], nn.Module], FinetuneConfig]] = {
     "digits_cnn": (DigitsCNN, FinetuneConfig(epochs=40, lr=3e-3, patience=10)),
     "vgg_digits": (VGGDigits, FinetuneConfig(epochs=30, lr=1e-3, patience=8)),
+    "mobile_digits": (MobileDigits, FinetuneConfig(epochs=40, lr=3e-3, patience=10)),
 }
 DEFAULT_MODEL = "digits_cnn"
 
