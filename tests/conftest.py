@@ -26,6 +26,18 @@ def manifest_errors(path: Path) -> list[str]:
             for e in validator.iter_errors(json.loads(path.read_text()))]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Train and infer in-process on one torch thread: on a shared 2-core machine two contend and tiny
+    models run several times slower (subprocesses such as `edgecomp build` keep their own setting)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def digits_bundle(tmp_path_factory) -> Path:
     """A real bundle of the default model for android-arm64 (.tflite only, to keep it quick)."""

@@ -15,15 +15,6 @@ from edgecomp.zoo import DigitsCNN
 from tests.rewrite_helpers import context
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Train on one thread: on a shared 2-core machine, 2 threads contend and run many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_binarized_tensor_is_plus_minus_mean_abs_per_channel():
     w = torch.randn(6, 3, 3, 3)
     b = binarize_tensor(w)

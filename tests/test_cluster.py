@@ -20,15 +20,6 @@ from edgecomp.zoo import DigitsCNN
 from tests.rewrite_helpers import context
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Train on one thread: on a shared 2-core machine, 2 threads contend and run many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_kmeans_recovers_a_lattice_exactly_and_never_exceeds_k():
     values = torch.tensor([-0.5, -0.25, 0.0, 0.25, 0.5]).repeat(40)
     codebook, idx = kmeans_1d(values, 5)

@@ -20,15 +20,6 @@ from edgecomp.compress.lowrank import (
 from tests.rewrite_helpers import context
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, tiny models train many times faster than with 2."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _rank_k(out: int, inp: int, k: int, seed: int = 0) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(out, k, generator=gen) @ torch.randn(k, inp, generator=gen)

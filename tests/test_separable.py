@@ -16,15 +16,6 @@ from edgecomp.model import count_macs
 from tests.rewrite_helpers import context
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, tiny models train many times faster than with 2."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _implied_kernel(block: nn.Sequential) -> torch.Tensor:
     """The full kernel W[n, m] = sum_j pw[n, m*r+j] * dw[m*r+j] computed by a depthwise+pointwise pair."""
     dw, pw = block.depthwise.weight.detach().double(), block.pointwise.weight.detach().double()
