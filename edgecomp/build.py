@@ -236,7 +236,8 @@ def _check_real_numbers(report: BuildReport, final, ctx: BuildContext, planner, 
     if primary is None:
         return
     candidate.real_bytes = primary.bytes
-    predicted = next((a.predicted_latency for a in report.artifacts if a.predicted_latency), None)
+    by_graph = sorted(report.artifacts, key=lambda a: a.format != "tflite")  # the .tflite graph predicts best
+    predicted = next((a.predicted_latency for a in by_graph if a.predicted_latency), None)
     candidate.real_ms = predicted.p50_ms if predicted else None
     b, misses = planner.budgets, []
     if b.size_mb is not None and primary.bytes > b.size_mb * 1e6:
@@ -299,8 +300,11 @@ def _predict(artifact: ExportedArtifact, model, ctx: BuildContext) -> Latency | 
         if artifact.format == "tflite":
             pred = predict_latency(artifact.path, ctx.profile, threads)
         else:
-            pred = predict_from_layers(layers_from_torch(model, ctx.spec.input_shape, dtype), ctx.profile,
-                                       threads, dtype)
+            layers = layers_from_torch(model, ctx.spec.input_shape, dtype)
+            if not any(layer.macs for layer in layers):  # e.g. a PT2E-quantized graph: no conv/linear modules
+                logger.debug("no latency prediction for %s: no conv/linear layers visible", artifact.format)
+                return None
+            pred = predict_from_layers(layers, ctx.profile, threads, dtype)
     except Exception as exc:  # noqa: BLE001 -- a prediction is a nicety: never fail a build over it
         logger.debug("no latency prediction for %s: %s", artifact.format, exc)
         return None

@@ -178,7 +178,14 @@ def load_model(
 
 
 def count_params(model: nn.Module) -> int:
-    """Number of parameters (every element of every parameter tensor)."""
+    """Number of parameters (every element of every parameter tensor).
+
+    A quantized model (``compress._pt2e.QuantizedModel``) holds its int8 graph as buffers next to the float
+    network it came from; its parameters are those of that float network, counted once.
+    """
+    float_model = getattr(model, "float_model", None)
+    if isinstance(float_model, nn.Module):
+        model = float_model
     return sum(p.numel() for p in model.parameters())
 
 

@@ -36,6 +36,9 @@ class StageRecord(BaseModel):
     params: int = Field(description="Parameter count after the stage.")
     macs: int = Field(description="MACs per inference after the stage.")
     accuracy: float | None = Field(None, description="Top-1 on the test split after the stage, percent.")
+    weight_bytes: int | None = Field(
+        None, description="Parameters x bytes per weight of the dtype the model now exports with (an estimate; "
+                          "artifacts[] hold the real file sizes).")
     metrics: dict[str, Any] = Field(default_factory=dict, description="Stage-specific measurements.")
     notes: list[str] = Field(default_factory=list, description="What the stage wants the user to know.")
 
@@ -108,7 +111,11 @@ def _png(fig) -> str:
 
 
 def stage_plot(report: BuildReport) -> str:
-    """Base64 PNG: params, MACs and accuracy after each stage (source model first)."""
+    """Base64 PNG: params, MACs, bytes and accuracy after each stage (source model first).
+
+    The bytes panel shows each stage's weight bytes (parameters x bytes per weight of its export dtype)
+    and then, in a second colour, the real size of every exported file.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,11 +125,20 @@ def stage_plot(report: BuildReport) -> str:
     params = [report.model.params] + [s.params for s in report.stages]
     macs = [report.model.macs] + [s.macs for s in report.stages]
     acc = [report.model.accuracy] + [s.accuracy for s in report.stages]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3))
-    for ax, values, title in zip(axes, (params, macs, acc), ("parameters", "MACs", "accuracy %")):
+    weight_bytes = [4 * report.model.params] + [s.weight_bytes for s in report.stages]
+    files = [a for a in report.artifacts if a.bytes]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3))
+    for ax, values, title in zip(axes[[0, 1, 3]], (params, macs, acc), ("parameters", "MACs", "accuracy %")):
         ax.bar(names, [v or 0 for v in values], color="#4a7bb7")
         ax.set_title(title)
         ax.tick_params(axis="x", rotation=30)
+    ax = axes[2]
+    ax.bar(names, [v or 0 for v in weight_bytes], color="#4a7bb7", label="weights (params x dtype)")
+    if files:
+        ax.bar([f"{a.format} file" for a in files], [a.bytes for a in files], color="#e08a3c", label="exported file")
+    ax.set_title("bytes")
+    ax.legend(fontsize=7)
+    ax.tick_params(axis="x", rotation=30)
     data = _png(fig)
     plt.close(fig)
     return data
@@ -143,22 +159,23 @@ def render_html(report: BuildReport, extra_sections: list[str] | None = None) ->
         if notes:
             rows.append(f"<tr><td></td><td colspan='8'><i>{esc('; '.join(notes))}</i></td></tr>")
     stage_rows = "".join(
-        f"<tr><td>{esc(s.name)}</td><td>{s.params:,}</td><td>{s.macs:,}</td><td>{_fmt(s.accuracy, '.2f')}</td>"
+        f"<tr><td>{esc(s.name)}</td><td>{s.params:,}</td><td>{s.macs:,}</td>"
+        f"<td>{'-' if s.weight_bytes is None else f'{s.weight_bytes:,}'}</td><td>{_fmt(s.accuracy, '.2f')}</td>"
         f"<td>{s.seconds:.1f}</td><td>{esc('; '.join(s.notes))}</td></tr>" for s in report.stages
     )
     m = report.model
     sections = planner_section(report) + "".join(extra_sections or [])
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>edgecomp: {esc(m.name)} for {esc(report.target)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#eee}}</style></head><body>
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#eee}}img{{max-width:100%}}</style></head><body>
 <h1>{esc(m.name)} &rarr; {esc(report.target)}</h1>
 <p>Hardware profile <b>{esc(report.hardware)}</b>; recipe <b>{esc(' -> '.join(report.recipe) or 'none (fp32 export)')}</b>;
 source model {m.params:,} parameters, {m.macs:,} MACs, accuracy {_fmt(m.accuracy, '.2f')}%. Built {esc(report.created)}.</p>
 <h2>Artifacts</h2><table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{''.join(rows)}</table>
 <p>Parity inputs: {esc(report.parity_inputs)}</p>
-<h2>Stages</h2><table><tr><th>stage</th><th>params</th><th>MACs</th><th>accuracy %</th><th>seconds</th><th>notes</th></tr>
-<tr><td>source</td><td>{m.params:,}</td><td>{m.macs:,}</td><td>{_fmt(m.accuracy, '.2f')}</td><td></td><td></td></tr>{stage_rows}</table>
-<img alt="params, MACs and accuracy per stage" src="data:image/png;base64,{stage_plot(report)}">
+<h2>Stages</h2><table><tr><th>stage</th><th>params</th><th>MACs</th><th>weight bytes</th><th>accuracy %</th><th>seconds</th><th>notes</th></tr>
+<tr><td>source</td><td>{m.params:,}</td><td>{m.macs:,}</td><td>{4 * m.params:,}</td><td>{_fmt(m.accuracy, '.2f')}</td><td></td><td></td></tr>{stage_rows}</table>
+<img alt="params, MACs, bytes and accuracy per stage" src="data:image/png;base64,{stage_plot(report)}">
 {sections}
 </body></html>
 """

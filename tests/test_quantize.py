@@ -107,6 +107,13 @@ def test_build_quantize_int8_end_to_end(tmp_path):
     assert details["weight_dtypes"] == {"int8": 4}
     assert details["qdq_between_integer_ops"] == 0
     assert details["byte_breakdown"]["int8_weights"] > 0.8 * arts["tflite"]["bytes"]
+    # the trimmed int8 graph (no tensor names) still gets a latency prediction; the quantized torch graph
+    # shows no conv/linear modules, so the ONNX file gets none rather than a meaningless 0 ms
+    pred = arts["tflite"]["predicted_latency"]
+    assert pred["p50_ms"] > 0 and pred["source"].startswith("predicted:")
+    assert arts["onnx"]["predicted_latency"] is None
+    assert report["stages"][0]["params"] == report["model"]["params"]  # quantization keeps every weight
+    assert report["stages"][0]["weight_bytes"] == report["model"]["params"]  # 1 byte per int8 weight
 
 
 def test_qat_with_distillation_trains_and_exports_matching_tflite(tmp_path):

@@ -17,6 +17,10 @@ from edgecomp.report import StageRecord
 
 logger = logging.getLogger(__name__)
 
+# Bytes per stored weight of each export dtype. Binary weights export as dense fp32 values (the bundle's
+# model.ecz packs them to bits; see compress/binarize.py).
+BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "binary": 4.0}
+
 
 def apply_recipe(model: nn.Module, steps: list[RecipeStep], ctx: BuildContext
                  ) -> tuple[nn.Module, list[StageRecord], ExportOptions]:
@@ -42,6 +46,7 @@ def apply_recipe(model: nn.Module, steps: list[RecipeStep], ctx: BuildContext
         record = StageRecord(
             name=step.name, config=step.config.model_dump(mode="json"), seconds=seconds,
             params=count_params(model), macs=count_macs(model, ctx.spec.input_shape), accuracy=acc,
+            weight_bytes=round(count_params(model) * BYTES_PER_WEIGHT.get(ctx.export.dtype, 4.0)),
             metrics=result.metrics, notes=result.notes,
         )
         logger.info("  %s: %d params, %d MACs, accuracy %s, %.1f s", step.name, record.params, record.macs,

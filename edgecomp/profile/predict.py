@@ -231,7 +231,8 @@ def read_tflite_layers(path: str | Path) -> tuple[list[LayerCost], str]:
             a, b = ins[0][0], ins[1][0]
             out_ch, red = b[-1], a[-1]
             macs = float(math.prod(a[:-1]) * red * out_ch)
-        name = graph.Tensors(op.Outputs(0)).Name().decode(errors="replace") if op.OutputsLength() else opname
+        raw_name = graph.Tensors(op.Outputs(0)).Name() if op.OutputsLength() else None
+        name = raw_name.decode(errors="replace") if raw_name else f"#{i}"  # trimmed int8 files drop names
         layers.append(LayerCost(category, macs, weight_bytes, act_bytes, out_ch, red, f"{opname}:{name}",
                                 opname.lower()))
     dtype = "int8" if "INT8" in weight_types or "UINT8" in weight_types else (
