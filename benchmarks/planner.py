@@ -6,8 +6,10 @@ real export, the latency predicted for the hardware profile from the real export
 drop of the real export, how many candidates were evaluated, and the search and build wall time.
 
 - loose: the target's own budgets (android-arm64 / linux-arm64: 10 MB, 30 ms, 1 pt).
-- tight: size <= 0.35 x the fp32 weights, latency <= 0.75 x the source model's predicted latency on that
-  hardware, accuracy drop <= 2 pt; an infeasible row shows the planner's error instead.
+- tight: size <= 0.4 x the loose build's file, latency <= 0.85 x the loose build's predicted latency on
+  that hardware, accuracy drop <= 2 pt; an infeasible row shows the planner's error instead. (Tiny
+  models on 4 threads are dominated by per-operator overhead, which no compression removes: latency
+  budgets much below the source's are out of reach for them, and the planner says so.)
 
     EDGECOMP_CACHE_DIR=/tmp/ec_cache .venv/bin/python benchmarks/planner.py [--epochs 10] [--quick]
 
@@ -28,11 +30,8 @@ import torch
 
 from edgecomp.build import BuildOptions, build
 from edgecomp.errors import InfeasibleBudgetError
-from edgecomp.model import count_params
-from edgecomp.plan.targets import Budgets, load_profile, load_target
-from edgecomp.profile.predict import layers_from_torch, predict_from_layers
+from edgecomp.plan.targets import Budgets, load_target
 from edgecomp.report import plan_candidates
-from edgecomp.zoo import load_zoo_model
 
 MODELS = ("digits_cnn", "mobile_digits", "vgg_digits")
 TARGETS = (("android-arm64", "cortex-a76"), ("android-arm64", "cortex-a55"), ("linux-arm64", "cortex-a72"))
@@ -57,12 +56,9 @@ class Row:
     error: str = ""
 
 
-def tight_budgets(name: str, hardware: str, threads: int) -> Budgets:
-    """0.35x the fp32 weight bytes, 0.75x the predicted source latency, 2 pt accuracy."""
-    model, spec, _ = load_zoo_model(name)
-    ms = predict_from_layers(layers_from_torch(model, spec.input_shape, "fp32"), load_profile(hardware),
-                             threads, "fp32").ms
-    return Budgets(size_mb=round(0.35 * 4 * count_params(model) / 1e6, 4), latency_ms=round(0.75 * ms, 4),
+def tight_budgets(loose: Row) -> Budgets:
+    """0.4x the loose build's file, 0.85x its predicted latency, 2 pt accuracy."""
+    return Budgets(size_mb=round(0.4 * loose.real_mb, 4), latency_ms=round(0.85 * loose.predicted_ms, 4),
                    accuracy_drop_pct=2.0)
 
 
@@ -71,10 +67,12 @@ def budget_text(b: Budgets) -> str:
     return f"{b.size_mb:g}MB {b.latency_ms:g}ms {b.accuracy_drop_pct:g}pt"
 
 
-def run_one(name: str, target: str, hardware: str, mode: str, epochs: int, out: Path) -> Row:
-    """One build with a fresh planner search; the row holds its numbers or its error."""
+def run_one(name: str, target: str, hardware: str, loose: Row | None, epochs: int, out: Path) -> Row:
+    """One build with a fresh planner search (the target's budgets, or tight ones derived from the loose
+    build ``loose``); the row holds its numbers or its error."""
     tgt = load_target(target)
-    budgets = tgt.budgets if mode == "loose" else tight_budgets(name, hardware, tgt.threads)
+    mode = "loose" if loose is None else "tight"
+    budgets = tgt.budgets if loose is None else tight_budgets(loose)
     row = Row(name, f"{target}/{hardware}", mode, budget_text(budgets))
     opts = BuildOptions(out=out, hardware=hardware, budgets=budgets, formats=[tgt.formats[0]], runs=5, warmup=1,
                         max_finetune_epochs=epochs, reuse_plans=False)
@@ -137,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgecomp-planner-") as tmp:
         for name in models:
             for target, hardware in targets:
-                for mode in ("loose", "tight"):
-                    print(f"... {name} {target}/{hardware} {mode}", file=sys.stderr, flush=True)
-                    out = Path(tmp) / f"{name}-{hardware}-{mode}"
-                    rows.append(run_one(name, target, hardware, mode, args.epochs, out))
+                print(f"... {name} {target}/{hardware}", file=sys.stderr, flush=True)
+                loose = run_one(name, target, hardware, None, args.epochs, Path(tmp) / f"{name}-{hardware}-loose")
+                rows.append(loose)
+                rows.append(run_one(name, target, hardware, loose, args.epochs, Path(tmp) / f"{name}-{hardware}-tight"))
     print(f"Planner on digits models; fresh searches, recovery fine-tunes capped at {args.epochs} epochs, "
           f"1 torch thread; sizes of the target's first format; latency predicted from the real export for "
           f"the hardware profile; accuracy on the digits test split; one run, {time.monotonic() - start:.0f} s")

@@ -300,8 +300,10 @@ def _predict(artifact: ExportedArtifact, model, ctx: BuildContext) -> Latency | 
         if artifact.format == "tflite":
             pred = predict_latency(artifact.path, ctx.profile, threads)
         else:
-            layers = layers_from_torch(model, ctx.spec.input_shape, dtype)
-            if not any(layer.macs for layer in layers):  # e.g. a PT2E-quantized graph: no conv/linear modules
+            # a quantized model's int8 graph has no conv/linear modules to see: use the float network it
+            # wraps, costed at the artifact's dtype
+            layers = layers_from_torch(getattr(model, "float_model", model), ctx.spec.input_shape, dtype)
+            if not any(layer.macs for layer in layers):
                 logger.debug("no latency prediction for %s: no conv/linear layers visible", artifact.format)
                 return None
             pred = predict_from_layers(layers, ctx.profile, threads, dtype)

@@ -52,6 +52,13 @@ def test_torch_layers_match_the_exported_graph():
     assert compute(torch_layers) == compute(tfl_layers) == sorted([CONV1, CONV2, FC])
 
 
+def test_torch_layers_at_int8_quantize_the_input_and_dequantize_the_output():
+    fp32, int8 = layers_from_torch(tiny_cnn(), (1, 3, 16, 16)), layers_from_torch(tiny_cnn(), (1, 3, 16, 16), "int8")
+    assert [la.op for la in int8[1:-1]] == [la.op for la in fp32] and "quantize" not in {la.op for la in fp32}
+    assert (int8[0].kind, int8[-1].kind) == ("quantize", "dequantize")
+    assert int8[0].act_bytes == 5 * 3 * 16 * 16 and int8[-1].act_bytes == 5 * 10  # fp32 in + int8 out
+
+
 def test_roofline_compute_memory_threads_and_dtype():
     a76 = load_profile("cortex-a76")
     assert peak_macs_per_s(a76, 1, "fp32") == pytest.approx(2.84e9 * 8)  # the prime core first

@@ -300,9 +300,13 @@ def layers_from_torch(model: Any, input_shape: tuple[int, ...] | list[int], dtyp
         with torch.no_grad():
             was_training = model.training
             model.eval()
-            model(torch.zeros(tuple(input_shape)))
+            out = model(torch.zeros(tuple(input_shape)))
             model.train(was_training)
     finally:
         for h in handles:
             h.remove()
+    if dtype == "int8":  # a full-integer file with float I/O quantizes its input and dequantizes its output
+        n_in, n_out = math.prod(input_shape), out.numel() if isinstance(out, torch.Tensor) else 0
+        layers.insert(0, LayerCost("quantize", 0.0, 0.0, 5.0 * n_in, name="input", kind="quantize"))
+        layers.append(LayerCost("quantize", 0.0, 0.0, 5.0 * n_out, name="output", kind="dequantize"))
     return layers
