@@ -136,3 +136,34 @@ def test_qat_with_distillation_trains_and_exports_matching_tflite(tmp_path):
     out = run_artifact("tflite", artifact.path, data.x_test, spec.input_shape)
     parity = compare(predict(result.model, data.x_test), out, quantized=True)
     assert parity.status == "passed", parity
+
+
+def _cnn_with_dropout() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3), torch.nn.ReLU6(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Dropout(0.3), torch.nn.Linear(32, 10))
+    with torch.no_grad():
+        model[5].bias.copy_(torch.linspace(-1.0, 1.0, 10))  # a bias the outputs depend on
+    return model.eval()
+
+
+@pytest.mark.parametrize("strip", [True, False])
+def test_dropout_before_a_layer_does_not_mis_scale_its_int8_bias(tmp_path, monkeypatch, strip):
+    from edgecomp.compress import _pt2e
+    from edgecomp.export.tflite import export_tflite
+    from edgecomp.export.tflite_inspect import inspect_tflite
+
+    if not strip:  # the check must see what happens without the fix
+        monkeypatch.setattr(_pt2e, "strip_dropout", lambda model: 0)
+    x = np.random.default_rng(0).standard_normal((64, 3, 4, 4)).astype(np.float32)
+    q = ptq(_cnn_with_dropout(), QuantSettings(), x, [1, 3, 4, 4])
+    path = tmp_path / "model.tflite"
+    export_tflite(q, ModelSpec(name="mlp", input_shape=[1, 3, 4, 4]),
+                  ExportOptions(dtype="int8", settings={"mode": "static", "io": "float"}), path)
+    out, ref = run_artifact("tflite", path, x, [1, 3, 4, 4]), predict(q, x)
+    cos = ((out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)).min()
+    mismatches = inspect_tflite(path).bias_scale_mismatches
+    if strip:
+        assert mismatches == 0 and cos > 0.99
+    else:
+        assert mismatches >= 1 and cos < 0.99

@@ -210,8 +210,33 @@ class QuantizedModel(nn.Module):
         return self
 
 
+DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def strip_dropout(model: nn.Module) -> int:
+    """Replace every dropout module of ``model`` by ``nn.Identity`` (in place); how many were replaced.
+
+    Dropout is the identity at inference, but a dropout node left in the exported graph gets its own
+    observer: the converter then drops the node and writes the next layer's int32 bias with a scale
+    computed from that observer, not from the tensor the layer really reads (measured: MobileNetV2's
+    classifier bias came out 2.2x too large in the int8 .tflite, cosine 0.96 to the reference).
+    """
+    count = 0
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, DROPOUT):
+                setattr(parent, name, nn.Identity())
+                count += 1
+    return count
+
+
 def export_graph(model: nn.Module, example_shape: list[int]) -> torch.fx.GraphModule:
-    """torch.export (in the model's current train/eval mode) with a dynamic batch, as a GraphModule."""
+    """torch.export (in the model's current train/eval mode) with a dynamic batch, as a GraphModule.
+
+    Dropout modules of ``model`` are replaced by the identity first (see :func:`strip_dropout`).
+    """
+    if strip_dropout(model):
+        logger.debug("dropout replaced by the identity before quantization")
     example = (torch.zeros(example_shape),)
     try:  # an example batch of 2: torch.export specialises a size-1 dimension
         batch = torch.export.Dim("batch", min=1, max=4096)

@@ -86,6 +86,9 @@ def _export_int8(model: nn.Module, options: ExportOptions, path: Path, example: 
     details["quantization"] = dict(settings)
     notes = [(f"int8 {settings.get('mode', 'static')}: weights {settings.get('weights', 'per-channel')}, "
              f"model I/O {summary.io_dtypes}")]
+    if summary.bias_scale_mismatches:
+        notes.append(f"{summary.bias_scale_mismatches} int32 biases are not scaled input x weight scale: the "
+                     "integer kernels will mis-scale them (see the parity check)")
     if summary.qdq_between_integer_ops:
         notes.append(f"{summary.qdq_between_integer_ops} DEQUANTIZE ops feed float ops between integer ops")
     return ExportedArtifact("tflite", path, "int8", *tflite_io(path), notes=notes, details=details)

@@ -63,6 +63,7 @@ class TFLiteSummary:
     io_dtypes: dict[str, str]
     breakdown: dict[str, int] = field(default_factory=dict)
     params: int = 0
+    bias_scale_mismatches: int = 0
 
     def as_details(self) -> dict:
         """A JSON-ready dict for ``ExportedArtifact.details``."""
@@ -70,6 +71,7 @@ class TFLiteSummary:
             "tflite_ops": self.ops, "weight_dtypes": self.weight_dtypes, "quantize_ops": self.quantize_ops,
             "dequantize_ops": self.dequantize_ops, "qdq_between_integer_ops": self.qdq_between_integer_ops,
             "io_dtypes": self.io_dtypes, "byte_breakdown": self.breakdown, "stored_weight_elements": self.params,
+            "bias_scale_mismatches": self.bias_scale_mismatches,
         }
 
 
@@ -93,6 +95,7 @@ def inspect_tflite(path: str | Path) -> TFLiteSummary:
     seen: set[int] = set()  # absolute positions of vectors and strings already counted (shared = once)
     params = 0
     qdq_inside = 0
+    mismatches = 0
     io: dict[str, str] = {}
     for k, sg in enumerate(model.subgraphs):
         raw_sg = raw.Subgraphs(k)
@@ -155,13 +158,34 @@ def inspect_tflite(path: str | Path) -> TFLiteSummary:
         for kind, tensors in (("input", sg.inputs), ("output", sg.outputs)):
             for k, t in enumerate(tensors if tensors is not None else []):
                 io[f"{kind}{k}"] = tensor_dtype(sg.tensors[t])
+        mismatches += sum(not _bias_scale_ok(sg, op) for op, name in zip(sg.operators, names) if name in _WEIGHT_OPS)
     total = len(data)
     cats["other"] = total - sum(cats.values())
     return TFLiteSummary(
         bytes=total, ops=dict(ops), weight_dtypes=dict(weight_dtypes), quantize_ops=ops.get("QUANTIZE", 0),
         dequantize_ops=ops.get("DEQUANTIZE", 0), qdq_between_integer_ops=qdq_inside, io_dtypes=io,
-        breakdown=dict(cats), params=params,
+        breakdown=dict(cats), params=params, bias_scale_mismatches=mismatches,
     )
+
+
+def _bias_scale_ok(sg, op) -> bool:
+    """Whether an integer conv/linear op's int32 bias has scale input_scale x weight_scale, per channel.
+
+    LiteRT's integer kernels ignore the bias tensor's own scale and assume that product, so a bias
+    written with another scale is silently mis-scaled.
+    """
+    ins = [int(i) for i in (op.inputs if op.inputs is not None else [])]
+    if len(ins) < 3 or min(ins[:3]) < 0:
+        return True
+    x, w, b = (sg.tensors[i] for i in ins[:3])
+    if tensor_dtype(b) != "int32" or tensor_dtype(w) != "int8":
+        return True
+    scales = [np.asarray(t.quantization.scale if t.quantization is not None and t.quantization.scale is not None
+                         else [], dtype=np.float64) for t in (x, w, b)]
+    if any(s.size == 0 for s in scales):
+        return True
+    expected = scales[0][0] * scales[1]
+    return bool(np.allclose(np.broadcast_to(scales[2], expected.shape), expected, rtol=1e-4))
 
 
 def _feeds_quantize(tensor: int, sg, consumers: dict[int, list[int]], names: list[str], depth: int = 0) -> bool:
