@@ -111,6 +111,20 @@ def test_infeasible_error_suggests_a_size_that_the_smallest_candidate_meets(tmp_
     assert suggested * 1e6 >= smallest
 
 
+def test_infeasible_accuracy_suggests_a_drop_that_the_best_fitting_candidate_meets(tmp_path, zoo):
+    model, spec, data = zoo
+    target = load_target(_target(tmp_path, ["prune.filter"], size_mb=0.05, accuracy_drop_pct=0.0))
+    ctx = BuildContext(spec=spec, target=target, profile=load_profile("cortex-a76"), data=data, teacher=model)
+    planner = Planner(model, ctx, target.budgets, "tflite", max_finetune_epochs=1)
+    planner.search()
+    assert planner.next_choice() is None
+    err = planner.infeasible_error()
+    drops = [planner._source_val - c.val_accuracy for c in planner.candidates if c.recipe and c.val_accuracy is not None]
+    assert drops and "on validation" in err.message
+    suggested = float(err.hint.split("--max-accuracy-drop ")[1].split()[0].rstrip(","))
+    assert min(drops) <= suggested <= min(drops) + 0.25
+
+
 def _search(zoo, target_path, cache_dir=None):
     model, spec, data = zoo
     target = load_target(target_path)

@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,10 +151,12 @@ class Planner:
     def infeasible_error(self) -> InfeasibleBudgetError:
         """The error for 'nothing fits', naming the best reachable numbers and the budget to relax."""
         screened = [c for c in self.candidates if c.predicted_bytes is not None]
-        evaluated = [c for c in self.candidates if c.accuracy_drop is not None]
+        # evaluated candidates all met the predicted size and latency; accuracy is judged on validation
+        evaluated = [c for c in self.candidates
+                     if c.recipe and c.val_accuracy is not None and self._source_val is not None]
         best_size = min(screened, key=lambda c: c.predicted_bytes, default=None)
         best_lat = min(screened, key=lambda c: c.predicted_ms, default=None)
-        best_acc = min(evaluated, key=lambda c: c.accuracy_drop, default=None)
+        best_acc = min(evaluated, key=lambda c: self._source_val - c.val_accuracy, default=None)
         b = self.budgets
         parts, relax = [], []
         if best_size:
@@ -165,9 +168,12 @@ class Planner:
             if b.latency_ms is not None and best_lat.predicted_ms > b.latency_ms:
                 relax.append(f"--max-latency {best_lat.predicted_ms * 1.05:.4f}ms")
         if best_acc:
-            parts.append(f"least accuracy drop {best_acc.accuracy_drop:.2f} pt ({best_acc.label})")
+            val_drop = self._source_val - best_acc.val_accuracy
+            test = f", {best_acc.accuracy_drop:.2f} pt on test" if best_acc.accuracy_drop is not None else ""
+            parts.append(f"least accuracy drop within the size and latency budgets {val_drop:.2f} pt on validation"
+                         f"{test} ({best_acc.label})")
             if not relax and b.accuracy_drop_pct is not None:
-                relax.append(f"--max-accuracy-drop {best_acc.accuracy_drop + 0.5:.1f}")
+                relax.append(f"--max-accuracy-drop {math.ceil(val_drop * 10) / 10 + 0.1:.1f}")
         if not relax and any(c.status == "not-evaluated" for c in self.candidates):
             relax.append("a longer --search-time")
         return InfeasibleBudgetError(
