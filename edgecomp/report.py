@@ -187,6 +187,17 @@ def plan_candidates(report: BuildReport) -> list[dict]:
     return [c.model_dump() if isinstance(c, BaseModel) else c for c in cands]
 
 
+def _lost_to(c: dict, chosen: dict) -> str:
+    """Why a feasible candidate lost to the chosen one: accuracy first, then size, then latency."""
+    acc = f"val accuracy {c['val_accuracy']:.2f}%"
+    if round(c["val_accuracy"], 2) != round(chosen.get("val_accuracy") or 0.0, 2):
+        return f"{acc}, less accurate than the chosen one"
+    if c["predicted_bytes"] != chosen["predicted_bytes"]:
+        return (f"{acc}, as accurate as the chosen one but larger ({c['predicted_bytes'] / 1e6:.4f} MB vs "
+                f"{chosen['predicted_bytes'] / 1e6:.4f} MB)")
+    return f"{acc}, as accurate and as large as the chosen one but slower ({c['predicted_ms']:.4f} ms)"
+
+
 def explain_plan(report: BuildReport) -> str:
     """A few lines on the planner's decision: what was tried, why the winner won, why others lost."""
     cands = plan_candidates(report)
@@ -215,8 +226,7 @@ def explain_plan(report: BuildReport) -> str:
             lines.append(f"  {status:8s} {len(group)} other candidates: {reasons.pop()}")
             continue
         for c in group[:6]:
-            why = c["reason"] or (f"val accuracy {c['val_accuracy']:.2f}%, less accurate than the chosen one"
-                                  if c.get("val_accuracy") is not None else "")
+            why = c["reason"] or (_lost_to(c, chosen[0]) if chosen and c.get("val_accuracy") is not None else "")
             lines.append(f"  {status:8s} {label(c)}: {why}")
         if len(group) > 6:
             lines.append(f"  ... and {len(group) - 6} more {status} (see report.json)")
