@@ -233,8 +233,31 @@ def explain_plan(report: BuildReport) -> str:
     return "\n".join(lines)
 
 
+def _front_2d(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """The points no other point beats on both coordinates (lower is better), sorted by the first."""
+    front: list[tuple[float, float, str]] = []
+    for x, y, name in sorted(points):
+        if not front or y < front[-1][1]:
+            front.append((x, y, name))
+    return front
+
+
+def _budget_line(ax, value: float | None, data_max: float, horizontal: bool, label: str) -> None:
+    """Draw a budget line, or only name it in the legend when it lies far beyond the candidates."""
+    if value is None:
+        return
+    style = {"color": "r", "ls": "--" if horizontal else ":"}
+    if value > 1.5 * data_max:
+        ax.plot([], [], **style, label=f"{label} {value:g} (beyond the chart)")
+    elif horizontal:
+        ax.axhline(value, **style, label=f"{label} {value:g}")
+    else:
+        ax.axvline(value, **style, label=f"{label} {value:g}")
+
+
 def planner_plot(report: BuildReport) -> str | None:
-    """Base64 PNG: candidates on size-latency and size-accuracy planes, Pareto front and budget lines."""
+    """Base64 PNG: candidates on size-latency and size-accuracy planes, with each plane's Pareto front
+    (step line), the members of the three-objective front (ringed) and the budget lines."""
     cands = [c for c in plan_candidates(report) if c.get("predicted_bytes") is not None]
     if len(cands) < 2:
         return None
@@ -247,35 +270,37 @@ def planner_plot(report: BuildReport) -> str | None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     colours = {"chosen": "#d62728", "feasible": "#2ca02c", "rejected": "#7f7f7f", "not-evaluated": "#bcbd22",
                "failed": "#000000"}
-    for c in cands:
-        mb, colour = c["predicted_bytes"] / 1e6, colours.get(c["status"], "#1f77b4")
-        ax1.scatter(mb, c["predicted_ms"], color=colour, s=60 if c["status"] == "chosen" else 25,
-                    edgecolors="k" if c.get("pareto") else "none")
-        name = " -> ".join(c["recipe"]) or "fp32"
-        ax1.annotate(name, (mb, c["predicted_ms"]), fontsize=6, alpha=0.8)
-        if c.get("accuracy_drop") is not None:
-            ax2.scatter(mb, c["accuracy_drop"], color=colour, s=60 if c["status"] == "chosen" else 25,
-                        edgecolors="k" if c.get("pareto") else "none")
-            ax2.annotate(name, (mb, c["accuracy_drop"]), fontsize=6, alpha=0.8)
-    front = sorted((c for c in cands if c.get("pareto")), key=lambda c: c["predicted_bytes"])
-    if front:
-        ax2.plot([c["predicted_bytes"] / 1e6 for c in front], [c["accuracy_drop"] for c in front], "k--",
-                 lw=0.8, label="Pareto front")
-    if b.get("size_mb") is not None:
-        for ax in (ax1, ax2):
-            ax.axvline(b["size_mb"], color="r", ls=":", label="size budget")
-    if b.get("latency_ms") is not None:
-        ax1.axhline(b["latency_ms"], color="r", ls="--", label="latency budget")
-    if b.get("accuracy_drop_pct") is not None:
-        ax2.axhline(b["accuracy_drop_pct"], color="r", ls="--", label="accuracy budget")
+    name = lambda c: " -> ".join(c["recipe"]) or "fp32"
+    planes = (
+        (ax1, [(c["predicted_bytes"] / 1e6, c["predicted_ms"], c) for c in cands]),
+        (ax2, [(c["predicted_bytes"] / 1e6, c["accuracy_drop"], c) for c in cands if c.get("accuracy_drop") is not None]),
+    )
+    for ax, pts in planes:
+        for x, y, c in pts:
+            ax.scatter(x, y, color=colours.get(c["status"], "#1f77b4"), s=70 if c["status"] == "chosen" else 28,
+                       edgecolors="k" if c.get("pareto") else "none", linewidths=1.2, zorder=3)
+        front = _front_2d([(x, y, name(c)) for x, y, c in pts])
+        if len(front) > 1:
+            ax.plot([f[0] for f in front], [f[1] for f in front], "k--", lw=0.8, drawstyle="steps-post",
+                    label="Pareto front of this plane", zorder=2)
+        labelled = {f[2] for f in front} | {name(c) for _, _, c in pts if c["status"] == "chosen"}
+        for x, y, c in pts:
+            if name(c) in labelled:
+                ax.annotate(name(c), (x, y), fontsize=6, alpha=0.9, xytext=(3, 3), textcoords="offset points")
+    max_mb = max(c["predicted_bytes"] / 1e6 for c in cands)
+    for ax in (ax1, ax2):
+        _budget_line(ax, b.get("size_mb"), max_mb, False, "size budget (MB)")
+    _budget_line(ax1, b.get("latency_ms"), max(c["predicted_ms"] for c in cands), True, "latency budget (ms)")
+    drops = [y for _, y, _ in planes[1][1]] or [0.0]
+    _budget_line(ax2, b.get("accuracy_drop_pct"), max(max(drops), 0.1), True, "accuracy budget (pt)")
     ax1.set(xlabel="predicted size (MB)", ylabel=f"predicted latency on {report.hardware} (ms)",
             title="candidates: size vs latency")
     ax2.set(xlabel="predicted size (MB)", ylabel="test accuracy drop (pt)", title="candidates: size vs accuracy")
-    for ax in (ax1, ax2):
-        ax.legend(fontsize=7)
     for status, colour in colours.items():
         ax1.scatter([], [], color=colour, label=status)
-    ax1.legend(fontsize=7)
+    ax1.scatter([], [], color="w", edgecolors="k", label="on the size-latency-accuracy front")
+    for ax in (ax1, ax2):
+        ax.legend(fontsize=7)
     data = _png(fig)
     plt.close(fig)
     return data
