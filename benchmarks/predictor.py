@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.predictor_models import CALIBRATION, EVALUATION, mobilenet_v1, mobilenet_v2, squeezenet
 from edgecomp.plan.targets import load_profile
 from edgecomp.profile.calibrate import Measurement, fit_profile, predicted_ms, write_profile
+from edgecomp.profile.host_cpu import host_profile
 from edgecomp.profile.predict import read_tflite_layers
 
 ROUNDS = 5
@@ -133,7 +134,10 @@ def host_part(threads: int, write_profile_to: Path | None = None) -> list[float]
           f"{'thread CPU time' if threads == 1 else 'wall time'})\n")
     runs = {key: Measurement(f"{key[1]}:{key[2]}", *_layers(path), threads, measured[key])
             for key, path in files.items()}
-    prior = load_profile("host-x86")
+    prior = host_profile(load_profile("host-x86"))
+    core = prior.cores
+    print(f"{prior.description}: peaks {core.fp32_flops_per_cycle:g} fp32 FLOP and {core.int8_ops_per_cycle:g} int8 "
+          f"ops per cycle at {core.clock_ghz:g} GHz")
     fitted = fit_profile(prior, [m for (role, _, _), m in runs.items() if role == "cal"])
     print(f"host-x86 calibrated on {len(CALIBRATION)} architectures x 2 dtypes; fitted: "
           + ", ".join(f"{k}={v:.3g}" for k, v in sorted(fitted.efficiency.items()))

@@ -123,3 +123,16 @@ def test_cli_calibrate_writes_the_profile_back(tmp_path, capsys):
     assert "calibrated host-x86 on 2 runs" in capsys.readouterr().out
     assert main(["profile", str(FP32), "--runs", "2", "--calibrate", "cortex-a76"]) == 2  # host runs, ARM profile
     assert "cannot calibrate the arm64 profile" in capsys.readouterr().err
+
+
+def test_host_profile_takes_the_vector_peaks_of_the_cpu():
+    from edgecomp.profile.host_cpu import host_profile, vector_peaks
+
+    assert vector_peaks({"avx2", "fma"}) == (32.0, 64.0, "AVX2")
+    assert vector_peaks({"avx2", "avx512f", "avx512_vnni"}) == (64.0, 256.0, "AVX-512 VNNI")
+    prior = load_profile("host-x86")
+    zen5 = host_profile(prior, "processor : 0\nflags : fpu sse2 avx2 fma avx512f avx512_vnni avx_vnni\n")
+    assert (zen5.cores.fp32_flops_per_cycle, zen5.cores.int8_ops_per_cycle) == (64.0, 256.0)
+    assert zen5.gemm_tile["int8"] == 16 and "AVX-512 VNNI" in zen5.description
+    assert zen5.efficiency == prior.efficiency and zen5.cores.clock_ghz == prior.cores.clock_ghz
+    assert host_profile(prior, "processor : 0\n") == prior  # no flags: unchanged
