@@ -136,3 +136,13 @@ def test_host_profile_takes_the_vector_peaks_of_the_cpu():
     assert zen5.gemm_tile["int8"] == 16 and "AVX-512 VNNI" in zen5.description
     assert zen5.efficiency == prior.efficiency and zen5.cores.clock_ghz == prior.cores.clock_ghz
     assert host_profile(prior, "processor : 0\n") == prior  # no flags: unchanged
+
+
+@pytest.mark.parametrize("name, kind", [("residual", "add"), ("concat", "concatenation"), ("se", "mul"),
+                                        ("plain", None)])
+def test_torch_layers_see_residual_adds_concats_and_se_multiplies(name, kind):
+    from tests.tiny_models import make
+
+    functional = [la for la in layers_from_torch(make(name), (1, 3, 8, 8)) if la.name.startswith("aten.")]
+    assert [la.kind for la in functional] == ([kind] if kind else [])
+    assert all(la.act_bytes > 0 and la.macs == 0 for la in functional)

@@ -151,9 +151,11 @@ class Planner:
     def infeasible_error(self) -> InfeasibleBudgetError:
         """The error for 'nothing fits', naming the best reachable numbers and the budget to relax."""
         screened = [c for c in self.candidates if c.predicted_bytes is not None]
-        # evaluated candidates all met the predicted size and latency; accuracy is judged on validation
-        evaluated = [c for c in self.candidates
-                     if c.recipe and c.val_accuracy is not None and self._source_val is not None]
+        # evaluated candidates all met the predicted size and latency (those whose real export then missed a
+        # budget are left out); accuracy is judged on validation
+        evaluated = [c for c in self.candidates if c.recipe and c.val_accuracy is not None
+                     and self._source_val is not None and not c.reason.startswith("real export")]
+        missed = [c for c in self.candidates if c.reason.startswith("real export")]
         best_size = min(screened, key=lambda c: c.predicted_bytes, default=None)
         best_lat = min(screened, key=lambda c: c.predicted_ms, default=None)
         best_acc = min(evaluated, key=lambda c: self._source_val - c.val_accuracy, default=None)
@@ -174,6 +176,9 @@ class Planner:
                          f"{test} ({best_acc.label})")
             if not relax and b.accuracy_drop_pct is not None:
                 relax.append(f"--max-accuracy-drop {math.ceil(val_drop * 10) / 10 + 0.1:.1f}")
+        if missed:
+            parts.append(f"{len(missed)} candidate(s) met every budget as predicted but not on the real export ("
+                         + "; ".join(f"{c.label}: {c.reason.removeprefix('real export: ')}" for c in missed[:2]) + ")")
         if not relax and any(c.status == "not-evaluated" for c in self.candidates):
             relax.append("a longer --search-time")
         return InfeasibleBudgetError(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from edgecomp.errors import ConfigError, ModelLoadError
 from edgecomp.plan.targets import HardwareProfile
@@ -255,8 +255,9 @@ def predict_latency(tflite_path: str | Path, profile: HardwareProfile | str, thr
 def layers_from_torch(model: Any, input_shape: tuple[int, ...] | list[int], dtype: str = "fp32") -> list[LayerCost]:
     """LayerCosts of a torch model from one forward pass with hooks on its leaf modules (no export).
 
-    Convolutions, linear layers, pooling and activations are seen; functional ops (``x + y`` in a
-    residual block) are not, so residual adds are missed: a small underestimate for such models.
+    Convolutions, linear layers, pooling and activations are seen through hooks on the leaf modules;
+    tensor-tensor adds and multiplies (residual blocks, squeeze-and-excitation) and concatenations in
+    ``forward`` code are seen at the ATen level (:class:`_FunctionalOps`).
     """
     import torch
     from torch import nn
@@ -297,7 +298,7 @@ def layers_from_torch(model: Any, input_shape: tuple[int, ...] | list[int], dtyp
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _FunctionalOps(layers, elem):
             was_training = model.training
             model.eval()
             out = model(torch.zeros(tuple(input_shape)))
@@ -310,3 +311,47 @@ def layers_from_torch(model: Any, input_shape: tuple[int, ...] | list[int], dtyp
         layers.insert(0, LayerCost("quantize", 0.0, 0.0, 5.0 * n_in, name="input", kind="quantize"))
         layers.append(LayerCost("quantize", 0.0, 0.0, 5.0 * n_out, name="output", kind="dequantize"))
     return layers
+
+
+class _FunctionalOps:
+    """A dispatch mode that records tensor-tensor ``add``/``mul`` and ``cat`` as layers, in call order.
+
+    Only ops between activations (every operand a tensor of two or more dimensions) count: a bias add or
+    a scale by a constant folds into the neighbouring layer on export.
+    """
+
+    _KINDS: ClassVar[dict[str, tuple[str, str]]] = {
+        "add": ("elementwise", "add"), "mul": ("elementwise", "mul"), "cat": ("data", "concatenation")}
+
+    def __init__(self, layers: list[LayerCost], elem: int) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        outer = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                outer._record(func, args, out)
+                return out
+
+        self._mode, self._layers, self._elem = _Mode(), layers, elem
+
+    def _record(self, func, args, out) -> None:
+        import torch
+
+        name = func.overloadpacket.__name__.rstrip("_")
+        if name not in self._KINDS or not isinstance(out, torch.Tensor):
+            return
+        operands = list(args[0]) if name == "cat" else list(args[:2])
+        if len(operands) < 2 or not all(isinstance(t, torch.Tensor) and t.dim() >= 2 for t in operands):
+            return
+        op, kind = self._KINDS[name]
+        act = float(sum(t.numel() for t in operands) + out.numel()) * self._elem
+        self._layers.append(LayerCost(op, 0.0, 0.0, act, name=f"aten.{name}", kind=kind))
+
+    def __enter__(self) -> Self:
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)
