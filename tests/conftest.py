@@ -8,12 +8,32 @@ does not validate fails the session with the file and the reason.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = REPO / "schemas" / "edgecomp.schema.json"
+
+
+FAKE_ADB = Path(__file__).parent / "fake_adb"
+_FAKE_ADB_KNOBS = ("FAKE_ADB_DEVICES", "FAKE_ADB_LOSE_AFTER", "FAKE_ADB_HANG_ON", "FAKE_BENCHMARK_GENERATION",
+                   "FAKE_ADB_PACKAGES", "FAKE_ADB_APK_PACKAGE", "FAKE_APP_NO_RESULT")
+
+
+def use_fake_adb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Point edgecomp at tests/fake_adb with no failure knob set; returns the devices' root folder."""
+    root = tmp_path / "devices"
+    root.mkdir()
+    monkeypatch.setenv("EDGECOMP_ADB", str(FAKE_ADB / "adb"))
+    monkeypatch.setenv("FAKE_ADB_PYTHON", sys.executable)
+    monkeypatch.setenv("FAKE_ADB_ROOT", str(root))
+    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for var in _FAKE_ADB_KNOBS:
+        monkeypatch.delenv(var, raising=False)
+    return root
 
 
 def manifest_errors(path: Path) -> list[str]:

@@ -8,9 +8,7 @@ lost mid-run, hung).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from edgecomp.errors import DeviceError
 from edgecomp.profile.adb import Adb, find_adb, parse_devices
 from edgecomp.profile.device import core_mask, elf_abi, profile_on_device
 from edgecomp.profile.predict import read_tflite_layers
+from tests.conftest import use_fake_adb
 
 FAKE = Path(__file__).parent / "fake_adb"
 BENCH = FAKE / "benchmark_model"
@@ -37,15 +36,7 @@ def model_file(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def fake(monkeypatch, tmp_path) -> Path:
-    root = tmp_path / "devices"
-    root.mkdir()
-    monkeypatch.setenv("EDGECOMP_ADB", str(FAKE / "adb"))
-    monkeypatch.setenv("FAKE_ADB_PYTHON", sys.executable)
-    monkeypatch.setenv("FAKE_ADB_ROOT", str(root))
-    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    for var in ("FAKE_ADB_DEVICES", "FAKE_ADB_LOSE_AFTER", "FAKE_ADB_HANG_ON", "FAKE_BENCHMARK_GENERATION"):
-        monkeypatch.delenv(var, raising=False)
-    return root
+    return use_fake_adb(monkeypatch, tmp_path)
 
 
 def _elf(path: Path, machine: int) -> Path:

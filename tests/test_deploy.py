@@ -7,9 +7,7 @@ running the bundle's .tflite with LiteRT on the host and writing the app's resul
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import sys
 import zipfile
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from edgecomp.cli import main
 from edgecomp.deploy import APP_PACKAGE, deploy_bundle
 from edgecomp.errors import ConfigError, DeviceError
 from edgecomp.profile.via_app import RESULT_VERSION, parse_result, profile_via_app
+from tests.conftest import use_fake_adb
 
 FAKE = Path(__file__).parent / "fake_adb"
 REPO = Path(__file__).resolve().parents[1]
@@ -29,16 +28,7 @@ SERIAL = "FAKE0001"
 @pytest.fixture
 def fake(monkeypatch, tmp_path) -> Path:
     """A fake adb with one Pixel 4 attached; returns that device's file system folder."""
-    root = tmp_path / "devices"
-    root.mkdir()
-    monkeypatch.setenv("EDGECOMP_ADB", str(FAKE / "adb"))
-    monkeypatch.setenv("FAKE_ADB_PYTHON", sys.executable)
-    monkeypatch.setenv("FAKE_ADB_ROOT", str(root))
-    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    for var in ("FAKE_ADB_DEVICES", "FAKE_ADB_LOSE_AFTER", "FAKE_ADB_HANG_ON", "FAKE_ADB_PACKAGES",
-                "FAKE_ADB_APK_PACKAGE", "FAKE_APP_NO_RESULT"):
-        monkeypatch.delenv(var, raising=False)
-    return root / SERIAL
+    return use_fake_adb(monkeypatch, tmp_path) / SERIAL
 
 
 @pytest.fixture
