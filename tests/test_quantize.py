@@ -8,7 +8,7 @@ import torch
 
 from edgecomp.cli import main
 from edgecomp.compress import _calibration as cal
-from edgecomp.compress._pt2e import QuantSettings
+from edgecomp.compress._pt2e import HardSigmoidOps, QuantSettings
 from edgecomp.compress.base import ExportOptions
 from edgecomp.compress.quantize import ptq
 from edgecomp.compress.recipe import parse_recipe
@@ -167,3 +167,25 @@ def test_dropout_before_a_layer_does_not_mis_scale_its_int8_bias(tmp_path, monke
         assert mismatches == 0 and cos > 0.99
     else:
         assert mismatches >= 1 and cos < 0.99
+
+
+def test_se_block_with_hard_sigmoid_and_hard_swish_stays_integer(tmp_path):
+    """No DEQUANTIZE -> float op -> QUANTIZE island inside the int8 graph, and parity with the reference."""
+    from edgecomp.export.tflite import export_tflite
+    from edgecomp.export.tflite_inspect import inspect_tflite
+
+    model = make("se")
+    x = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
+    q = ptq(model, QuantSettings(), x, [1, 3, 8, 8])
+    path = tmp_path / "se.tflite"
+    export_tflite(q, ModelSpec(name="se", input_shape=[1, 3, 8, 8]),
+                  ExportOptions(dtype="int8", settings={"mode": "static", "io": "float"}), path)
+    summary = inspect_tflite(path)
+    assert summary.qdq_between_integer_ops == 0
+    assert summary.quantize_ops == 1 and summary.dequantize_ops == 1  # only at the float input and output
+    out, ref = run_artifact("tflite", path, x, [1, 3, 8, 8]), predict(q, x)
+    cos = (out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.99 and (out.argmax(1) == ref.argmax(1)).mean() >= 0.95
+    assert isinstance(model.squeeze[-1], torch.nn.Hardsigmoid)  # the user's model is not rewritten
+    t = torch.linspace(-5, 5, 41)
+    assert torch.allclose(HardSigmoidOps()(t), torch.nn.Hardsigmoid()(t))

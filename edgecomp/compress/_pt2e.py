@@ -124,7 +124,7 @@ def make_quantizer(s: QuantSettings):
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, QuantizationSpec
 
     class EdgeQuantizer(PT2EQuantizer):
-        """litert-torch's PT2E quantizer that also annotates chained residual adds and muls.
+        """litert-torch's PT2E quantizer that also annotates chained residual adds, muls and activations.
 
         Its QAT conv+BN patterns are off (they fail on torch 2.13): BatchNorm is folded into the
         convolutions before QAT instead (``fold_batchnorm``).
@@ -133,19 +133,24 @@ def make_quantizer(s: QuantSettings):
         STATIC_QAT_ONLY_OPS: ClassVar[list[str]] = []
 
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            """Stock annotation, then every still-unannotated add/mul gets int8 inputs and output."""
+            """Stock annotation, then every still-unannotated tensor-tensor add/mul and activation
+            (hard-swish, hard-sigmoid, sigmoid, tanh) gets int8 inputs and output, so that no float
+            island (DEQUANTIZE -> float op -> QUANTIZE) is left between integer ops."""
             if self.global_config is None or not self.global_config.input_activation:
                 return super().annotate(model)
             model = self._annotate_for_static_quantization_config(model)
             in_spec, out_spec = (get_input_act_qspec(self.global_config),
                                  get_output_act_qspec(self.global_config))
             targets = {torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor, torch.ops.aten.mul.Tensor}
+            aten = torch.ops.aten
+            unary = {aten.hardswish.default, aten.hardswish_.default, aten.hardsigmoid.default,
+                     aten.hardsigmoid_.default, aten.sigmoid.default, aten.tanh.default}
             for node in model.graph.nodes:
                 ann = node.meta.get("quantization_annotation")
-                if node.target not in targets or (ann is not None and ann._annotated):
+                if node.target not in targets | unary or (ann is not None and ann._annotated):
                     continue
                 inputs = [a for a in node.args[:2] if isinstance(a, torch.fx.Node)]
-                if len(inputs) != 2:
+                if not inputs or (node.target in unary and len(inputs) != 1):
                     continue
                 node.meta["quantization_annotation"] = QuantizationAnnotation(
                     input_qspec_map={a: in_spec for a in inputs}, output_qspec=out_spec, _annotated=True)
@@ -213,6 +218,32 @@ class QuantizedModel(nn.Module):
 DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
+class HardSigmoidOps(nn.Module):
+    """``hardsigmoid`` written as ``clamp(x + 3, 0, 6) * (1/6)``: ops with int8 TFLite kernels.
+
+    litert-torch lowers ``aten.hardsigmoid`` to float ops between a DEQUANTIZE and a QUANTIZE, a float
+    island inside an int8 graph; the same function as an add, a clamp and a multiply stays integer.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Same values as ``nn.Hardsigmoid``."""
+        return torch.clamp(x + 3.0, 0.0, 6.0) * (1.0 / 6.0)
+
+
+def integer_friendly(model: nn.Module) -> int:
+    """Replace dropout by the identity and ``nn.Hardsigmoid`` by :class:`HardSigmoidOps` (in place).
+
+    Returns how many modules were replaced.
+    """
+    count = strip_dropout(model)
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Hardsigmoid):
+                setattr(parent, name, HardSigmoidOps())
+                count += 1
+    return count
+
+
 def strip_dropout(model: nn.Module) -> int:
     """Replace every dropout module of ``model`` by ``nn.Identity`` (in place); how many were replaced.
 
@@ -233,10 +264,10 @@ def strip_dropout(model: nn.Module) -> int:
 def export_graph(model: nn.Module, example_shape: list[int]) -> torch.fx.GraphModule:
     """torch.export (in the model's current train/eval mode) with a dynamic batch, as a GraphModule.
 
-    Dropout modules of ``model`` are replaced by the identity first (see :func:`strip_dropout`).
+    Dropout and hard-sigmoid modules of ``model`` are replaced first (see :func:`integer_friendly`).
     """
-    if strip_dropout(model):
-        logger.debug("dropout replaced by the identity before quantization")
+    if integer_friendly(model):
+        logger.debug("dropout / hardsigmoid replaced before export (see integer_friendly)")
     example = (torch.zeros(example_shape),)
     try:  # an example batch of 2: torch.export specialises a size-1 dimension
         batch = torch.export.Dim("batch", min=1, max=4096)
