@@ -40,7 +40,7 @@ from edgecomp.export.formats import EXPORTERS, FILENAMES
 from edgecomp.export.parity import compare, not_run
 from edgecomp.export.runtime import run_artifact
 from edgecomp.finetune import accuracy, predict
-from edgecomp.model import LoadedModel, count_macs, count_params, load_model
+from edgecomp.model import LoadedModel, count_macs, count_params, float_network, load_model
 from edgecomp.plan.targets import Budgets, Target, load_profile, load_target
 from edgecomp.profile.host import Latency, measure_host
 from edgecomp.report import ArtifactRecord, BuildReport, ModelRecord, render_html
@@ -184,7 +184,7 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
                                  planned=(planner, candidate))
         except BudgetMissed as miss:
             logger.warning("  real numbers miss a budget: %s; trying the next candidate", miss.message)
-            planner.reject_chosen(candidate, f"real export: {miss.message}")
+            planner.reject_chosen(candidate, miss.message)
     raise planner.infeasible_error()
 
 
@@ -302,7 +302,7 @@ def _predict(artifact: ExportedArtifact, model, ctx: BuildContext) -> Latency | 
         else:
             # a quantized model's int8 graph has no conv/linear modules to see: use the float network it
             # wraps, costed at the artifact's dtype
-            layers = layers_from_torch(getattr(model, "float_model", model), ctx.spec.input_shape, dtype)
+            layers = layers_from_torch(float_network(model), ctx.spec.input_shape, dtype)
             if not any(layer.macs for layer in layers):
                 logger.debug("no latency prediction for %s: no conv/linear layers visible", artifact.format)
                 return None

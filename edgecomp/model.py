@@ -177,16 +177,17 @@ def load_model(
     return LoadedModel(module, spec, None, ref)
 
 
-def count_params(model: nn.Module) -> int:
-    """Number of parameters (every element of every parameter tensor).
-
-    A quantized model (``compress._pt2e.QuantizedModel``) holds its int8 graph as buffers next to the float
-    network it came from; its parameters are those of that float network, counted once.
-    """
+def float_network(model: nn.Module) -> nn.Module:
+    """The float network behind ``model``: a quantized model (``compress._pt2e.QuantizedModel``) holds its
+    int8 graph as buffers next to the float network it came from; any other model is its own."""
     float_model = getattr(model, "float_model", None)
-    if isinstance(float_model, nn.Module):
-        model = float_model
-    return sum(p.numel() for p in model.parameters())
+    return float_model if isinstance(float_model, nn.Module) else model
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (every element of every parameter tensor), of the float network for a
+    quantized model (counted once, see :func:`float_network`)."""
+    return sum(p.numel() for p in float_network(model).parameters())
 
 
 def count_macs(model: nn.Module, input_shape: list[int]) -> int:

@@ -235,13 +235,7 @@ def integer_friendly(model: nn.Module) -> int:
 
     Returns how many modules were replaced.
     """
-    count = strip_dropout(model)
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, nn.Hardsigmoid):
-                setattr(parent, name, HardSigmoidOps())
-                count += 1
-    return count
+    return strip_dropout(model) + _replace_modules(model, nn.Hardsigmoid, HardSigmoidOps)
 
 
 def strip_dropout(model: nn.Module) -> int:
@@ -252,13 +246,16 @@ def strip_dropout(model: nn.Module) -> int:
     computed from that observer, not from the tensor the layer really reads (measured: MobileNetV2's
     classifier bias came out 2.2x too large in the int8 .tflite, cosine 0.96 to the reference).
     """
-    count = 0
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, DROPOUT):
-                setattr(parent, name, nn.Identity())
-                count += 1
-    return count
+    return _replace_modules(model, DROPOUT, nn.Identity)
+
+
+def _replace_modules(model: nn.Module, types, make: type[nn.Module]) -> int:
+    """Replace every submodule of ``model`` that is an instance of ``types`` by ``make()``; how many."""
+    found = [(parent, name) for parent in model.modules() for name, child in parent.named_children()
+             if isinstance(child, types)]
+    for parent, name in found:
+        setattr(parent, name, make())
+    return len(found)
 
 
 def export_graph(model: nn.Module, example_shape: list[int]) -> torch.fx.GraphModule:

@@ -43,10 +43,11 @@ def apply_recipe(model: nn.Module, steps: list[RecipeStep], ctx: BuildContext
         if result.export is not None:
             ctx.export = result.export
         acc = accuracy(model, ctx.data.x_test, ctx.data.y_test) if ctx.data is not None else None
+        params = count_params(model)
         record = StageRecord(
             name=step.name, config=step.config.model_dump(mode="json"), seconds=seconds,
-            params=count_params(model), macs=count_macs(model, ctx.spec.input_shape), accuracy=acc,
-            weight_bytes=round(count_params(model) * BYTES_PER_WEIGHT.get(ctx.export.dtype, 4.0)),
+            params=params, macs=count_macs(model, ctx.spec.input_shape), accuracy=acc,
+            weight_bytes=round(params * BYTES_PER_WEIGHT.get(ctx.export.dtype, 4.0)),
             metrics=result.metrics, notes=result.notes,
         )
         logger.info("  %s: %d params, %d MACs, accuracy %s, %.1f s", step.name, record.params, record.macs,

@@ -41,6 +41,7 @@ from edgecomp.profile.predict import layers_from_torch, predict_from_layers
 from edgecomp.report import StageRecord
 
 logger = logging.getLogger(__name__)
+REAL_EXPORT = "real export: "  # how a chosen candidate's reason starts when its real export missed
 MB = 1e6
 
 
@@ -144,18 +145,18 @@ class Planner:
         c.status = "chosen"
         return c, self._steps[best], self._materialize(best)
 
-    def reject_chosen(self, candidate: Candidate, reason: str) -> None:
-        """Mark a chosen candidate whose real export missed a budget."""
-        candidate.status, candidate.reason = "rejected", reason
+    def reject_chosen(self, candidate: Candidate, missed: str) -> None:
+        """Mark a chosen candidate whose real export missed a budget (``missed`` says which)."""
+        candidate.status, candidate.reason = "rejected", REAL_EXPORT + missed
 
     def infeasible_error(self) -> InfeasibleBudgetError:
         """The error for 'nothing fits', naming the best reachable numbers and the budget to relax."""
         screened = [c for c in self.candidates if c.predicted_bytes is not None]
         # evaluated candidates all met the predicted size and latency (those whose real export then missed a
         # budget are left out); accuracy is judged on validation
+        missed = [c for c in self.candidates if c.reason.startswith(REAL_EXPORT)]
         evaluated = [c for c in self.candidates if c.recipe and c.val_accuracy is not None
-                     and self._source_val is not None and not c.reason.startswith("real export")]
-        missed = [c for c in self.candidates if c.reason.startswith("real export")]
+                     and not c.reason.startswith(REAL_EXPORT)] if self._source_val is not None else []
         best_size = min(screened, key=lambda c: c.predicted_bytes, default=None)
         best_lat = min(screened, key=lambda c: c.predicted_ms, default=None)
         best_acc = min(evaluated, key=lambda c: self._source_val - c.val_accuracy, default=None)
@@ -178,7 +179,7 @@ class Planner:
                 relax.append(f"--max-accuracy-drop {math.ceil(val_drop * 10) / 10 + 0.1:.1f}")
         if missed:
             parts.append(f"{len(missed)} candidate(s) met every budget as predicted but not on the real export ("
-                         + "; ".join(f"{c.label}: {c.reason.removeprefix('real export: ')}" for c in missed[:2]) + ")")
+                         + "; ".join(f"{c.label}: {c.reason.removeprefix(REAL_EXPORT)}" for c in missed[:2]) + ")")
         if not relax and any(c.status == "not-evaluated" for c in self.candidates):
             relax.append("a longer --search-time")
         return InfeasibleBudgetError(

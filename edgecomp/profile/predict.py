@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any
 
 from edgecomp.errors import ConfigError, ModelLoadError
 from edgecomp.plan.targets import HardwareProfile
@@ -257,7 +257,7 @@ def layers_from_torch(model: Any, input_shape: tuple[int, ...] | list[int], dtyp
 
     Convolutions, linear layers, pooling and activations are seen through hooks on the leaf modules;
     tensor-tensor adds and multiplies (residual blocks, squeeze-and-excitation) and concatenations in
-    ``forward`` code are seen at the ATen level (:class:`_FunctionalOps`).
+    ``forward`` code are seen at the ATen level (:func:`_functional_ops`).
     """
     import torch
     from torch import nn
@@ -298,7 +298,7 @@ def layers_from_torch(model: Any, input_shape: tuple[int, ...] | list[int], dtyp
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
     try:
-        with torch.no_grad(), _FunctionalOps(layers, elem):
+        with torch.no_grad(), _functional_ops(layers, elem):
             was_training = model.training
             model.eval()
             out = model(torch.zeros(tuple(input_shape)))
@@ -313,45 +313,28 @@ def layers_from_torch(model: Any, input_shape: tuple[int, ...] | list[int], dtyp
     return layers
 
 
-class _FunctionalOps:
-    """A dispatch mode that records tensor-tensor ``add``/``mul`` and ``cat`` as layers, in call order.
+_FUNCTIONAL_KINDS = {"add": ("elementwise", "add"), "mul": ("elementwise", "mul"), "cat": ("data", "concatenation")}
+
+
+def _functional_ops(layers: list[LayerCost], elem: int) -> Any:
+    """A dispatch mode that appends tensor-tensor ``add``/``mul`` and ``cat`` to ``layers``, in call order.
 
     Only ops between activations (every operand a tensor of two or more dimensions) count: a bias add or
     a scale by a constant folds into the neighbouring layer on export.
     """
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
 
-    _KINDS: ClassVar[dict[str, tuple[str, str]]] = {
-        "add": ("elementwise", "add"), "mul": ("elementwise", "mul"), "cat": ("data", "concatenation")}
+    class FunctionalOps(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            name = func.overloadpacket.__name__.rstrip("_")
+            operands = (list(args[0]) if name == "cat" else list(args[:2])) if name in _FUNCTIONAL_KINDS else []
+            if (isinstance(out, torch.Tensor) and len(operands) >= 2
+                    and all(isinstance(t, torch.Tensor) and t.dim() >= 2 for t in operands)):
+                op, kind = _FUNCTIONAL_KINDS[name]
+                act = float(sum(t.numel() for t in operands) + out.numel()) * elem
+                layers.append(LayerCost(op, 0.0, 0.0, act, name=f"aten.{name}", kind=kind))
+            return out
 
-    def __init__(self, layers: list[LayerCost], elem: int) -> None:
-        from torch.utils._python_dispatch import TorchDispatchMode
-
-        outer = self
-
-        class _Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                out = func(*args, **(kwargs or {}))
-                outer._record(func, args, out)
-                return out
-
-        self._mode, self._layers, self._elem = _Mode(), layers, elem
-
-    def _record(self, func, args, out) -> None:
-        import torch
-
-        name = func.overloadpacket.__name__.rstrip("_")
-        if name not in self._KINDS or not isinstance(out, torch.Tensor):
-            return
-        operands = list(args[0]) if name == "cat" else list(args[:2])
-        if len(operands) < 2 or not all(isinstance(t, torch.Tensor) and t.dim() >= 2 for t in operands):
-            return
-        op, kind = self._KINDS[name]
-        act = float(sum(t.numel() for t in operands) + out.numel()) * self._elem
-        self._layers.append(LayerCost(op, 0.0, 0.0, act, name=f"aten.{name}", kind=kind))
-
-    def __enter__(self) -> Self:
-        self._mode.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._mode.__exit__(*exc)
+    return FunctionalOps()
