@@ -64,9 +64,9 @@ def test_roofline_compute_memory_threads_and_dtype():
     assert peak_macs_per_s(a76, 1, "fp32") == pytest.approx(2.84e9 * 8)  # the prime core first
     assert peak_macs_per_s(a76, 4, "fp32") == pytest.approx(2.84e9 * 8 + 0.9 * 3 * 2.42e9 * 8)
     assert peak_macs_per_s(a76, 16, "int8") == peak_macs_per_s(a76, 4, "int8")  # only 4 big cores
-    big = LayerCost("conv", macs=1e9, weight_bytes=1e5, act_bytes=1e5, out_channels=64, reduction=576)
-    one = predict_from_layers([big], a76, 1, "fp32")
-    expected = 1e9 / (2.84e9 * 8 * 0.6 * 576 / (576 + 16)) * 1e3 + a76.overhead_us / 1e3
+    big = LayerCost("conv", macs=576 * 64 * 27128, weight_bytes=1e5, act_bytes=1e5, out_channels=64, reduction=576)
+    one = predict_from_layers([big], a76, 1, "fp32")  # 27128 output pixels: whole blocks of gemm_rows=4
+    expected = big.macs / (2.84e9 * 8 * 0.6 * 576 / (576 + 16)) * 1e3 + a76.overhead_us / 1e3
     assert one.ms == pytest.approx(expected) and one.per_op[0].bound == "compute"
     assert predict_from_layers([big], a76, 4, "fp32").ms < one.ms / 3
     assert predict_from_layers([big], a76, 1, "int8").ms < one.ms / 3
@@ -77,6 +77,41 @@ def test_roofline_compute_memory_threads_and_dtype():
     assert p.per_op[0].bound == "memory" and p.ms == pytest.approx(3e7 / (15e9 * 0.5) * 1e3 + 0.005)
     with pytest.raises(ConfigError):
         predict_from_layers([big], a76, 1, "binary")
+
+
+def test_a_pad_feeding_a_convolution_is_free():
+    """XNNPACK folds a zero PAD into the padding of the convolution it feeds (tiny_cnn's strided conv)."""
+    for path in (FP32, INT8):
+        layers, _ = read_tflite_layers(path)
+        pads = [la for la in layers if la.kind == "pad"]
+        assert len(pads) == 1 and pads[0].op == "free" and pads[0].act_bytes > 0
+        assert [la.taps for la in layers if la.op == "conv"] == [9, 9]
+
+
+def test_gemm_blocks_of_rows_and_input_channels_leave_lanes_idle():
+    prof = load_profile("cortex-a76").model_copy(update={"small_k": 0, "gemm_tile": {}, "gemm_rows": 7,
+                                                         "gemm_kr": {"int8": 8}, "overhead_us": 0})
+    per_mac = lambda layer, dtype="fp32": predict_from_layers([layer], prof, 1, dtype).per_op[0].ms / layer.macs
+    full = LayerCost("pointwise", macs=14 * 64 * 64, out_channels=64, reduction=64)  # 14 rows: 2 blocks of 7
+    ragged = LayerCost("pointwise", macs=16 * 64 * 64, out_channels=64, reduction=64)  # 16 rows: 3 blocks
+    assert per_mac(ragged) == pytest.approx(per_mac(full) * 21 / 16, rel=0.01)
+    few = LayerCost("pointwise", macs=5 * 64 * 64, out_channels=64, reduction=64)  # fewer rows: a narrower kernel
+    assert per_mac(few) == pytest.approx(per_mac(full), rel=0.01)
+    rgb = LayerCost("conv", macs=1e6 * 27, out_channels=64, reduction=27, taps=9)  # 3 channels pad to 8 in int8
+    wide = LayerCost("conv", macs=1e6 * 72, out_channels=64, reduction=72, taps=9)
+    assert per_mac(rgb, "int8") == pytest.approx(per_mac(wide, "int8") * 8 / 3, rel=0.01)
+    assert per_mac(rgb) == pytest.approx(per_mac(wide), rel=0.01)  # fp32 kernels take one channel at a time
+
+
+def test_int8_kernels_have_their_own_short_reduction_penalty():
+    prof = load_profile("cortex-a76").model_copy(update={"small_k": 8, "small_k_int8": 24, "gemm_tile": {},
+                                                         "overhead_us": 0})
+    short = LayerCost("pointwise", macs=1e6 * 16, out_channels=64, reduction=16)
+    long = LayerCost("pointwise", macs=1e6 * 512, out_channels=64, reduction=512)
+    ratio = lambda dtype: (predict_from_layers([short], prof, 1, dtype).ms / short.macs) / (
+        predict_from_layers([long], prof, 1, dtype).ms / long.macs)
+    assert ratio("fp32") == pytest.approx((16 + 8) / 16 * 512 / (512 + 8), rel=0.02)
+    assert ratio("int8") == pytest.approx((16 + 24) / 16 * 512 / (512 + 24), rel=0.02)
 
 
 def test_predict_latency_labels_its_source():
@@ -134,6 +169,7 @@ def test_host_profile_takes_the_vector_peaks_of_the_cpu():
     zen5 = host_profile(prior, "processor : 0\nflags : fpu sse2 avx2 fma avx512f avx512_vnni avx_vnni\n")
     assert (zen5.cores.fp32_flops_per_cycle, zen5.cores.int8_ops_per_cycle) == (64.0, 256.0)
     assert zen5.gemm_tile["int8"] == 16 and "AVX-512 VNNI" in zen5.description
+    assert zen5.gemm_rows == 7 and zen5.gemm_kr == {"int8": 8}
     assert zen5.efficiency == prior.efficiency and zen5.cores.clock_ghz == prior.cores.clock_ghz
     assert host_profile(prior, "processor : 0\n") == prior  # no flags: unchanged
 

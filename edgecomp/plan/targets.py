@@ -84,6 +84,10 @@ class HardwareProfile(Frozen):
     gemm_tile: dict[str, int] = Field(
         default_factory=dict, description="Output-channel tile width of the GEMM micro-kernels per dtype (fp32, int8)."
     )
+    gemm_kr: dict[str, int] = Field(
+        default_factory=dict, description="Input channels the GEMM micro-kernels consume at a time per dtype "
+        "(XNNPACK's kr; each kernel tap's channels are padded to a multiple of it; absent: 1)."
+    )
     cache_mb: float = Field(
         0.0, ge=0, description="Last-level cache in MB; weights of a model larger than this stream from DRAM."
     )
@@ -97,6 +101,9 @@ class HardwareProfile(Frozen):
     gemm_rows: int = Field(4, ge=1, description="Output pixels per GEMM micro-kernel block (XNNPACK's mr).")
     small_k: float = Field(
         0.0, ge=0, description="Reduction length (Cin*kh*kw) at which a convolution reaches half its efficiency."
+    )
+    small_k_int8: float | None = Field(
+        None, ge=0, description="small_k for int8 kernels, whose per-output requantization costs more (None: small_k)."
     )
     calibration: dict[str, Any] = Field(
         default_factory=dict, description="Written by `edgecomp profile --calibrate`: fitted values and provenance."

@@ -53,8 +53,9 @@ def _with(profile: HardwareProfile, keys: list[str], theta: np.ndarray) -> Hardw
     eff = dict(profile.efficiency)
     for key, value in zip(keys, theta[: len(keys)]):
         eff[key] = float(min(math.exp(value), 1.0))
-    overhead, bandwidth, small_k, cache_bw = (float(math.exp(v)) for v in theta[len(keys):])
-    update = {"efficiency": eff, "overhead_us": overhead, "memory_bandwidth_gbs": bandwidth, "small_k": small_k}
+    overhead, bandwidth, small_k, cache_bw, small_k_int8 = (float(math.exp(v)) for v in theta[len(keys):])
+    update = {"efficiency": eff, "overhead_us": overhead, "memory_bandwidth_gbs": bandwidth, "small_k": small_k,
+              "small_k_int8": small_k_int8}
     if profile.cache_mb:
         update["cache_bandwidth_gbs"] = cache_bw
     return profile.model_copy(update=update)
@@ -70,7 +71,8 @@ def _start(profile: HardwareProfile, keys: list[str]) -> np.ndarray:
         values.append(math.log(efficiency_of(profile, op, dtype, kind=name)))
     values += [math.log(max(profile.overhead_us, 0.5)), math.log(profile.memory_bandwidth_gbs),
                math.log(max(profile.small_k, 4.0)),
-               math.log(profile.cache_bandwidth_gbs or profile.memory_bandwidth_gbs)]
+               math.log(profile.cache_bandwidth_gbs or profile.memory_bandwidth_gbs),
+               math.log(max(profile.small_k if profile.small_k_int8 is None else profile.small_k_int8, 4.0))]
     return np.asarray(values)
 
 
@@ -98,9 +100,9 @@ def fit_profile(profile: HardwareProfile, measurements: list[Measurement]) -> Ha
         pred = np.log([max(predicted_ms(p, m), 1e-6) for m in measurements])
         return np.concatenate([pred - measured, PRIOR_WEIGHT * (theta - theta0)])
 
-    upper = np.concatenate([np.zeros(len(keys)), np.full(4, np.inf)])
+    upper = np.concatenate([np.zeros(len(keys)), np.full(5, np.inf)])
     lower = np.concatenate([np.full(len(keys), math.log(1e-3)),
-                            [math.log(0.01), math.log(0.1), math.log(0.5), math.log(0.1)]])
+                            [math.log(0.01), math.log(0.1), math.log(0.5), math.log(0.1), math.log(0.5)]])
     result = least_squares(residuals, np.clip(theta0, lower + 1e-9, upper - 1e-9), bounds=(lower, upper),
                            x_scale=1.0, max_nfev=200 * len(theta0))
     fitted = _with(profile, keys, result.x)
@@ -109,7 +111,7 @@ def fit_profile(profile: HardwareProfile, measurements: list[Measurement]) -> Ha
     errors = [abs(r["predicted_ms"] / r["measured_ms"] - 1) for r in rows]
     calibration: dict[str, Any] = {
         "fitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "fitted": keys + ["overhead_us", "memory_bandwidth_gbs", "small_k"]
+        "fitted": keys + ["overhead_us", "memory_bandwidth_gbs", "small_k", "small_k_int8"]
         + (["cache_bandwidth_gbs"] if profile.cache_mb else []),
         "runs": rows,
         "median_abs_error_pct": round(100 * float(np.median(errors)), 2),
@@ -125,7 +127,7 @@ def write_profile(profile: HardwareProfile, path: str | Path) -> Path:
     path = Path(path)
     data = profile.model_dump(mode="json", exclude_none=True)
     data["efficiency"] = {k: round(v, 4) for k, v in data["efficiency"].items()}
-    for key in ("overhead_us", "memory_bandwidth_gbs", "small_k", "cache_bandwidth_gbs"):
+    for key in ("overhead_us", "memory_bandwidth_gbs", "small_k", "small_k_int8", "cache_bandwidth_gbs"):
         if key in data:
             data[key] = round(data[key], 4)
     tmp = path.with_suffix(path.suffix + ".tmp")

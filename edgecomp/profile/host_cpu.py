@@ -55,4 +55,9 @@ def host_profile(profile: HardwareProfile, cpuinfo: str | None = None) -> Hardwa
     # AVX-512 VNNI: 16c4 kernels), 8 with AVX2 int8
     tile = {"fp32": 16, "int8": 16 if fp32 == 64 and "VNNI" in isa else 8}
     description = f"This machine: x86-64 with {isa}, {cores.count} cores"
-    return profile.model_copy(update={"cores": cores, "description": description, "gemm_tile": tile})
+    # and 7 output pixels per micro-kernel call on AVX-512 (7x16 kernels: 28 of 32 zmm registers hold the
+    # accumulators), 4 on AVX2
+    rows = 7 if fp32 == 64 else 4
+    # int8 kernels consume 8 input channels at a time (the c8 in XNNPACK's qs8 7x16c8 and 3x8c8 kernels)
+    return profile.model_copy(update={"cores": cores, "description": description, "gemm_tile": tile,
+                                      "gemm_rows": rows, "gemm_kr": {"int8": 8}})

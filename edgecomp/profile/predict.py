@@ -41,6 +41,7 @@ _TFLITE_CATEGORY = {
     "QUANTIZE": "quantize", "DEQUANTIZE": "quantize",
     "RESHAPE": "free", "SQUEEZE": "free", "EXPAND_DIMS": "free", "SHAPE": "free",
 }
+_PAD_FUSES_INTO = {"CONV_2D", "DEPTHWISE_CONV_2D"}
 _TYPE_BYTES = {"FLOAT32": 4, "FLOAT16": 2, "INT32": 4, "INT64": 8, "INT8": 1, "UINT8": 1, "INT16": 2, "BOOL": 1}
 
 
@@ -56,6 +57,7 @@ class LayerCost:
     reduction: int = 0
     name: str = ""
     kind: str = ""
+    taps: int = 1  # kernel positions (kh*kw): the reduction is taps x input channels
 
     @property
     def bytes(self) -> float:
@@ -130,8 +132,18 @@ def _utilisation(layer: LayerCost, profile: HardwareProfile, dtype: str) -> floa
     tile = profile.gemm_tile.get(dtype) or profile.gemm_tile.get("fp32")
     if tile and layer.out_channels:
         util *= layer.out_channels / (math.ceil(layer.out_channels / tile) * tile)
-    if profile.small_k and layer.reduction and layer.op != "depthwise":
-        util *= layer.reduction / (layer.reduction + profile.small_k)
+    small_k = profile.small_k_int8 if dtype == "int8" and profile.small_k_int8 is not None else profile.small_k
+    if small_k and layer.reduction and layer.op != "depthwise":
+        util *= layer.reduction / (layer.reduction + small_k)
+    kr = profile.gemm_kr.get(dtype, 1)
+    if kr > 1 and layer.reduction and layer.op != "depthwise":  # each tap's input channels padded to kr
+        channels = layer.reduction // max(layer.taps, 1)
+        util *= channels / (math.ceil(channels / kr) * kr)
+    if layer.op in ("conv", "pointwise") and layer.out_channels and layer.reduction:
+        rows = round(layer.macs / (layer.out_channels * layer.reduction))  # output pixels: the GEMM's M
+        mr = profile.gemm_rows
+        if rows > mr:  # the last block of mr rows is partly empty (fewer rows run a narrower kernel)
+            util *= rows / (math.ceil(rows / mr) * mr)
     return util
 
 
@@ -196,24 +208,34 @@ def read_tflite_layers(path: str | Path) -> tuple[list[LayerCost], str]:
     def nbytes(shape: list[int], ttype: str) -> float:
         return float(math.prod(shape)) * _TYPE_BYTES.get(ttype, 4)
 
+    def name_of(op: Any) -> str:
+        code = model.OperatorCodes(op.OpcodeIndex())
+        return op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
+
+    consumers: dict[int, set[str]] = {}
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        for j in range(op.InputsLength()):
+            consumers.setdefault(op.Inputs(j), set()).add(name_of(op))
     layers: list[LayerCost] = []
     weight_types: set[str] = set()
     for i in range(graph.OperatorsLength()):
         op = graph.Operators(i)
-        code = model.OperatorCodes(op.OpcodeIndex())
-        opname = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
+        opname = name_of(op)
         ins = [tensor(k) for k in (op.Inputs(j) for j in range(op.InputsLength())) if k >= 0]
         outs = [tensor(op.Outputs(j)) for j in range(op.OutputsLength())]
         weight_bytes = sum(nbytes(s, t) for s, t, c in ins if c)
         act_bytes = sum(nbytes(s, t) for s, t, c in ins if not c) + sum(nbytes(s, t) for s, t, _ in outs)
         category = _TFLITE_CATEGORY.get(opname, "elementwise")
-        macs, out_ch, red = 0.0, 0, 0
+        if opname in ("PAD", "PADV2") and consumers.get(op.Outputs(0), {""}) <= _PAD_FUSES_INTO:
+            category = "free"  # XNNPACK folds a zero pad into the padding of the convolution it feeds
+        macs, out_ch, red, taps = 0.0, 0, 0, 1
         out_shape = outs[0][0] if outs else []
         if opname in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV") and len(ins) >= 2:
             w_shape, w_type = ins[1][:2]  # weights are input 1 (TRANSPOSE_CONV: output_shape, weights, data)
             weight_types.add(w_type)
             if opname == "CONV_2D":
-                out_ch, red = w_shape[0], math.prod(w_shape[1:])
+                out_ch, red, taps = w_shape[0], math.prod(w_shape[1:]), w_shape[1] * w_shape[2]
                 macs = float(math.prod(out_shape[:-1]) * out_ch * red)
                 if w_shape[1] == w_shape[2] == 1:
                     category = "pointwise"
@@ -234,7 +256,7 @@ def read_tflite_layers(path: str | Path) -> tuple[list[LayerCost], str]:
         raw_name = graph.Tensors(op.Outputs(0)).Name() if op.OutputsLength() else None
         name = raw_name.decode(errors="replace") if raw_name else f"#{i}"  # trimmed int8 files drop names
         layers.append(LayerCost(category, macs, weight_bytes, act_bytes, out_ch, red, f"{opname}:{name}",
-                                opname.lower()))
+                                opname.lower(), taps))
     dtype = "int8" if "INT8" in weight_types or "UINT8" in weight_types else (
         "fp16" if weight_types == {"FLOAT16"} else "fp32")
     return layers, dtype
@@ -278,7 +300,8 @@ def layers_from_torch(model: Any, input_shape: tuple[int, ...] | list[int], dtyp
             macs = float(y.numel() * red)
             depthwise = module.groups == module.in_channels and module.groups > 1
             op = "depthwise" if depthwise else "pointwise" if kh == kw == 1 else "conv"
-            layers.append(LayerCost(op, macs, module.weight.numel() * elem, act, module.out_channels, red, name))
+            layers.append(LayerCost(op, macs, module.weight.numel() * elem, act, module.out_channels, red, name,
+                                    taps=kh * kw))
         elif isinstance(module, nn.Linear):
             macs = float(y.numel() * module.in_features)
             layers.append(LayerCost("fc", macs, module.weight.numel() * elem, act, module.out_features,
