@@ -233,6 +233,40 @@ def vgg_fc_head(classes: int = 100) -> nn.Module:
                          nn.Linear(2048, classes))
 
 
+def pointwise_stack(act: type = nn.ReLU, se: bool = False) -> nn.Module:
+    """Stem, then a 1x1 expansion to 128 channels (optionally gated by squeeze-and-excitation) and a
+    1x1 projection: an op micro-benchmark whose cost beyond the convolutions is the activation's or the
+    gate's."""
+    return nn.Sequential(cbr(3, 32, 3, 2, act=act), cbr(32, 128, 1, act=act), *([SqueezeExcite(128)] if se else []),
+                         cbr(128, 32, 1, act=act), Head(32, 10))
+
+
+def pool_stack(widths: tuple[int, ...] = (16, 32, 64)) -> nn.Module:
+    """One 3x3 convolution per stage, each followed by 2x2 max-pooling (an op micro-benchmark for pooling)."""
+    layers: list[nn.Module] = []
+    c = 3
+    for w in widths:
+        layers += [cbr(c, w, act=nn.ReLU), nn.MaxPool2d(2)]
+        c = w
+    return nn.Sequential(*layers, Head(c, 10))
+
+
+class TwoBranchConcat(nn.Module):
+    """A 1x1 and a 3x3 branch of the same input, concatenated (an op micro-benchmark for concatenation)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.a, self.b = cbr(c, c, 1, act=nn.ReLU), cbr(c, c, 3, act=nn.ReLU)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.a(x), self.b(x)], 1)
+
+
+def branch_concat(c: int = 32) -> nn.Module:
+    """Stem, one two-branch concatenation block, head."""
+    return nn.Sequential(cbr(3, c, 3, 2, act=nn.ReLU), TwoBranchConcat(c), Head(2 * c, 10))
+
+
 # name -> (factory, input side). The two sets share no architecture; the calibration set covers the
 # op types the evaluation set uses (3x3/1x1/depthwise convolutions, adds, SE gates, concatenations,
 # hard-swish, fully connected layers in and out of cache).
@@ -246,6 +280,13 @@ CALIBRATION = {
     "dense_concat_hswish_s64": (lambda: dense_concat(), 64),
     "se_plain_c48_s64": (lambda: se_plain(), 64),
     "mlp_3072_4096_2048": (lambda: mlp((3 * 32 * 32, 4096, 2048, 10)), 32),
+    # op micro-benchmarks: each isolates one op type the networks above mix with others, so that the
+    # fit cannot trade one op's cost for another's (int8 hard-swish, SE gates, concatenation, max-pooling)
+    "pointwise_relu_s64": (lambda: pointwise_stack(nn.ReLU), 64),
+    "pointwise_hswish_s64": (lambda: pointwise_stack(nn.Hardswish), 64),
+    "pointwise_se_s64": (lambda: pointwise_stack(nn.ReLU, se=True), 64),
+    "branch_concat_s64": (lambda: branch_concat(), 64),
+    "pool_stack_s128": (lambda: pool_stack(), 128),
 }
 EVALUATION = {
     "vgg_small_s64": (lambda: vgg_small(), 64),
