@@ -3,10 +3,12 @@
 Each layer costs ``max(MACs / (peak MAC/s × efficiency × utilisation), bytes moved / bandwidth)`` plus a
 fixed per-op overhead; layers without MACs (adds, pooling, padding, quantize) cost bytes moved over an
 efficiency-scaled bandwidth. Peaks come from the profile (clock × FLOP or int8 OP per cycle, summed over
-the cores the threads run on, the fastest first); utilisation models the micro-kernels' output-channel
-tile (``gemm_tile``) and the loss on short reductions (``small_k``). Efficiencies are per op type and
-dtype (``conv``, ``pointwise``, ``depthwise``, ``fc``, ``elementwise``, ``pool``, ``softmax``, ``data``,
-``quantize``; ``<type>_int8`` for int8) and are fitted from measured runs by :mod:`edgecomp.profile.calibrate`.
+the cores the threads run on, the fastest first); utilisation models the micro-kernels' blocks of output
+channels (``gemm_tile``), output pixels (``gemm_rows``) and input channels (``gemm_kr``), and the loss on
+short reductions (``small_k``, ``small_k_int8``). A PAD that feeds a convolution costs nothing: XNNPACK
+folds it into the convolution's padding. Efficiencies are per op type and dtype (``conv``, ``pointwise``,
+``depthwise``, ``fc``, ``elementwise``, ``pool``, ``softmax``, ``data``, ``quantize``; ``<type>_int8`` for
+int8) and are fitted from measured runs by :mod:`edgecomp.profile.calibrate`.
 
 Two entry points: :func:`predict_latency` reads an exported ``.tflite`` graph
 (``ai_edge_litert.schema_py_generated``); :func:`predict_from_layers` takes a list of :class:`LayerCost`,
