@@ -4,7 +4,8 @@ The fit minimises the squared log-ratio of predicted to measured latency over th
 (scipy's ``least_squares``), with a weak pull towards the profile's current values so that a
 parameter the runs cannot tell apart stays where it was. It fits the per-op-type efficiencies seen in
 the runs (per dtype; memory-bound ops per runtime op name), the per-op overhead, the DRAM and cache
-bandwidths and the short-reduction penalty ``small_k``; peaks (clocks, FLOP per cycle) are facts about the silicon and stay fixed.
+bandwidths and the short-reduction penalties ``small_k`` and ``small_k_int8``; peaks (clocks, FLOP per
+cycle) are facts about the silicon and stay fixed.
 """
 
 from __future__ import annotations
