@@ -148,7 +148,7 @@ def host_part(threads: int, write_profile_to: Path | None = None) -> list[float]
     print(f"host-x86 calibrated on {len(CALIBRATION)} architectures x 2 dtypes; fitted: "
           + ", ".join(f"{k}={v:.3g}" for k, v in sorted(fitted.efficiency.items()))
           + f", overhead_us={fitted.overhead_us:.3g}, bandwidth_gbs={fitted.memory_bandwidth_gbs:.3g}, "
-          f"small_k={fitted.small_k:.3g}\n")
+          f"small_k={fitted.small_k:.3g}, small_k_int8={fitted.small_k_int8:.3g}\n")
     if write_profile_to is not None:
         write_profile(fitted, write_profile_to)
         print(f"wrote the calibrated profile to {write_profile_to}\n")
