@@ -52,12 +52,11 @@ def host_profile(profile: HardwareProfile, cpuinfo: str | None = None) -> Hardwa
     cores = profile.cores.model_copy(update={"count": os.cpu_count() or profile.cores.count,
                                              "fp32_flops_per_cycle": fp32, "int8_ops_per_cycle": int8})
     # XNNPACK's micro-kernels compute 16 output channels at a time (fp32 on AVX2 and AVX-512, int8 with
-    # AVX-512 VNNI: 16c4 kernels), 8 with AVX2 int8
+    # AVX-512 VNNI), 8 with AVX2 int8; 7 output pixels per call on AVX-512 (7x16 kernels:
+    # 28 of 32 zmm registers hold the accumulators), 4 on AVX2; int8 kernels consume 8 input channels at
+    # a time (the c8 in the qs8 7x16c8 and 3x8c8 kernels)
     tile = {"fp32": 16, "int8": 16 if fp32 == 64 and "VNNI" in isa else 8}
-    description = f"This machine: x86-64 with {isa}, {cores.count} cores"
-    # and 7 output pixels per micro-kernel call on AVX-512 (7x16 kernels: 28 of 32 zmm registers hold the
-    # accumulators), 4 on AVX2
     rows = 7 if fp32 == 64 else 4
-    # int8 kernels consume 8 input channels at a time (the c8 in XNNPACK's qs8 7x16c8 and 3x8c8 kernels)
+    description = f"This machine: x86-64 with {isa}, {cores.count} cores"
     return profile.model_copy(update={"cores": cores, "description": description, "gemm_tile": tile,
                                       "gemm_rows": rows, "gemm_kr": {"int8": 8}})

@@ -210,26 +210,23 @@ def read_tflite_layers(path: str | Path) -> tuple[list[LayerCost], str]:
     def nbytes(shape: list[int], ttype: str) -> float:
         return float(math.prod(shape)) * _TYPE_BYTES.get(ttype, 4)
 
-    def name_of(op: Any) -> str:
-        code = model.OperatorCodes(op.OpcodeIndex())
-        return op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
-
-    consumers: dict[int, set[str]] = {}
-    for i in range(graph.OperatorsLength()):
-        op = graph.Operators(i)
+    operators = [graph.Operators(i) for i in range(graph.OperatorsLength())]
+    codes = [model.OperatorCodes(op.OpcodeIndex()) for op in operators]
+    opnames = [op_names.get(max(c.BuiltinCode(), c.DeprecatedBuiltinCode()), "CUSTOM") for c in codes]
+    consumers: dict[int, set[str]] = {}  # tensor index -> names of the ops that read it
+    for op, opname in zip(operators, opnames):
         for j in range(op.InputsLength()):
-            consumers.setdefault(op.Inputs(j), set()).add(name_of(op))
+            consumers.setdefault(op.Inputs(j), set()).add(opname)
     layers: list[LayerCost] = []
     weight_types: set[str] = set()
-    for i in range(graph.OperatorsLength()):
-        op = graph.Operators(i)
-        opname = name_of(op)
+    for i, (op, opname) in enumerate(zip(operators, opnames)):
         ins = [tensor(k) for k in (op.Inputs(j) for j in range(op.InputsLength())) if k >= 0]
         outs = [tensor(op.Outputs(j)) for j in range(op.OutputsLength())]
         weight_bytes = sum(nbytes(s, t) for s, t, c in ins if c)
         act_bytes = sum(nbytes(s, t) for s, t, c in ins if not c) + sum(nbytes(s, t) for s, t, _ in outs)
         category = _TFLITE_CATEGORY.get(opname, "elementwise")
-        if opname in ("PAD", "PADV2") and consumers.get(op.Outputs(0), {""}) <= _PAD_FUSES_INTO:
+        readers = consumers.get(op.Outputs(0), set())
+        if opname in ("PAD", "PADV2") and readers and readers <= _PAD_FUSES_INTO:
             category = "free"  # XNNPACK folds a zero pad into the padding of the convolution it feeds
         macs, out_ch, red, taps = 0.0, 0, 0, 1
         out_shape = outs[0][0] if outs else []
