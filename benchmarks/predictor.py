@@ -59,34 +59,31 @@ PHONE_MODELS = {"mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2, "squ
 
 
 def export(name: str, factory, side: int, dtype: str) -> Path:
-    """Export (or reuse the cached) .tflite of one architecture at one dtype."""
+    """Export (or reuse the cached) .tflite of one architecture at one dtype with edgecomp's exporter.
+
+    int8 is what edgecomp's quantize.int8 builds: full integer, float I/O, calibrated on random inputs.
+    """
     path = CACHE / f"{name}_{dtype}.tflite"
     if path.is_file():
         return path
-    import litert_torch
     import torch
-    from litert_torch import progress
 
-    progress.console.quiet = True
+    from edgecomp.compress._pt2e import QuantSettings
+    from edgecomp.compress.base import ExportOptions
+    from edgecomp.compress.quantize import ptq
+    from edgecomp.export.tflite import export_tflite
+    from edgecomp.spec import ModelSpec
+
     CACHE.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     model = factory().eval()
-    x = torch.randn(1, 3, side, side)
-    tmp = path.with_suffix(".tmp")
-    if dtype == "fp32":
-        litert_torch.convert(model, (x,)).export(str(tmp))
-    else:  # what edgecomp's quantize.int8 builds: full integer, float I/O, calibrated on random inputs
-        from edgecomp.compress._pt2e import QuantSettings
-        from edgecomp.compress.base import ExportOptions
-        from edgecomp.compress.quantize import ptq
-        from edgecomp.export.tflite import export_tflite
-        from edgecomp.spec import ModelSpec
-
-        shape = [1, 3, side, side]
+    shape = [1, 3, side, side]
+    settings = {}
+    if dtype == "int8":
         calib = np.random.default_rng(0).standard_normal([8, *shape[1:]]).astype(np.float32)
-        quantized = ptq(model, QuantSettings(), calib, shape)
-        export_tflite(quantized, ModelSpec(name=name, input_shape=shape),
-                      ExportOptions(dtype="int8", settings={"mode": "static", "io": "float"}), tmp)
+        model, settings = ptq(model, QuantSettings(), calib, shape), {"mode": "static", "io": "float"}
+    tmp = path.with_suffix(".tmp")
+    export_tflite(model, ModelSpec(name=name, input_shape=shape), ExportOptions(dtype=dtype, settings=settings), tmp)
     tmp.replace(path)
     return path
 
@@ -138,7 +135,7 @@ def host_part(threads: int, write_profile_to: Path | None = None) -> list[float]
     print(f"measured {len(files)} models x {ROUNDS} shuffled rounds in {time.perf_counter() - t0:.0f} s "
           f"(LiteRT {threads} thread{'s' if threads > 1 else ''}, fastest of up to 40 runs per round, "
           f"{'thread CPU time' if threads == 1 else 'wall time'})\n")
-    runs = {key: Measurement(f"{key[1]}:{key[2]}", *_layers(path), threads, measured[key])
+    runs = {key: Measurement(f"{key[1]}:{key[2]}", *read_tflite_layers(path), threads, measured[key])
             for key, path in files.items()}
     prior = host_profile(load_profile("host-x86"))
     core = prior.cores
@@ -167,10 +164,6 @@ def host_part(threads: int, write_profile_to: Path | None = None) -> list[float]
     print()
     _distribution(errors, 0.10)
     return errors
-
-
-def _layers(path: Path) -> tuple[list, str]:
-    return read_tflite_layers(path)
 
 
 def _distribution(errors: list[float], goal: float) -> None:
