@@ -38,7 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.predictor_models import CALIBRATION, EVALUATION, mobilenet_v1, mobilenet_v2, squeezenet
-from edgecomp.plan.targets import load_profile
+from edgecomp.plan.targets import load_profile, packaged_dir
 from edgecomp.profile.calibrate import Measurement, fit_profile, predicted_ms, write_profile
 from edgecomp.profile.host_cpu import host_profile
 from edgecomp.profile.predict import read_tflite_layers
@@ -212,13 +212,13 @@ def main() -> None:
     parser.add_argument("--skip-host", action="store_true", help="only the phone comparison")
     parser.add_argument("--skip-phone", action="store_true", help="only the host comparison")
     parser.add_argument("--write-host-profile", action="store_true",
-                        help="write the calibrated host-x86 profile back to profiles/host-x86.yaml")
+                        help="write the calibrated host-x86 profile back to edgecomp/resources/profiles/host-x86.yaml")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if not args.skip_host:
-        target = Path(__file__).resolve().parents[1] / "profiles" / "host-x86.yaml"
+        target = packaged_dir("profiles") / "host-x86.yaml"
         host_part(args.threads, target if args.write_host_profile else None)
     if not args.skip_phone:
         phone_part()

@@ -11,7 +11,7 @@ import yaml
 
 from edgecomp.cli import main
 from edgecomp.errors import ConfigError, ModelLoadError
-from edgecomp.plan.targets import load_profile
+from edgecomp.plan.targets import load_profile, packaged_dir
 from edgecomp.profile.calibrate import Measurement, fit_profile, predicted_ms, write_profile
 from edgecomp.profile.predict import (
     LayerCost,
@@ -148,7 +148,7 @@ def test_calibration_recovers_a_hidden_profile(tmp_path):
 
 def test_cli_calibrate_writes_the_profile_back(tmp_path, capsys):
     profile = tmp_path / "host-copy.yaml"
-    shutil.copy(Path(__file__).parents[1] / "profiles" / "host-x86.yaml", profile)
+    shutil.copy(packaged_dir("profiles") / "host-x86.yaml", profile)
     code = main(["profile", str(FP32), str(INT8), "--threads", "1", "--runs", "5", "--warmup", "1",
                  "--calibrate", str(profile)])
     assert code == 0

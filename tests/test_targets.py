@@ -1,19 +1,19 @@
-"""Every YAML under targets/ and profiles/ validates; errors name the file, the key and the closest name."""
+"""Every built-in target and profile YAML validates; errors name the file, the key and the closest name."""
 
 import pytest
 
 from edgecomp.errors import ConfigError
-from edgecomp.plan.targets import REPO_ROOT, available, load_profile, load_target
+from edgecomp.plan.targets import available, load_profile, load_target, packaged_dir
 
 
-@pytest.mark.parametrize("path", sorted((REPO_ROOT / "targets").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted(packaged_dir("targets").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_target_validates_and_its_hardware_exists(path):
     target = load_target(str(path))
     assert target.name == path.stem
     load_profile(target.hardware)
 
 
-@pytest.mark.parametrize("path", sorted((REPO_ROOT / "profiles").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted(packaged_dir("profiles").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_profile_validates(path):
     assert load_profile(str(path)).name == path.stem
 

@@ -1,13 +1,18 @@
 """Deployment targets and hardware profiles: frozen, versioned schemas loaded from YAML.
 
-This module never imports torch. A target (``targets/<name>.yaml``) says what a deployment can run;
-a hardware profile (``profiles/<name>.yaml``) says what the silicon does. Both are validated strictly:
-unknown keys, wrong types and unknown names give a :class:`ConfigError` naming the file and the key.
+This module never imports torch. A target (``<name>.yaml`` in a targets folder) says what a deployment can
+run; a hardware profile (``<name>.yaml`` in a profiles folder) says what the silicon does. Both are validated
+strictly: unknown keys, wrong types and unknown names give a :class:`ConfigError` naming the file and the key.
+
+The built-in ones ship inside the package (``edgecomp/resources/targets`` and ``.../profiles``, found with
+:mod:`importlib.resources`, so a wheel install has them); ``$EDGECOMP_TARGETS_PATH`` and
+``$EDGECOMP_PROFILES_PATH`` (``os.pathsep``-separated folders) add more and win on equal names.
 """
 
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from edgecomp.errors import ConfigError, did_you_mean
 
 SCHEMA_VERSION = 1
-REPO_ROOT = Path(__file__).resolve().parents[2]
+KINDS = ("targets", "profiles")
 Format = Literal["onnx", "tflite", "coreml"]
 DType = Literal["fp32", "fp16", "int8", "binary"]
 
@@ -110,11 +115,18 @@ class HardwareProfile(Frozen):
     )
 
 
+def packaged_dir(kind: str) -> Path:
+    """The folder of built-in ``kind`` ('targets' or 'profiles') YAML files shipped inside the package."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    return Path(str(files("edgecomp").joinpath("resources", kind)))
+
+
 def search_dirs(kind: str) -> list[Path]:
-    """Directories searched for ``kind`` ('targets' or 'profiles'): $EDGECOMP_<KIND>_PATH, then the repo's."""
+    """Directories searched for ``kind``: those of $EDGECOMP_<KIND>_PATH, then the built-in ones."""
     env = os.environ.get(f"EDGECOMP_{kind.upper()}_PATH")
-    dirs = [Path(p) for p in env.split(os.pathsep)] if env else []
-    return dirs + [REPO_ROOT / kind]
+    dirs = [Path(p) for p in env.split(os.pathsep) if p] if env else []
+    return dirs + [packaged_dir(kind)]
 
 
 def available(kind: str) -> dict[str, Path]:
@@ -132,7 +144,8 @@ def _load_yaml(path: Path, schema: type[Frozen]) -> Any:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})", "fix the YAML syntax") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level", "see targets/host.yaml for the shape")
+        raise ConfigError(f"{path}: expected a mapping at the top level",
+                          "see `edgecomp targets show host` for the shape")
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
@@ -158,10 +171,10 @@ def _resolve(kind: str, name_or_path: str) -> Path:
 
 
 def load_target(name_or_path: str) -> Target:
-    """Load and validate a target by name (``targets/<name>.yaml``) or by path to a YAML file."""
+    """Load and validate a target by name (``<name>.yaml`` in :func:`search_dirs`) or by path to a YAML file."""
     return _load_yaml(_resolve("targets", name_or_path), Target)
 
 
 def load_profile(name_or_path: str) -> HardwareProfile:
-    """Load and validate a hardware profile by name (``profiles/<name>.yaml``) or path."""
+    """Load and validate a hardware profile by name (``<name>.yaml`` in :func:`search_dirs`) or path."""
     return _load_yaml(_resolve("profiles", name_or_path), HardwareProfile)
