@@ -1,7 +1,10 @@
 """Latency and memory of an artifact measured on this machine (labelled ``measured:host``).
 
 Each measurement runs in a fresh worker process (see ``host_worker``) so that peak memory belongs
-to the model's runtime alone, not to torch or to earlier measurements.
+to the model's runtime alone, not to torch or to earlier measurements. The worker runs isolated
+(``python -I`` in an empty temporary folder): neither the current folder, nor the artifact's folder, nor
+``PYTHON*`` variables or the user site can put modules on its path (a ``json.py`` in the build folder
+must not run inside it).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import json
 import logging
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +39,30 @@ class Latency(BaseModel):
     source: str = Field(description="measured:host, measured:device:<serial> or predicted:<profile>.")
 
 
+# Run a module as __main__ in an isolated interpreter (-I: no cwd, script folder, PYTHON* variables or user
+# site on sys.path). The folder edgecomp was imported from is appended (not prepended: it must not shadow the
+# standard library), so the worker also starts where edgecomp runs from a checkout without being installed.
+_RUN_MODULE = ("import runpy, sys; root, module = sys.argv.pop(1), sys.argv.pop(1); "
+               "sys.path.append(root) if root not in sys.path else None; "
+               "runpy.run_module(module, run_name='__main__', alter_sys=True)")
+
+
+def isolated_module_command(module: str, *args: str) -> list[str]:
+    """The command line that runs ``python -m module args`` isolated from the caller's folders and environment."""
+    import edgecomp
+
+    root = str(Path(edgecomp.__file__).resolve().parents[1])
+    return [sys.executable, "-I", "-c", _RUN_MODULE, root, module, *args]
+
+
 def measure_host(fmt: str, path: str | Path, threads: int = 2, runs: int = 50, warmup: int = 5,
                  timeout_s: float = 300) -> Latency:
     """Time ``runs`` inferences of the artifact after ``warmup`` in a fresh process; p50/p90 and memory."""
-    cmd = [sys.executable, "-m", "edgecomp.profile.host_worker", fmt, str(path), str(threads), str(runs), str(warmup)]
+    cmd = isolated_module_command("edgecomp.profile.host_worker", fmt, str(Path(path).resolve()), str(threads),
+                                  str(runs), str(warmup))
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+        with tempfile.TemporaryDirectory(prefix="edgecomp-host-") as cwd:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False, cwd=cwd)
     except subprocess.TimeoutExpired as exc:
         raise EdgecompError(f"host profiling of {path} took over {timeout_s:.0f} s", "use fewer --runs") from exc
     if proc.returncode != 0:

@@ -143,8 +143,9 @@ def verify_bundle(bundle: str | Path, arch: str = "arm64", root: Path | None = N
         np.save(folder / "x.npy", x)
         logger.info("running %d file(s) on %d samples on the host", len(files), len(x))
         host_req = _request(folder, "host", files, bundle, None)
-        proc = subprocess.run([sys.executable, str(WORKER), str(host_req)], check=False,
-                              capture_output=True, text=True)
+        # -I: the worker's folder, the cwd and PYTHON* variables stay off its path; cwd: our own folder.
+        proc = subprocess.run([sys.executable, "-I", str(WORKER), str(host_req)], check=False,
+                              capture_output=True, text=True, cwd=folder)
         if proc.returncode != 0:
             raise EmulationError(f"the host run failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}",
                                  "check that the bundle's files load with ai-edge-litert/onnxruntime here")

@@ -74,7 +74,7 @@ class Userland:
 
     def command(self, *args: str, cpu: str = DEFAULT_CPU) -> list[str]:
         """The command line that runs the emulated Python with ``args`` (isolated from the host's paths)."""
-        return [str(self.qemu), "-cpu", cpu, "-L", str(self.sysroot), str(self.python), "-s", "-E", *args]
+        return [str(self.qemu), "-cpu", cpu, "-L", str(self.sysroot), str(self.python), "-I", *args]
 
     def run(self, *args: str, cpu: str = DEFAULT_CPU, timeout: float = 900) -> subprocess.CompletedProcess:
         """Run the emulated Python; raise EmulationError if it fails or crashes."""
@@ -253,12 +253,13 @@ def _host_version(dist: str) -> str | None:
 def _pip_download(names: list[str], dest: Path, python: str) -> None:
     """Download aarch64 manylinux wheels (and their dependencies) for CPython ``python``."""
     platforms = ["manylinux2014_aarch64"] + [f"manylinux_2_{v}_aarch64" for v in range(17, 37)]
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--only-binary=:all:",
+    cmd = [sys.executable, "-I", "-m", "pip", "download", "-q", "--disable-pip-version-check", "--only-binary=:all:",
            "--python-version", python, "--implementation", "cp", "--abi", f"cp{python.replace('.', '')}",
-           "-d", str(dest)]
+           "-d", str(dest.resolve())]
     for p in platforms:
         cmd += ["--platform", p]
-    _run(cmd + names, "pip download (aarch64 wheels)")
+    with tempfile.TemporaryDirectory(prefix="edgecomp-pip-") as cwd:  # -I and an empty cwd: no module from ours
+        _run(cmd + names, "pip download (aarch64 wheels)", cwd=cwd)
 
 
 def setup_userland(root: Path | None = None, force: bool = False) -> dict:
