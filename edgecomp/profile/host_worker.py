@@ -1,7 +1,9 @@
 """Worker process for host latency: loads one artifact, times it, prints one JSON line.
 
-Run as ``python -m edgecomp.profile.host_worker FORMAT PATH THREADS RUNS WARMUP``. It imports only
-numpy and the runtime (no torch), so its peak resident memory is that of running the model.
+Run as ``python -m edgecomp.profile.host_worker FORMAT PATH THREADS RUNS WARMUP``; ``measure_host`` starts it
+isolated (``python -I`` in an empty temporary folder, see ``host.isolated_module_command``), so PATH must be
+absolute. It imports only numpy and the runtime (no torch), so its peak resident memory is that of running
+the model.
 """
 
 from __future__ import annotations
