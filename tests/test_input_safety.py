@@ -83,7 +83,7 @@ def test_npz_bomb_is_refused_before_anything_big_is_allocated(tmp_path, monkeypa
     finally:
         tracemalloc.stop()
     assert peak < 16 << 20, f"{peak:,} bytes allocated while refusing the bomb"
-    assert "x [16384, 1, 8, 8]" in err.value.message and MAX_DATA_BYTES_ENV in err.value.hint
+    assert "x [1048576, 1, 8, 8]" in err.value.message and MAX_DATA_BYTES_ENV in err.value.hint
 
 
 def test_default_limit_is_bounded_and_the_env_var_must_be_a_number(monkeypatch):
@@ -211,3 +211,117 @@ def test_verify_and_build_parity_share_one_cosine():
     assert np.allclose(parity.cosine_rows(tiny, tiny), 1.0)  # no floor that scores tiny outputs as different
     zeros = np.zeros((3, 5), np.float32)
     assert verify_compare.compare_output(zeros, zeros, "int8").passed
+
+
+# --- command-line arguments (finding 11) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--runs", "0", "argument --runs: '0' is not a whole number of 1 or more"),
+    ("--runs", "-3", "argument --runs: '-3' is not a whole number of 1 or more"),
+    ("--threads", "0", "argument --threads: '0' is not a whole number of 1 or more"),
+    ("--input-shape", "1,3,x,8", "argument --input-shape: '1,3,x,8' is not a shape like 1,3,224,224"),
+    ("--input-shape", "1,,8", "argument --input-shape: '1,,8' is not a shape like 1,3,224,224"),
+])
+def test_bad_build_arguments_are_refused_before_any_work(tmp_path, capsys, flag, value, message):
+    model = tmp_path / "models.py"
+    model.write_text(TINY_MODEL_PY)
+    out = tmp_path / "b"
+    args = ["build", f"{model}:tiny", "--out", str(out)]
+    args += [flag, value] if flag == "--input-shape" else ["--input-shape", "1,1,4,4", flag, value]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_input_shape_accepts_both_documented_spellings():
+    from edgecomp.commands.build import _shape
+
+    assert _shape("1,3,8,8") == _shape("1x3x8x8") == _shape(" 1, 3, 8, 8 ") == [1, 3, 8, 8]
+
+
+@pytest.mark.parametrize("content, problem", [
+    (bytes(range(256)) * 4, "not UTF-8 text"),
+    (b"\xff\xfe{\x00}\x00", "not UTF-8 text"),
+    (b"not json at all", "not JSON"),
+    (b'{"title": "EdgecompManifest"}', "stale"),
+])
+def test_schema_check_of_a_binary_or_foreign_file_is_a_clear_error(tmp_path, capsys, content, problem):
+    path = tmp_path / "edgecomp.schema.json"
+    path.write_bytes(content)
+    assert main(["schema", "--check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert problem in err and "edgecomp schema --out" in err and "Traceback" not in err
+
+
+def test_schema_check_accepts_crlf_line_ends_and_refuses_a_huge_file(tmp_path, capsys):
+    from edgecomp.schema import schema_text
+
+    path = tmp_path / "s.json"
+    path.write_bytes(schema_text().replace("\n", "\r\n").encode())
+    assert main(["schema", "--check", str(path)]) == 0
+    path.write_bytes(b" " * (10 * len(schema_text())))
+    assert main(["schema", "--check", str(path)]) == 2 and "far larger" in capsys.readouterr().err
+
+
+# --- the demo app's result file (profile --via app) -----------------------------------------------------------
+
+GOOD_RESULT = {"result_version": 1, "status": "ok", "file": "m.tflite", "threads": 4, "warmup": 1, "runs": 3,
+               "init_ms": 5.0, "times_ms": [1.0, 2.0, 4.0], "device": {"model": "Pixel"}}
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"times_ms": [1.0, float("nan"), 2.0]}, "times_ms"),
+    ({"times_ms": [1.0, float("inf"), 2.0]}, "times_ms"),
+    ({"times_ms": [1.0, -2.0, 2.0]}, "times_ms"),
+    ({"times_ms": [1.0, "2", 2.0]}, "times_ms"),
+    ({"times_ms": [[1.0], [2.0], [3.0]]}, "times_ms"),
+    ({"times_ms": "1,2,3"}, "times_ms"),
+    ({"init_ms": float("nan")}, "init_ms"),
+    ({"runs": 0}, "runs"),
+    ({"runs": 5}, "runs=5 but holds 3"),
+    ({"threads": 0}, "threads"),
+    ({"threads": True}, "threads"),
+    ({"device": "Pixel"}, "device"),
+])
+def test_app_results_with_bad_times_or_counts_are_refused(change, field):
+    from edgecomp.errors import DeviceError
+    from edgecomp.profile.via_app import parse_result
+
+    assert parse_result(dict(GOOD_RESULT), "X").p50_ms == 2.0
+    with pytest.raises(DeviceError, match=field) as err:
+        parse_result({**GOOD_RESULT, **change}, "X")
+    assert "android_demo" in err.value.hint
+
+
+def test_app_result_from_json_with_nan_tokens_is_refused():
+    import json
+
+    from edgecomp.errors import DeviceError
+    from edgecomp.profile.via_app import parse_result
+
+    text = json.dumps({**GOOD_RESULT, "times_ms": [1.0, 2.0, 3.0]}).replace("2.0", "NaN")
+    with pytest.raises(DeviceError, match="times_ms"):
+        parse_result(json.loads(text), "X")
+    with pytest.raises(DeviceError, match="JSON list"):
+        parse_result([GOOD_RESULT], "X")  # type: ignore[arg-type]
+
+
+# --- report.html escapes what a user controls ------------------------------------------------------------------
+
+
+def test_report_html_escapes_model_name_recipe_and_notes():
+    from edgecomp.export.parity import Parity
+    from edgecomp.report import ArtifactRecord, BuildReport, ModelRecord, StageRecord, render_html
+
+    evil = "<script>alert(1)</script>"
+    report = BuildReport(
+        edgecomp_version="0", created=evil, target=evil, hardware=evil,
+        model=ModelRecord(name=evil, source=evil, params=1, macs=1), recipe=[evil], parity_inputs=evil,
+        stages=[StageRecord(name=evil, seconds=0.0, params=1, macs=1, notes=[evil])],
+        artifacts=[ArtifactRecord(format=evil, dtype=evil, notes=[evil],
+                                  parity=Parity(status="failed", note=evil))],
+    )
+    page = render_html(report)
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
