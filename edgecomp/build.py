@@ -271,12 +271,10 @@ def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model,
     if y is not None:
         record.accuracy = float((outputs.argmax(1) == y).mean() * 100.0)
     p = record.parity
-    logger.info("  %s: parity %s (max abs err %.2e, top-1 agreement %.1f%%)", artifact.format, p.status,
-                p.max_abs_err, p.top1_agreement)
+    logger.info("  %s: parity %s (%s)", artifact.format, p.status, p.summary())
     if p.status == "failed" and not opts.allow_parity_failure:
         raise ParityError(
-            f"{artifact.format} artifact does not match PyTorch: max abs err {p.max_abs_err:.3e}, "
-            f"top-1 agreement {p.top1_agreement:.1f}% ({p.criterion})",
+            f"{artifact.format} artifact does not match PyTorch: {p.summary()}",
             "report the model to us; --allow-parity-failure writes the bundle anyway, marked failed",
         )
     record.predicted_latency = _predict(artifact, model, ctx)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from edgecomp.errors import ConfigError
 
@@ -11,13 +12,25 @@ HELP = "compress, export, parity-check and profile a model for a target, writing
 
 
 def _shape(text: str) -> list[int]:
+    """N,C,H,W (or NxCxHxW): positive sizes, each one given; '1,3,x,8' or '1,,8' is an error."""
     try:
-        dims = [int(d) for d in text.replace("x", ",").split(",") if d.strip()]
+        dims = [int(d) for d in re.split(r"[,x]", text.strip().lower())]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"'{text}' is not a shape like 1,3,224,224") from exc
-    if not dims or any(d <= 0 for d in dims):
+    if any(d <= 0 for d in dims):
         raise argparse.ArgumentTypeError(f"'{text}' is not a shape of positive sizes")
     return dims
+
+
+def _at_least_one(text: str) -> int:
+    """A count of 1 or more (runs, threads)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of 1 or more")
+    return value
 
 
 def _quantity(unit: str, scale: dict[str, float]):
@@ -57,8 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help=".npz with x,y (or x_train,y_train,x_test,y_test) for calibration/evaluation")
     p.add_argument("--hardware", help="hardware profile for predictions (default: the target's)")
     p.add_argument("--formats", help="comma-separated subset of the target's formats")
-    p.add_argument("--threads", type=int, help="threads for host runtimes (default 2)")
-    p.add_argument("--runs", type=int, default=50, help="timed runs per artifact (default 50)")
+    p.add_argument("--threads", type=_at_least_one, help="threads for host runtimes (default 2)")
+    p.add_argument("--runs", type=_at_least_one, default=50, help="timed runs per artifact (default 50)")
     p.add_argument("--seed", type=int, default=0, help="seed for everything random (default 0)")
     p.add_argument("--max-size", type=SIZE, help="size budget, e.g. 2MB or 500kB (default: the target's)")
     p.add_argument("--max-latency", type=LATENCY, help="latency budget on the hardware, e.g. 10ms")

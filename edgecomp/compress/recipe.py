@@ -12,6 +12,7 @@ A preset name (see ``PRESETS``) expands to its recipe. Nothing in a recipe is ev
 from __future__ import annotations
 
 import ast
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,12 @@ from pydantic import ValidationError
 
 from edgecomp.compress.base import StageConfig, get_stage, stage_names
 from edgecomp.errors import ConfigError, did_you_mean
+
+MAX_STEP_CHARS = 1000
+"""Longest text of one step (stage name and settings); real steps are well under 200."""
+MAX_NESTING = 8
+"""Deepest bracket nesting in a recipe (a list of tuples is 2)."""
+STEP_HINT = "write steps like prune.filter(ratio=0.5) -> quantize.int8, with literal values"
 
 PRESETS: dict[str, str] = {}
 """Named recipes, e.g. ``deep-compression``; stage modules add theirs on import."""
@@ -39,11 +46,14 @@ class RecipeStep:
 
 
 def _split(text: str) -> list[str]:
+    """Stages of a recipe: split at top-level ``,`` and ``->``; ConfigError when brackets nest too deep."""
     parts, depth, cur = [], 0, ""
     text = text.replace("->", ",")
     for ch in text:
         depth += ch in "([{"
         depth -= ch in ")]}"
+        if depth > MAX_NESTING:
+            raise ConfigError(f"recipe nests brackets more than {MAX_NESTING} deep", STEP_HINT)
         if ch == "," and depth == 0:
             parts.append(cur)
             cur = ""
@@ -53,12 +63,46 @@ def _split(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
+def _shown(part: str, limit: int = 80) -> str:
+    """The step quoted for a message, shortened when long."""
+    return repr(part) if len(part) <= limit else repr(part[:limit]) + "..."
+
+
 def _dotted(node: ast.AST) -> str:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return f"{_dotted(node.value)}.{node.attr}"
-    raise ValueError("not a name")
+    names = []
+    while isinstance(node, ast.Attribute):
+        names.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        raise TypeError("a step is a method name like quantize.int8, optionally with (name=value, ...)")
+    return ".".join([node.id, *reversed(names)])
+
+
+def _parse_step(part: str) -> tuple[str, dict[str, Any]]:
+    """(method name, literal keyword arguments) of one step; SyntaxError/ValueError/TypeError say what is wrong.
+
+    Only ``ast.literal_eval`` sees the values: nothing in a recipe is evaluated as code.
+    """
+    with warnings.catch_warnings():  # e.g. "invalid decimal literal": the error that follows says enough
+        warnings.simplefilter("ignore", SyntaxWarning)
+        node = ast.parse(part, mode="eval").body
+    if not isinstance(node, ast.Call):
+        return _dotted(node), {}
+    name = _dotted(node.func)
+    if node.args:
+        raise ValueError("positional arguments are not allowed; use name=value")
+    kwargs: dict[str, Any] = {}
+    for kw in node.keywords:
+        if kw.arg is None:
+            raise ValueError("**arguments are not allowed; write each setting as name=value")
+        if kw.arg in kwargs:
+            raise ValueError(f"setting '{kw.arg}' is given twice")
+        try:
+            kwargs[kw.arg] = ast.literal_eval(kw.value)
+        except ValueError:
+            raise ValueError(f"the value of '{kw.arg}' is not a literal (a number, string, True, False, None, "
+                             "or a list, tuple or dict of them)") from None
+    return name, kwargs
 
 
 def make_step(name: str, kwargs: dict[str, Any]) -> RecipeStep:
@@ -87,19 +131,13 @@ def parse_recipe(text: str) -> list[RecipeStep]:
         if part in PRESETS:
             steps.extend(parse_recipe(PRESETS[part]))
             continue
+        if len(part) > MAX_STEP_CHARS:
+            raise ConfigError(f"recipe step {_shown(part)} is {len(part)} characters long "
+                              f"(at most {MAX_STEP_CHARS})", STEP_HINT)
         try:
-            node = ast.parse(part, mode="eval").body
-            if isinstance(node, ast.Call):
-                name = _dotted(node.func)
-                if node.args:
-                    raise ValueError("positional arguments are not allowed; use name=value")
-                kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
-            else:
-                name, kwargs = _dotted(node), {}
-        except (SyntaxError, ValueError) as exc:
-            raise ConfigError(
-                f"cannot parse recipe step '{part}': {exc}",
-                'write steps like prune.filter(ratio=0.5) -> quantize.int8, with literal values',
-            ) from exc
+            name, kwargs = _parse_step(part)
+        except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError) as exc:
+            reason = "it nests too deeply" if isinstance(exc, (RecursionError, MemoryError)) else str(exc)
+            raise ConfigError(f"cannot parse recipe step {_shown(part)}: {reason}", STEP_HINT) from exc
         steps.append(make_step(name, kwargs))
     return steps

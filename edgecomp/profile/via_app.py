@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 ACTIVITY = ".BenchmarkActivity"
 RESULT_VERSION = 1
 RESULT_FIELDS = ("result_version", "status", "file", "threads", "warmup", "runs", "init_ms", "times_ms", "device")
+APP_HINT = "install the app built from this edgecomp's android_demo/ (its result file is malformed)"
 INSTALL_HINT = "install the app: `edgecomp deploy --device SERIAL BUNDLE --apk app-debug.apk` (android_demo/README.md)"
 
 
@@ -67,7 +68,12 @@ def find_bundle(path: str | Path) -> tuple[Path, str | None]:
 
 
 def parse_result(data: dict[str, Any], serial: str) -> Latency:
-    """The app's result file as a Latency; DeviceError when the app failed or wrote another version."""
+    """The app's result file as a Latency; DeviceError when the app failed, wrote another version or bad fields.
+
+    Times must be finite and non-negative, ``runs`` must equal the number of times, ``threads`` be 1 or more.
+    """
+    if not isinstance(data, dict):
+        raise DeviceError(f"the app's result is a JSON {type(data).__name__}, not an object", APP_HINT)
     if data.get("result_version") != RESULT_VERSION:
         raise DeviceError(f"the app wrote result version {data.get('result_version')}, edgecomp reads "
                           f"{RESULT_VERSION}", "install the app built from this edgecomp's android_demo/")
@@ -75,13 +81,37 @@ def parse_result(data: dict[str, Any], serial: str) -> Latency:
         raise DeviceError(f"the app's benchmark failed on {serial}: {data.get('error', 'no reason given')}",
                           "check the bundle, or watch `adb logcat -s edgecomp`")
     missing = [k for k in RESULT_FIELDS if k not in data]
-    times = np.asarray(data.get("times_ms", []), dtype=float)
-    if missing or times.size == 0:
-        raise DeviceError(f"the app's result lacks {missing or ['timed runs']}",
-                          "install the app built from this edgecomp's android_demo/")
+    if missing or not data.get("times_ms"):
+        raise DeviceError(f"the app's result lacks {missing or ['timed runs']}", APP_HINT)
+    times = _numbers(data["times_ms"], "times_ms")
+    init_ms = _numbers([data["init_ms"]], "init_ms")[0]
+    runs, threads = _count(data["runs"], "runs"), _count(data["threads"], "threads")
+    if not isinstance(data["device"], dict):
+        raise DeviceError("the app's result field device is not an object", APP_HINT)
+    if runs != times.size:
+        raise DeviceError(f"the app's result says runs={runs} but holds {times.size} times_ms", APP_HINT)
     return Latency(p50_ms=float(np.percentile(times, 50)), p90_ms=float(np.percentile(times, 90)),
-                   mean_ms=float(times.mean()), std_ms=float(times.std()), init_ms=float(data["init_ms"]),
-                   runs=int(times.size), threads=int(data["threads"]), source=f"measured:device:{serial}")
+                   mean_ms=float(times.mean()), std_ms=float(times.std()), init_ms=float(init_ms),
+                   runs=int(times.size), threads=threads, source=f"measured:device:{serial}")
+
+
+def _numbers(values: Any, name: str) -> np.ndarray:
+    """The app's ``name`` as finite non-negative float64 milliseconds; DeviceError naming the field otherwise."""
+    bad = DeviceError(f"the app's result field {name} holds {str(values)[:80]}, not finite times of 0 ms or more",
+                      APP_HINT)
+    if not isinstance(values, list) or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        raise bad
+    times = np.asarray(values, dtype=np.float64)
+    if times.ndim != 1 or not bool(np.isfinite(times).all()) or bool((times < 0).any()):
+        raise bad
+    return times
+
+
+def _count(value: Any, name: str) -> int:
+    """The app's ``name`` as a whole number of 1 or more; DeviceError naming the field otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DeviceError(f"the app's result field {name} is {value!r}, not a whole number of 1 or more", APP_HINT)
+    return value
 
 
 def _wait_for(adb: Adb, remote: str, timeout_s: float, poll_s: float) -> None:

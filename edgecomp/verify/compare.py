@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, Field
 
+from edgecomp.export.parity import cosine_rows
+
 ATOL = 1e-4
 RTOL = 1e-3
 MIN_TOP1 = 0.99
@@ -32,18 +34,6 @@ class OutputParity(BaseModel):
     passed: bool = Field(description="True when this output meets the rule for the artifact's dtype.")
 
 
-def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity per sample (row); two all-zero rows count as identical."""
-    a = a.reshape(len(a), -1).astype(np.float64)
-    b = b.reshape(len(b), -1).astype(np.float64)
-    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    dot = (a * b).sum(axis=1)
-    both_zero = (na == 0) & (nb == 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.where(both_zero, 1.0, dot / np.maximum(na * nb, 1e-300))
-    return cos
-
-
 def compare_output(host: np.ndarray, other: np.ndarray, dtype: str, index: int = 0) -> OutputParity:
     """Compare one output (first axis = samples) of an artifact whose weights are of ``dtype``."""
     host = np.asarray(host, np.float32)
@@ -53,7 +43,7 @@ def compare_output(host: np.ndarray, other: np.ndarray, dtype: str, index: int =
     finite = bool(np.isfinite(other).all()) and bool(np.isfinite(host).all())
     diff = np.abs(host.astype(np.float64) - other.astype(np.float64))
     max_err = float(diff.max()) if diff.size and finite else float("inf")
-    cos = _cosine_rows(host, other) if len(host) else np.ones(1)
+    cos = cosine_rows(host, other) if len(host) else np.ones(1)
     top1 = None
     if host.ndim == 2 and host.shape[1] > 1:
         top1 = float((host.argmax(axis=1) == other.argmax(axis=1)).mean())
