@@ -27,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="also write the report as JSON to this file (not into the bundle)")
     parser.add_argument("--setup-arm64", action="store_true",
                         help="set up the ARM64 userland (qemu-user-static, Debian arm64 Python, aarch64 wheels)")
-    parser.add_argument("--force", action="store_true", help="with --setup-arm64: rebuild even if present")
+    parser.add_argument("--force", action="store_true",
+                        help="with --setup-arm64: rebuild even if present, and replace a --root folder that is "
+                             "not a userland (its files are deleted)")
     parser.add_argument("--root", type=Path, default=None,
                         help="userland folder (default: $EDGECOMP_ARM64_ROOT or the user cache edgecomp/arm64)")
 
