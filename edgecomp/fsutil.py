@@ -82,8 +82,8 @@ def check_destination(dest: Path, marker: str, force: bool = False, option: str 
         raise OutputError(f"{option} {dest} is a file, not a folder", f"remove it or pass another {option}")
     names = _listing(dest) if dest.is_dir() else None
     if names and marker not in names and not force:
-        raise OutputError(f"{option} {dest} is a folder with {len(names)} entries that edgecomp did not write "
-                          f"(no {marker}); it would be replaced whole",
+        raise OutputError(f"{option} {dest} is a folder that edgecomp did not write (no {marker}, "
+                          f"{len(names)} item(s) in it); it would be replaced whole",
                           f"pass another {option}, or add --force to replace that folder and delete its files")
 
 
