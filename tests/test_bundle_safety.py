@@ -245,6 +245,16 @@ def test_sigterm_during_a_build_removes_the_staging_folder(tmp_path):
     assert (dest / "model.onnx").read_text() == "kept"
 
 
+def test_ctrl_c_or_an_error_inside_staging_leaves_the_old_bundle_and_nothing_else(tmp_path):
+    dest = tmp_path / "b"
+    _write_bundle(dest, "kept")
+    for exc in (KeyboardInterrupt(), ValueError("export failed")):
+        with pytest.raises(type(exc)), staging(dest) as folder:
+            (folder / "model.onnx").write_text("half")
+            raise exc
+    assert (dest / "model.onnx").read_text() == "kept" and _leftovers(tmp_path, "b") == []
+
+
 def test_a_full_disk_is_a_clear_error_and_leaves_the_old_bundle(tmp_path, monkeypatch):
     dest = tmp_path / "b"
     _write_bundle(dest, "kept")

@@ -191,6 +191,15 @@ def test_verify_opens_only_files_inside_the_bundle(tmp_path):
         verify_bundle(samples)
 
 
+def test_cli_refuses_a_folder_as_the_report_file_before_running(tmp_path, capsys, monkeypatch):
+    from edgecomp.cli import main
+    from edgecomp.verify import arm64
+
+    monkeypatch.setattr(arm64, "verify_bundle", lambda *a, **k: pytest.fail("the check started"))
+    assert main(["verify", str(_fake_bundle(tmp_path / "b")), "--out", str(tmp_path)]) == 2
+    assert f"error: --out {tmp_path} is a folder" in capsys.readouterr().err
+
+
 def _project(folder: Path) -> dict[str, bytes]:
     (folder / "src").mkdir(parents=True)
     (folder / "src" / "main.c").write_bytes(b"int main() {}")

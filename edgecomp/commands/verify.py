@@ -34,6 +34,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="userland folder (default: $EDGECOMP_ARM64_ROOT or the user cache edgecomp/arm64)")
 
 
+def _write_report(path: Path, text: str) -> None:
+    """Write the JSON report to ``path``; a failed write is a clear error."""
+    from edgecomp.fsutil import write_error
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        raise write_error(exc, path.parent) from exc
+
+
 def run(args: argparse.Namespace) -> int:
     """Set up the userland, or verify a bundle; exit 2 when a file fails the comparison."""
     from edgecomp.verify.arm64 import format_table, require_passed, verify_bundle
@@ -53,11 +64,12 @@ def run(args: argparse.Namespace) -> int:
     if args.bundle is None:
         raise ConfigError("no bundle given", "usage: edgecomp verify BUNDLE --arch arm64 "
                           "(or `edgecomp verify --setup-arm64` to prepare the emulator)")
+    if args.out is not None and args.out.is_dir():  # say so now, not after minutes of emulation
+        raise ConfigError(f"--out {args.out} is a folder", "pass a file name for the report, e.g. --out verify.json")
     report = verify_bundle(args.bundle, arch=args.arch, root=args.root, cpu=args.cpu,
                            max_samples=args.samples, timeout=args.timeout)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report.model_dump_json(indent=2) + "\n")
+        _write_report(args.out, report.model_dump_json(indent=2) + "\n")
     print(report.model_dump_json(indent=2) if args.json else format_table(report))
     require_passed(report)
     return 0
