@@ -96,16 +96,16 @@ def deploy_bundle(bundle: str | Path, serial: str | None = None, *, apk: str | P
         raise ConfigError(f"bundle name '{name}' is not a plain folder name", "pass --name with letters, digits, ._-")
     if not _PACKAGE.match(package):
         raise ConfigError(f"'{package}' is not an Android package name", f"pass --package like {APP_PACKAGE}")
-    if adb is None or adb.serial is None or (serial and serial != adb.serial):
-        adb = adb or Adb()
-        adb.select(serial)
-    if apk is not None:
-        install_apk(adb, apk)
     remote = f"{bundles_dir(package)}/{name}"
     staging = f"{remote}.partial"
     for _, rel in files:  # FileEntry already refuses '..' and absolute paths; this says so on the device side
         if not posixpath.normpath(f"{staging}/{rel}").startswith(f"{staging}/"):
             raise ConfigError(f"{MANIFEST_NAME} names a file outside the bundle: {rel}", "rebuild the bundle")
+    if adb is None or adb.serial is None or (serial and serial != adb.serial):
+        adb = adb or Adb()
+        adb.select(serial)
+    if apk is not None:
+        install_apk(adb, apk)
     folders = sorted({f"{staging}/{rel}".rsplit("/", 1)[0] for _, rel in files})
     try:
         adb.shell(f"rm -rf {quote(staging)} && mkdir -p {' '.join(map(quote, folders))}", timeout_s=30)

@@ -126,6 +126,9 @@ def test_deploy_pushes_nothing_from_outside_the_bundle(fake, digits_bundle, tmp_
         deploy_bundle(linked, name="linked")
     with pytest.raises(ConfigError, match="not an Android package name"):
         deploy_bundle(digits_bundle, package="dev.edgecomp.demo/../../../..")
+    for name in ("..", ".", "a/b"):
+        with pytest.raises(ConfigError, match="not a plain folder name"):
+            deploy_bundle(digits_bundle, name=name)
     assert not fake.exists() or not _remote(fake, "linked").exists()
 
 
