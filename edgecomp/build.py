@@ -23,6 +23,7 @@ from edgecomp.bundle import (
     SAMPLES_NAME,
     FileEntry,
     Manifest,
+    check_bundle_destination,
     deflate_size,
     now_iso,
     sha256_of,
@@ -70,6 +71,7 @@ class BuildOptions:
     search_time_s: float = 600.0
     max_finetune_epochs: int | None = None
     reuse_plans: bool = True
+    force: bool = False  # replace an existing folder at ``out`` even if it is not a bundle
     extra: dict = field(default_factory=dict)
 
 
@@ -157,6 +159,7 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
         budgets=budgets.model_dump(), model=src, environment=_versions(),
     )
     dest = Path(opts.out) if opts.out else Path("build") / f"{spec.name}-{tgt.name}"
+    check_bundle_destination(dest, opts.force)  # before any work: never replace someone's folder
     if opts.recipe is not None:
         final, stage_records, export_opts = apply_recipe(loaded.module, steps, ctx)
         base.recipe, base.stages = [s.describe() for s in steps], stage_records
@@ -195,7 +198,7 @@ def _write_bundle(report: BuildReport, loaded: LoadedModel, final, ctx: BuildCon
     reference = predict(final, x)
     data = ctx.data
     calibration = data.calibration(seed=opts.seed) if data is not None else x
-    with staging(dest) as folder:
+    with staging(dest, opts.force) as folder:
         files = []
         for i, fmt in enumerate(formats, 1):
             logger.info("[export %d/%d] %s", i, len(formats), fmt)

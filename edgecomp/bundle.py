@@ -1,7 +1,8 @@
 """The bundle: the folder a build writes, and ``edgecomp.json``, the manifest apps read.
 
 A bundle is written into a staging folder next to its destination and moved into place only when
-the build succeeds, so a failed build never leaves a partial bundle. ``Manifest`` is the versioned
+the build succeeds, so a failed build never leaves a partial bundle; a folder that is not a bundle is
+never replaced without ``force`` (see :mod:`edgecomp.fsutil`). ``Manifest`` is the versioned
 contract with apps (``schemas/edgecomp.schema.json`` is generated from it).
 """
 
@@ -9,16 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edgecomp.fsutil import check_destination, contained, replace_folder
 from edgecomp.spec import ModelSpec
 
 MANIFEST_NAME = "edgecomp.json"
@@ -57,6 +57,16 @@ class FileEntry(_Strict):
     dtype: Literal["fp32", "fp16", "int8", "binary"] = Field(description="Numeric type of the weights.")
     inputs: list[TensorInfo] = Field(description="Input tensors in order.")
     outputs: list[TensorInfo] = Field(description="Output tensors in order.")
+
+    @field_validator("path")
+    @classmethod
+    def _inside_the_bundle(cls, path: str) -> str:
+        """A relative path with '/' separators that stays inside the bundle folder."""
+        parts = path.split("/")
+        if path.startswith("/") or "\\" in path or "\0" in path or ".." in parts or "" in parts:
+            raise ValueError(f"'{path}' is not a relative path inside the bundle (no leading '/', '..', "
+                             "backslash or empty part)")
+        return path
 
 
 class Manifest(_Strict):
@@ -116,26 +126,23 @@ def read_manifest(bundle: str | Path) -> Manifest:
     path = Path(bundle) / MANIFEST_NAME
     if not path.is_file():
         raise ConfigError(f"no {MANIFEST_NAME} in {bundle}", "pass a folder written by `edgecomp build`")
+    contained(Path(bundle), MANIFEST_NAME)  # not a link to a file elsewhere
     try:
         return Manifest.model_validate_json(path.read_text())
     except ValueError as exc:
         raise ConfigError(f"{path} is not a valid manifest: {exc}", "rebuild the bundle") from exc
 
 
+def check_bundle_destination(dest: str | Path, force: bool = False) -> None:
+    """Raise OutputError now if a bundle may not be written at ``dest`` (see fsutil.check_destination)."""
+    check_destination(Path(dest), MANIFEST_NAME, force)
+
+
 @contextmanager
-def staging(dest: Path) -> Iterator[Path]:
-    """Yield an empty staging folder; on success it replaces ``dest``, on error it is removed."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = dest.with_name(f".{dest.name}.old")
-    if dest.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        dest.rename(old)
-    tmp.rename(dest)
-    shutil.rmtree(old, ignore_errors=True)
+def staging(dest: str | Path, force: bool = False) -> Iterator[Path]:
+    """Yield an empty staging folder; on success it replaces ``dest``, on error it is removed.
+
+    ``dest`` must be absent, empty or a bundle (with ``edgecomp.json``); ``force`` replaces any folder.
+    """
+    with replace_folder(dest, MANIFEST_NAME, force) as folder:
+        yield folder

@@ -16,6 +16,7 @@ import traceback
 
 from edgecomp import commands
 from edgecomp.errors import EdgecompError
+from edgecomp.fsutil import exit_on_sigterm
 
 
 def _command_modules() -> list:
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        with exit_on_sigterm():  # SIGTERM unwinds like Ctrl-C, so staging folders are removed
+            return int(args._run(args) or 0)
     except EdgecompError as exc:
         if debug:
             traceback.print_exc()

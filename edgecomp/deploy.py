@@ -10,6 +10,7 @@ every push succeeded, so the app never sees half a bundle. ``--apk`` installs (o
 from __future__ import annotations
 
 import logging
+import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +18,15 @@ from shlex import quote
 
 from edgecomp.bundle import MANIFEST_NAME, Manifest, read_manifest, sha256_of
 from edgecomp.errors import ConfigError, DeviceError
+from edgecomp.fsutil import contained
 from edgecomp.profile.adb import Adb
 
 logger = logging.getLogger(__name__)
 
 APP_PACKAGE = "dev.edgecomp.demo"
 APP_FORMATS = ("tflite",)
-_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_PACKAGE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+$")
 
 
 def bundles_dir(package: str = APP_PACKAGE) -> str:
@@ -45,14 +48,11 @@ class Deployment:
 
 def app_files(bundle: Path, manifest: Manifest) -> list[tuple[Path, str]]:
     """(local file, path inside the bundle) of what the app needs, each checked against the manifest."""
-    root = bundle.resolve()
-    files = [(bundle / MANIFEST_NAME, MANIFEST_NAME)]
+    files = [(contained(bundle, MANIFEST_NAME), MANIFEST_NAME)]
     for entry in manifest.files:
         if entry.format not in APP_FORMATS:
             continue
-        local = (bundle / entry.path).resolve()
-        if root not in local.parents:
-            raise ConfigError(f"{MANIFEST_NAME} names a file outside the bundle: {entry.path}", "rebuild the bundle")
+        local = contained(bundle, entry.path)  # symbolic links resolved: nothing from outside the bundle
         if not local.is_file():
             raise ConfigError(f"the bundle lacks {entry.path}, which {MANIFEST_NAME} lists", "rebuild the bundle")
         if sha256_of(local) != entry.sha256:
@@ -94,13 +94,18 @@ def deploy_bundle(bundle: str | Path, serial: str | None = None, *, apk: str | P
     name = name or bundle.resolve().name
     if not _NAME.match(name):
         raise ConfigError(f"bundle name '{name}' is not a plain folder name", "pass --name with letters, digits, ._-")
+    if not _PACKAGE.match(package):
+        raise ConfigError(f"'{package}' is not an Android package name", f"pass --package like {APP_PACKAGE}")
+    remote = f"{bundles_dir(package)}/{name}"
+    staging = f"{remote}.partial"
+    for _, rel in files:  # FileEntry already refuses '..' and absolute paths; this says so on the device side
+        if not posixpath.normpath(f"{staging}/{rel}").startswith(f"{staging}/"):
+            raise ConfigError(f"{MANIFEST_NAME} names a file outside the bundle: {rel}", "rebuild the bundle")
     if adb is None or adb.serial is None or (serial and serial != adb.serial):
         adb = adb or Adb()
         adb.select(serial)
     if apk is not None:
         install_apk(adb, apk)
-    remote = f"{bundles_dir(package)}/{name}"
-    staging = f"{remote}.partial"
     folders = sorted({f"{staging}/{rel}".rsplit("/", 1)[0] for _, rel in files})
     try:
         adb.shell(f"rm -rf {quote(staging)} && mkdir -p {' '.join(map(quote, folders))}", timeout_s=30)

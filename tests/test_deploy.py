@@ -94,6 +94,44 @@ def test_a_device_lost_mid_push_leaves_no_bundle_in_place(fake, digits_bundle, m
     assert not _remote(fake, "digits").exists()
 
 
+def _crafted(digits_bundle: Path, folder: Path, path: str) -> Path:
+    """A copy of the bundle whose manifest lists ``evil.tflite`` under ``path`` (its sha256 matching)."""
+    shutil.copytree(digits_bundle, folder)
+    (folder / "evil.tflite").write_bytes(b"evil")
+    data = json.loads((folder / MANIFEST_NAME).read_text())
+    data["files"].append({**data["files"][0], "path": path, "sha256": sha256_of(folder / "evil.tflite"), "bytes": 4})
+    (folder / MANIFEST_NAME).write_text(json.dumps(data))
+    return folder
+
+
+def test_a_manifest_path_cannot_put_files_outside_the_bundle_on_the_device(fake, digits_bundle, tmp_path):
+    crafted = _crafted(digits_bundle, tmp_path / "crafted", "sub/../../../../evil.tflite")
+    (crafted / "a/b/c/d").mkdir(parents=True)
+    (crafted / "sub").symlink_to("a/b/c/d")  # locally the path resolves inside the bundle, on the device not
+    with pytest.raises(ConfigError, match="not a relative path inside the bundle"):
+        deploy_bundle(crafted, name="crafted")
+    for path in ("/abs/evil.tflite", "..\\evil.tflite"):
+        with pytest.raises(ConfigError, match="not a relative path inside the bundle"):
+            deploy_bundle(_crafted(digits_bundle, tmp_path / f"c{len(path)}", path))
+    assert not fake.exists() or not list(fake.rglob("evil*"))
+
+
+def test_deploy_pushes_nothing_from_outside_the_bundle(fake, digits_bundle, tmp_path):
+    linked = tmp_path / "linked"
+    shutil.copytree(digits_bundle, linked)
+    secret = tmp_path / "secret.tflite"
+    (linked / "model.tflite").rename(secret)
+    (linked / "model.tflite").symlink_to(secret)
+    with pytest.raises(ConfigError, match="outside that folder"):
+        deploy_bundle(linked, name="linked")
+    with pytest.raises(ConfigError, match="not an Android package name"):
+        deploy_bundle(digits_bundle, package="dev.edgecomp.demo/../../../..")
+    for name in ("..", ".", "a/b"):
+        with pytest.raises(ConfigError, match="not a plain folder name"):
+            deploy_bundle(digits_bundle, name=name)
+    assert not fake.exists() or not _remote(fake, "linked").exists()
+
+
 def test_no_bundle_and_not_a_bundle_are_config_errors(fake, tmp_path, capsys):
     assert main(["deploy", "--device"]) == 2
     assert "no bundle given" in capsys.readouterr().err

@@ -174,6 +174,90 @@ def test_cli_reports_a_missing_userland(tmp_path, capsys, monkeypatch):
     assert "no ARM64 userland" in err and ul.SETUP_COMMAND in err
 
 
+def test_verify_opens_only_files_inside_the_bundle(tmp_path):
+    from edgecomp.verify.arm64 import verify_bundle
+
+    outside = tmp_path / "outside.onnx"
+    outside.write_bytes(b"not really onnx")  # the same bytes, so the sha256 in the manifest matches
+    linked = _fake_bundle(tmp_path / "b1")
+    (linked / "model.onnx").unlink()
+    (linked / "model.onnx").symlink_to(outside)
+    with pytest.raises(ConfigError, match="outside that folder"):
+        verify_bundle(linked)
+    samples = _fake_bundle(tmp_path / "b2")
+    (samples / SAMPLES_NAME).rename(tmp_path / SAMPLES_NAME)
+    (samples / SAMPLES_NAME).symlink_to(tmp_path / SAMPLES_NAME)
+    with pytest.raises(ConfigError, match="outside that folder"):
+        verify_bundle(samples)
+
+
+def test_cli_refuses_a_folder_as_the_report_file_before_running(tmp_path, capsys, monkeypatch):
+    from edgecomp.cli import main
+    from edgecomp.verify import arm64
+
+    monkeypatch.setattr(arm64, "verify_bundle", lambda *a, **k: pytest.fail("the check started"))
+    assert main(["verify", str(_fake_bundle(tmp_path / "b")), "--out", str(tmp_path)]) == 2
+    assert f"error: --out {tmp_path} is a folder" in capsys.readouterr().err
+
+
+def _project(folder: Path) -> dict[str, bytes]:
+    (folder / "src").mkdir(parents=True)
+    (folder / "src" / "main.c").write_bytes(b"int main() {}")
+    (folder / "README").write_bytes(b"my project")
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _fake_assemble(stage: Path, qemu: Path) -> dict:
+    (stage / "sysroot").mkdir()
+    return {"layout": ul.LAYOUT_VERSION, "python": "3.11"}
+
+
+def test_setup_refuses_a_root_that_is_not_a_userland_before_any_work(tmp_path, monkeypatch, capsys):
+    from edgecomp.cli import main
+
+    root = tmp_path / "project"
+    before = _project(root)
+    monkeypatch.setattr(ul, "ensure_qemu", lambda: pytest.fail("the setup started"))
+    assert main(["verify", "--setup-arm64", "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: --root {root} is a folder that edgecomp did not write (no {ul.MARKER}" in err
+    assert "--force" in err
+    assert {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]
+
+
+def test_setup_with_force_replaces_the_folder_whole(tmp_path, monkeypatch):
+    root = tmp_path / "project"
+    _project(root)
+    monkeypatch.setattr(ul, "ensure_qemu", lambda: Path("/bin/true"))
+    monkeypatch.setattr(ul, "_assemble", _fake_assemble)
+    info = ul.setup_userland(root, force=True)
+    assert not info["skipped"] and sorted(p.name for p in root.iterdir()) == ["sysroot", ul.MARKER]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]  # no staging or old copy left
+    ul.setup_userland(root, force=True)  # a userland (it has the marker) is replaced without question
+    assert json.loads((root / ul.MARKER).read_text())["layout"] == ul.LAYOUT_VERSION
+
+
+def test_wheel_members_cannot_leave_the_site_folder(tmp_path):
+    import zipfile
+
+    site = tmp_path / "stage" / "site"
+    good = tmp_path / "good.whl"
+    with zipfile.ZipFile(good, "w") as z:
+        z.writestr("numpy/__init__.py", "x = 1")
+    ul.unpack_wheel(good, site)
+    assert (site / "numpy" / "__init__.py").read_text() == "x = 1"
+    for name in ("../evil.py", "numpy/../../../evil.py", "/tmp/evil.py"):
+        bad = tmp_path / "bad.whl"
+        with zipfile.ZipFile(bad, "w") as z:
+            z.writestr("numpy/core.py", "y = 2")
+            z.writestr(name, "import os")
+        with pytest.raises(ul.EmulationError, match="outside that folder"):
+            ul.unpack_wheel(bad, site)
+    assert sorted(p.name for p in tmp_path.rglob("*evil*")) == []
+    assert not (site / "numpy" / "core.py").exists()  # nothing of a bad wheel is unpacked
+
+
 # --------------------------------------------------------------------------------------------- slow
 
 

@@ -64,6 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: the built-in digits CNN)")
     p.add_argument("--target", default="android-arm64", help="deployment target (see `edgecomp targets`)")
     p.add_argument("--out", help="bundle folder (default build/<model>-<target>)")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out even if it is a folder edgecomp did not write (its files are deleted)")
     p.add_argument("--recipe", help='compression stages, e.g. "prune.filter(ratio=0.5) -> quantize.int8"')
     p.add_argument("--input-shape", type=_shape, help="input shape N,C,H,W when the model does not say")
     p.add_argument("--weights", help="state_dict for a factory model (loaded with weights_only=True)")
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         hardware=args.hardware, formats=args.formats.split(",") if args.formats else None,
         threads=args.threads, runs=args.runs, seed=args.seed, skip_failed_formats=args.skip_failed_formats,
         allow_parity_failure=args.allow_parity_failure, search_time_s=args.search_time,
-        max_finetune_epochs=args.max_finetune_epochs, reuse_plans=not args.fresh_search,
+        max_finetune_epochs=args.max_finetune_epochs, reuse_plans=not args.fresh_search, force=args.force,
         budgets=Budgets(size_mb=args.max_size, latency_ms=args.max_latency,
                         accuracy_drop_pct=args.max_accuracy_drop),
     )

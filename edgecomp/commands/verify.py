@@ -27,9 +27,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="also write the report as JSON to this file (not into the bundle)")
     parser.add_argument("--setup-arm64", action="store_true",
                         help="set up the ARM64 userland (qemu-user-static, Debian arm64 Python, aarch64 wheels)")
-    parser.add_argument("--force", action="store_true", help="with --setup-arm64: rebuild even if present")
+    parser.add_argument("--force", action="store_true",
+                        help="with --setup-arm64: rebuild even if present, and replace a --root folder that is "
+                             "not a userland (its files are deleted)")
     parser.add_argument("--root", type=Path, default=None,
                         help="userland folder (default: $EDGECOMP_ARM64_ROOT or the user cache edgecomp/arm64)")
+
+
+def _write_report(path: Path, text: str) -> None:
+    """Write the JSON report to ``path``; a failed write is a clear error."""
+    from edgecomp.fsutil import write_error
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        raise write_error(exc, path.parent) from exc
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,11 +64,12 @@ def run(args: argparse.Namespace) -> int:
     if args.bundle is None:
         raise ConfigError("no bundle given", "usage: edgecomp verify BUNDLE --arch arm64 "
                           "(or `edgecomp verify --setup-arm64` to prepare the emulator)")
+    if args.out is not None and args.out.is_dir():  # say so now, not after minutes of emulation
+        raise ConfigError(f"--out {args.out} is a folder", "pass a file name for the report, e.g. --out verify.json")
     report = verify_bundle(args.bundle, arch=args.arch, root=args.root, cpu=args.cpu,
                            max_samples=args.samples, timeout=args.timeout)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report.model_dump_json(indent=2) + "\n")
+        _write_report(args.out, report.model_dump_json(indent=2) + "\n")
     print(report.model_dump_json(indent=2) if args.json else format_table(report))
     require_passed(report)
     return 0

@@ -23,6 +23,7 @@ from edgecomp.errors import ConfigError, did_you_mean
 
 SCHEMA_VERSION = 1
 KINDS = ("targets", "profiles")
+PLAIN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # a file name: no '/', no leading '.' (so never '..')
 Format = Literal["onnx", "tflite", "coreml"]
 DType = Literal["fp32", "fp16", "int8", "binary"]
 
@@ -47,7 +48,7 @@ class Target(Frozen):
     """A deployment target: runtime, formats, dtypes, default hardware, budgets, allowed methods."""
 
     schema_version: Literal[1] = Field(description="Version of this schema.")
-    name: str = Field(description="Target name, as given to --target.")
+    name: str = Field(pattern=PLAIN_NAME, description="Target name, as given to --target: letters, digits, ._-")
     description: str = Field(description="One line shown by `edgecomp targets`.")
     runtime: Literal["litert", "onnxruntime", "coreml"] = Field(description="Runtime that will run the model.")
     formats: list[Format] = Field(min_length=1, description="Formats exported, in order of preference.")
@@ -71,7 +72,7 @@ class HardwareProfile(Frozen):
     """What a piece of silicon does: cores, peak rates, bandwidth, per-op efficiency, calibration."""
 
     schema_version: Literal[1] = Field(description="Version of this schema.")
-    name: str = Field(description="Profile name, as given to --hardware.")
+    name: str = Field(pattern=PLAIN_NAME, description="Profile name, as given to --hardware: letters, digits, ._-")
     description: str = Field(description="One line describing the silicon.")
     arch: Literal["arm64", "x86_64"] = Field(description="Instruction set.")
     cores: CoreSpec = Field(description="The cores a model runs on.")

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from edgecomp.bundle import SAMPLES_NAME, FileEntry, read_manifest, sha256_of
 from edgecomp.errors import ConfigError, ParityError
+from edgecomp.fsutil import contained
 from edgecomp.verify.compare import ATOL, MIN_COSINE, MIN_TOP1, RTOL, OutputParity, compare_output
 from edgecomp.verify.userland import DEFAULT_CPU, EmulationError, check_cpu, load_userland
 
@@ -73,7 +74,7 @@ def _bundle_inputs(bundle: Path, max_samples: int | None) -> tuple[list[FileEntr
     if not bundle.is_dir():
         raise ConfigError(f"bundle folder {bundle} does not exist", "pass a folder written by `edgecomp build`")
     manifest = read_manifest(bundle)
-    samples = bundle / SAMPLES_NAME
+    samples = contained(bundle, SAMPLES_NAME)
     if not samples.is_file():
         raise ConfigError(f"no {SAMPLES_NAME} in {bundle}: nothing to run the models on",
                           "rebuild the bundle with `edgecomp build`, which writes the evaluation inputs")
@@ -94,7 +95,7 @@ def _bundle_inputs(bundle: Path, max_samples: int | None) -> tuple[list[FileEntr
         if entry.format not in FORMATS:
             skipped.append(entry.path)
             continue
-        path = bundle / entry.path
+        path = contained(bundle, entry.path)
         if not path.is_file():
             raise ConfigError(f"{entry.path} is listed in edgecomp.json but missing from {bundle}",
                               "rebuild the bundle; do not move files out of it")
@@ -111,7 +112,7 @@ def _bundle_inputs(bundle: Path, max_samples: int | None) -> tuple[list[FileEntr
 def _request(folder: Path, name: str, files: list[FileEntry], bundle: Path, site: Path | None) -> Path:
     req = {"site": str(site) if site else None, "inputs": str(folder / "x.npy"), "threads": 1,
            "out": str(folder / f"{name}.npz"), "meta": str(folder / f"{name}.json"),
-           "models": [{"path": str((bundle / f.path).resolve()), "format": f.format} for f in files]}
+           "models": [{"path": str(contained(bundle, f.path)), "format": f.format} for f in files]}
     path = folder / f"{name}-request.json"
     path.write_text(json.dumps(req))
     return path

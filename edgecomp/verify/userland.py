@@ -22,13 +22,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgecomp.errors import DeviceError, did_you_mean
+from edgecomp.errors import DeviceError, EdgecompError, did_you_mean
+from edgecomp.fsutil import check_destination, contained, replace_folder
 
 logger = logging.getLogger(__name__)
 
@@ -265,11 +265,13 @@ def _pip_download(names: list[str], dest: Path, python: str) -> None:
 def setup_userland(root: Path | None = None, force: bool = False) -> dict:
     """Build the ARM64 userland at ``root`` unless one is there; return its marker record.
 
-    Repeatable: an existing userland with the current layout is kept (``force`` rebuilds it). The new
-    userland is assembled in a staging folder and moved into place only when it runs Python, so a failed
-    setup leaves nothing half-made behind.
+    Repeatable: an existing userland with the current layout is kept (``force`` rebuilds it). A non-empty
+    ``root`` without the marker ``userland.json`` is someone else's folder and is refused before any download
+    unless ``force``. The new userland is assembled in a staging folder and moved into place only when it runs
+    Python (:func:`edgecomp.fsutil.replace_folder`), so a failed setup leaves nothing half-made behind.
     """
     root = Path(root) if root else default_root()
+    check_destination(root, MARKER, force, "--root")  # before any download: never replace someone's folder
     start = time.perf_counter()
     qemu = ensure_qemu()
     if (root / MARKER).is_file() and not force:
@@ -279,23 +281,24 @@ def setup_userland(root: Path | None = None, force: bool = False) -> dict:
             return {**land.info, "skipped": True}
         except EmulationError as exc:
             logger.info("rebuilding the ARM64 userland: %s", exc.message)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+    with replace_folder(root, MARKER, force, "--root") as stage:
         info = _assemble(stage, qemu)
         info["setup_seconds"] = round(time.perf_counter() - start, 1)
         (stage / MARKER).write_text(json.dumps(info, indent=2) + "\n")
-        old = root.with_name(f".{root.name}.old")
-        if root.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            root.rename(old)
-        stage.rename(root)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     logger.info("ARM64 userland ready at %s in %.0f s", root, info["setup_seconds"])
     return {**info, "skipped": False}
+
+
+def unpack_wheel(wheel: Path, dest: Path) -> None:
+    """Unzip ``wheel`` into ``dest``; a member that would land outside ``dest`` is an error."""
+    with zipfile.ZipFile(wheel) as zf:
+        for member in zf.namelist():
+            try:
+                contained(dest, member, "member")
+            except EdgecompError as exc:
+                raise EmulationError(f"{wheel.name}: {exc.message}",
+                                     "the download is corrupt or malicious: delete it and run the setup again") from exc
+        zf.extractall(dest)  # which also strips any leading '/' and '..' from member names
 
 
 def _assemble(stage: Path, qemu: Path) -> dict:
@@ -327,8 +330,7 @@ def _assemble(stage: Path, qemu: Path) -> dict:
     site = stage / "site"
     wheel_files = sorted((stage / "wheels").glob("*.whl"))
     for whl in wheel_files:
-        with zipfile.ZipFile(whl) as zf:
-            zf.extractall(site)
+        unpack_wheel(whl, site)
     land = Userland(root=stage, qemu=qemu, python=sysroot / "usr" / "bin" / f"python{py}", info={})
     probe = ("import sys, json, platform; sys.path.insert(0, sys.argv[1]); import numpy, onnxruntime; "
              "import ai_edge_litert.interpreter; from importlib.metadata import version as v; "
