@@ -80,7 +80,12 @@ def _setup_logging(debug: bool, log_file: str | None) -> None:
         console.addFilter(ConsoleFilter())
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         os.environ.setdefault("GLOG_minloglevel", "2")
-    handlers: list[logging.Handler] = [console]
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "edgecomp_cli", False)]:  # from an earlier main()
+        root.removeHandler(old)
+        old.close()
+    # as logging.basicConfig does, leave an embedding application's (or pytest's) handlers alone
+    handlers: list[logging.Handler] = [] if root.handlers else [console]
     if log_file:
         try:
             file = logging.FileHandler(log_file, mode="w", encoding="utf-8")
@@ -90,8 +95,11 @@ def _setup_logging(debug: bool, log_file: str | None) -> None:
             raise SystemExit(2) from None
         file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handlers.append(file)
-    logging.basicConfig(level=logging.DEBUG if debug or log_file else logging.INFO, handlers=handlers,
-                        force=True)
+    for handler in handlers:
+        handler.edgecomp_cli = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    if handlers:
+        root.setLevel(logging.DEBUG if debug or log_file else logging.INFO)
     logging.captureWarnings(True)
 
 

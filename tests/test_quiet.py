@@ -88,7 +88,6 @@ def _cli(tmp_path: Path, *extra: str) -> str:
     return text
 
 
-@pytest.mark.slow
 def test_default_build_console_has_no_third_party_chatter(tmp_path):
     text = _cli(tmp_path)
     assert "[export 1/2] tflite" in text and "bundle:" in text and "tflite: parity passed" in text
@@ -96,7 +95,6 @@ def test_default_build_console_has_no_third_party_chatter(tmp_path):
     assert leaked == []
 
 
-@pytest.mark.slow
 def test_debug_build_shows_the_chatter_and_log_file_keeps_it(tmp_path):
     log = tmp_path / "debug.log"
     text = _cli(tmp_path, "--debug", "--log-file", str(log))
