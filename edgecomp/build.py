@@ -6,11 +6,8 @@ bundle is staged and moved into place only when every check passed, so a failed 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +41,7 @@ from edgecomp.finetune import accuracy, predict
 from edgecomp.model import LoadedModel, count_macs, count_params, float_network, load_model
 from edgecomp.plan.targets import Budgets, Target, load_profile, load_target
 from edgecomp.profile.host import Latency, measure_host
+from edgecomp.quiet import captured_output
 from edgecomp.report import ArtifactRecord, BuildReport, ModelRecord, render_html
 
 logger = logging.getLogger(__name__)
@@ -104,12 +102,16 @@ def _steps(recipe: str | list[RecipeStep] | None) -> list[RecipeStep]:
 
 def _export_one(fmt: str, model, ctx: BuildContext, folder: Path, calibration) -> tuple[ExportedArtifact, float]:
     start = time.monotonic()
-    chatter = io.StringIO()  # converters print progress to stdout; keep it for --debug only
-    with contextlib.redirect_stdout(chatter if not logger.isEnabledFor(logging.DEBUG) else sys.stdout):
-        artifact = EXPORTERS[fmt](model, ctx.spec, ctx.export, folder / FILENAMES[fmt], calibration)
+    artifact = EXPORTERS[fmt](model, ctx.spec, ctx.export, folder / FILENAMES[fmt], calibration)  # quiet itself
     seconds = time.monotonic() - start
     logger.info("  %s: exported in %.1f s, %.4f MB", fmt, seconds, size_of(artifact.path) / 1e6)
     return artifact, seconds
+
+
+def _quietly(fn):
+    """``fn()`` with third-party output (quantizers, converters) captured to the debug log (``edgecomp.quiet``)."""
+    with captured_output("plan"):
+        return fn()
 
 
 def resolve_budgets(target: Target, overrides: Budgets | None) -> Budgets:
@@ -161,7 +163,8 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
     dest = Path(opts.out) if opts.out else Path("build") / f"{spec.name}-{tgt.name}"
     check_bundle_destination(dest, opts.force)  # before any work: never replace someone's folder
     if opts.recipe is not None:
-        final, stage_records, export_opts = apply_recipe(loaded.module, steps, ctx)
+        with captured_output("compress"):  # quantizers print notices and warnings at import and run time
+            final, stage_records, export_opts = apply_recipe(loaded.module, steps, ctx)
         base.recipe, base.stages = [s.describe() for s in steps], stage_records
         return _write_bundle(base, loaded, final, dataclasses.replace(ctx, export=export_opts), formats, opts, dest)
 
@@ -172,9 +175,9 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
                       max_finetune_epochs=opts.max_finetune_epochs,
                       cache_dir=cache_dir() / "plans" if opts.reuse_plans else None)
     start = time.monotonic()
-    planner.search()
+    _quietly(planner.search)
     search_seconds = round(time.monotonic() - start, 1)
-    while (choice := planner.next_choice()) is not None:
+    while (choice := _quietly(planner.next_choice)) is not None:
         candidate, chosen_steps, evaluated = choice
         logger.info("[plan] chosen: %s", candidate.label)
         report = base.model_copy(deep=True)

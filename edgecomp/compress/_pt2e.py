@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from edgecomp.compress import _calibration as cal
+from edgecomp.quiet import captured_output, quiet
 
 logger = logging.getLogger(__name__)
 _MAX_SAMPLES = 1 << 21
@@ -112,6 +113,7 @@ class QuantSettings:
     dynamic: bool = False
 
 
+@quiet("int8 quantizer")  # importing litert_torch and torchao prints notices
 def make_quantizer(s: QuantSettings):
     """An ``EdgeQuantizer`` with int8 weights (per-channel or per-tensor) and calibrated activations."""
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
@@ -136,9 +138,10 @@ def make_quantizer(s: QuantSettings):
             """Stock annotation, then every still-unannotated tensor-tensor add/mul and activation
             (hard-swish, hard-sigmoid, sigmoid, tanh) gets int8 inputs and output, so that no float
             island (DEQUANTIZE -> float op -> QUANTIZE) is left between integer ops."""
-            if self.global_config is None or not self.global_config.input_activation:
-                return super().annotate(model)
-            model = self._annotate_for_static_quantization_config(model)
+            with captured_output("int8 annotate"):  # prints "Relu partition has more than one output node"
+                if self.global_config is None or not self.global_config.input_activation:
+                    return super().annotate(model)
+                model = self._annotate_for_static_quantization_config(model)
             in_spec, out_spec = (get_input_act_qspec(self.global_config),
                                  get_output_act_qspec(self.global_config))
             targets = {torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor, torch.ops.aten.mul.Tensor}
@@ -258,6 +261,7 @@ def _replace_modules(model: nn.Module, types, make: type[nn.Module]) -> int:
     return len(found)
 
 
+@quiet("torch.export")
 def export_graph(model: nn.Module, example_shape: list[int]) -> torch.fx.GraphModule:
     """torch.export (in the model's current train/eval mode) with a dynamic batch, as a GraphModule.
 
@@ -333,6 +337,7 @@ def _set_attr(module: nn.Module, dotted: str, value: torch.Tensor) -> None:
     setattr(module, last, nn.Parameter(value, requires_grad=False) if isinstance(old, nn.Parameter) else value)
 
 
+@quiet("int8 fold weights")
 def fold_weights(graph_module: torch.fx.GraphModule) -> None:
     """Fold the quantize ops on constant weights into int8 tensors (what ``convert_pt2e`` does by default)."""
     from torchao.quantization.pt2e.constant_fold import constant_fold
@@ -341,6 +346,7 @@ def fold_weights(graph_module: torch.fx.GraphModule) -> None:
     constant_fold(graph_module, _quant_node_constraint)
 
 
+@quiet("int8 fold batchnorm")
 def fold_batchnorm(graph_module: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """Fold eval-mode BatchNorm into the preceding convolutions of an exported graph (in place)."""
     from torchao.quantization.pt2e.utils import _fuse_conv_bn_

@@ -18,12 +18,14 @@ from edgecomp.compress.base import ExportOptions
 from edgecomp.errors import ExportError
 from edgecomp.export.common import ExportedArtifact, layout_of, unsupported_op_error
 from edgecomp.export.coreml_palettize import palettize
+from edgecomp.quiet import quiet
 from edgecomp.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 MACOS_NOTE = "CoreML prediction needs macOS; on this machine the model was converted and its spec validated only"
 
 
+@quiet("coreml export")
 def export_coreml(model: nn.Module, spec: ModelSpec, options: ExportOptions, path: Path,
                   calibration=None) -> ExportedArtifact:
     """Write ``model`` as an ML program .mlpackage and validate its spec by loading it back.

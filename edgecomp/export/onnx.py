@@ -12,12 +12,14 @@ from edgecomp.bundle import TensorInfo
 from edgecomp.compress.base import ExportOptions
 from edgecomp.errors import ExportError
 from edgecomp.export.common import ExportedArtifact, layout_of, unsupported_op_error
+from edgecomp.quiet import quiet
 from edgecomp.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 OPSET = 18
 
 
+@quiet("onnx export")
 def export_onnx(model: nn.Module, spec: ModelSpec, options: ExportOptions, path: Path,
                 calibration=None) -> ExportedArtifact:
     """Write ``model`` as ONNX (opset 18) to ``path`` and run onnx.checker's full check on it.

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecomp.errors import ExportError
+from edgecomp.quiet import captured_output
 
 
 class TFLiteRunner:
@@ -73,7 +74,11 @@ def make_runner(fmt: str, path: str | Path, threads: int = 2):
 
 def run_artifact(fmt: str, path: str | Path, x: np.ndarray, input_shape: list[int], threads: int = 2) -> np.ndarray:
     """Outputs for every row of ``x`` (fed in chunks of the model's batch size), concatenated."""
-    runner = make_runner(fmt, path, threads)
+    with captured_output(f"{fmt} run"):  # the runtimes log INFO lines (XNNPACK delegate) to fd 2
+        return _run_all(make_runner(fmt, path, threads), x, input_shape)
+
+
+def _run_all(runner, x: np.ndarray, input_shape: list[int]) -> np.ndarray:
     batch = input_shape[0]
     outs = []
     for i in range(0, len(x), batch):

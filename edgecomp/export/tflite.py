@@ -14,11 +14,13 @@ from edgecomp.compress.base import ExportOptions
 from edgecomp.errors import ExportError
 from edgecomp.export.common import ExportedArtifact, layout_of, unsupported_op_error
 from edgecomp.export.tflite_inspect import inspect_tflite
+from edgecomp.quiet import quiet
 from edgecomp.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
 
+@quiet("tflite export")
 def export_tflite(model: nn.Module, spec: ModelSpec, options: ExportOptions, path: Path,
                   calibration: np.ndarray | None = None) -> ExportedArtifact:
     """Write ``model`` as a .tflite flatbuffer in ``options.dtype``: fp32, fp16 weights, or int8.

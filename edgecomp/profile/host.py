@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from edgecomp.errors import EdgecompError
+from edgecomp.quiet import THIRDPARTY
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +66,12 @@ def measure_host(fmt: str, path: str | Path, threads: int = 2, runs: int = 50, w
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False, cwd=cwd)
     except subprocess.TimeoutExpired as exc:
         raise EdgecompError(f"host profiling of {path} took over {timeout_s:.0f} s", "use fewer --runs") from exc
+    chatter = proc.stderr.strip().splitlines()  # the runtime's INFO lines (XNNPACK delegate): debug log only
+    for line in chatter:
+        THIRDPARTY.debug("[%s host profiling] %s", fmt, line)
     if proc.returncode != 0:
-        raise EdgecompError(f"host profiling of {path} failed: {proc.stderr.strip()[-500:]}",
-                            "check that the file runs with its runtime")
+        raise EdgecompError(f"host profiling of {path} failed: {' / '.join(chatter[-5:])[-500:]}",
+                            "check that the file runs with its runtime (--debug shows its full output)")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     times = np.asarray(result["times_ms"])
     return Latency(
