@@ -21,7 +21,7 @@ from pathlib import Path
 from edgecomp.errors import ModelLoadError
 
 GIB = 1 << 30
-MEMORY_BASE = 3 * GIB
+MEMORY_BASE = 2 * GIB
 MEMORY_PER_BYTE = 4
 TIMEOUT_S = 300
 _RESULT = "EDGECOMP-TRIAL-LOAD:"

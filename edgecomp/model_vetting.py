@@ -51,11 +51,14 @@ _PYTHON_TARGETS = re.compile(
 )
 _IO_WORD = re.compile(r"(^|_)(save|load|file|print)(_|$)")
 _PATH_ARG = re.compile(r"file|path|dir", re.IGNORECASE)
-# A symbolic-shape expression: numbers, size symbols, torch's sympy functions, arithmetic. Nothing else
-# (no attribute access, quotes, brackets or keywords) can reach sympy's eval.
-_SYM_EXPR = re.compile(r"[A-Za-z0-9_ +\-*/%(),.<>=!&|~]*")
-_SYM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SYM_NAMES_OK = re.compile(r"[suqzcfd]\d+|[A-Z][A-Za-z]*|True|False|oo|zoo|nan")
+# Symbolic-shape expressions (sympy's srepr) may only use these, size symbols (s0, u1, ...) and numbers.
+_SYMPY_ARITHMETIC = ("Symbol", "Integer", "Rational", "Float", "Add", "Mul", "Pow", "Max", "Min", "Abs",
+                     "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "StrictLessThan", "StrictGreaterThan", "LessThan",
+                     "GreaterThan", "Equality", "Unequality", "And", "Or", "Not", "floor", "ceiling",
+                     "oo", "zoo", "nan", "true", "false", "True", "False")
+_SYM_NAMES_OK = re.compile(r"[a-z]\d+")
+_SYM_NODES = (ast.Expression, ast.keyword, ast.Load, ast.Tuple, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp,
+              ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
 UNPACKED_RATIO_LIMIT = 16
 UNPACKED_SLACK = 16 << 20
 _PICKLE_HINT = ("re-export it from plain tensors with torch.export.save(torch.export.export(model, args)), "
@@ -162,13 +165,46 @@ def _pt2_target_refusal(target: str) -> tuple[str, str] | None:
     return (op, why) if why else None
 
 
+@functools.cache
+def _sympy_names() -> frozenset[str]:
+    """Names a symbolic-size expression may call: sympy's arithmetic and torch's own sympy functions."""
+    import sympy
+    import torch.utils._sympy.functions as torch_sympy
+
+    torch_functions = {name for name, value in vars(torch_sympy).items()
+                       if isinstance(value, type) and issubclass(value, sympy.Basic)}
+    return frozenset(torch_functions | set(_SYMPY_ARITHMETIC))
+
+
+def _expr_is_arithmetic(text: str) -> bool:
+    """Whether ``text`` (what torch passes to ``sympy.sympify``, i.e. ``eval``) is only sympy arithmetic:
+    calls of known sympy classes on numbers and size symbols, no attributes, no other strings."""
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            if not (isinstance(node.func, ast.Name) and node.func.id in _sympy_names()):
+                return False
+            if any(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.args) and not (
+                    node.func.id == "Symbol" and len(node.args) == 1
+                    and _SYM_NAMES_OK.fullmatch(str(node.args[0].value))):
+                return False
+        elif isinstance(node, ast.Name):
+            if node.id not in _sympy_names() and not _SYM_NAMES_OK.fullmatch(node.id):
+                return False
+        elif isinstance(node, ast.Constant):
+            if not isinstance(node.value, (int, float, bool, str)):
+                return False
+        elif not isinstance(node, _SYM_NODES):
+            return False
+    return True
+
+
 def _check_sym_exprs(path: Path, program_json: Any) -> None:
     for key, value in _walk(program_json):
-        if key != "expr_str":
-            continue
-        names = _SYM_NAME.findall(str(value))
-        if (not _SYM_EXPR.fullmatch(str(value)) or re.search(r"\.\s*[A-Za-z_]", str(value))
-                or not all(_SYM_NAMES_OK.fullmatch(n) for n in names)):
+        if key == "expr_str" and not _expr_is_arithmetic(str(value)):
             raise ModelLoadError(f"{path} holds a symbolic shape expression that is not plain arithmetic: "
                                  f"{str(value)[:80]!r}", _PICKLE_HINT)
 
