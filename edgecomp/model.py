@@ -138,6 +138,7 @@ def load_model(
         from edgecomp.zoo import load_zoo_model
 
         module, spec, data = load_zoo_model(ref)
+        check_finite(module, ref)
         return LoadedModel(module, spec, data, f"built-in:{ref}")
     if ":" in ref and not Path(ref).exists():
         module = _load_factory(ref, weights)
