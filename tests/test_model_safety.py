@@ -17,7 +17,7 @@ from torch import nn
 from edgecomp.errors import ModelLoadError
 from edgecomp.model import load_model
 from edgecomp.model_files import FixedBatch
-from tests.tiny_models import make
+from tests.tiny_models import MODELS, SHAPES, make
 
 
 class Touch:
@@ -278,3 +278,28 @@ def test_ordinary_models_still_load_and_compute_the_same(tmp_path, kind):
     x = torch.randn(1, 3, 8, 8)
     with torch.no_grad():
         assert torch.allclose(loaded.module(x), model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_tiny_model_passes_the_vetting_in_every_file_kind(tmp_path, name):
+    from edgecomp.model_vetting import check_torchscript_graphs, vet_pt2, vet_torchscript
+
+    model, example = make(name), torch.zeros(SHAPES[name])
+    pt2, scripted, traced = tmp_path / "m.pt2", tmp_path / "s.pt", tmp_path / "t.pt"
+    torch.export.save(torch.export.export(model, (example,)), pt2)
+    torch.jit.save(torch.jit.script(model), scripted)
+    torch.jit.save(torch.jit.trace(model, example), traced)
+    vet_pt2(pt2)
+    for path in (scripted, traced):
+        vet_torchscript(path)
+        check_torchscript_graphs(path, torch.jit.load(str(path)))
+
+
+def test_op_allow_list_refuses_file_and_console_ops_and_foreign_namespaces():
+    from edgecomp.model_vetting import op_refusal
+
+    assert all(op_refusal(op) is None for op in ("aten::conv2d", "aten::hardswish", "prim::ListConstruct",
+                                                  "quantized::linear"))
+    for op in ("aten::from_file", "aten::save", "prim::Print", "aten::_print"):
+        assert "files or the console" in op_refusal(op)
+    assert "namespace 'myns'" in op_refusal("myns::anything")
