@@ -212,9 +212,11 @@ def _check_sym_exprs(path: Path, program_json: Any) -> None:
 def _check_payload_config(path: Path, zf: zipfile.ZipFile, member: str, what: str) -> None:
     try:
         config = json.loads(zf.read(member))["config"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ModelLoadError(f"{path}: {member} is not a valid {what} config ({exc})",
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise ModelLoadError(f"{path}: {member} is not a valid {what} config ({exc!r})",
                              "re-save it with torch.export.save") from exc
+    if not isinstance(config, dict) or not all(isinstance(meta, dict) for meta in config.values()):
+        raise ModelLoadError(f"{path}: {member} is not a valid {what} config", "re-save it with torch.export.save")
     for fqn, meta in config.items():
         path_name = str(meta.get("path_name", ""))
         if meta.get("use_pickle") is not False or meta.get("tensor_meta") is None:
@@ -255,8 +257,9 @@ def vet_pt2(path: Path) -> None:
                 raise ModelLoadError(f"{path} lacks {rel}", "re-save it with torch.export.save (torch 2.13)")
         try:
             program_json = json.loads(zf.read(f"{root}/models/model.json"))
-        except ValueError as exc:
-            raise ModelLoadError(f"{path}: its graph is not valid JSON ({exc})", "re-save it") from exc
+        except (ValueError, RecursionError) as exc:
+            raise ModelLoadError(f"{path}: its graph is not valid JSON ({exc.__class__.__name__})",
+                                 "re-save it with torch.export.save") from exc
         _check_sym_exprs(path, program_json)
         for target in sorted(pt2_graph_targets(program_json)):
             refusal = _pt2_target_refusal(target)
@@ -314,7 +317,7 @@ def vet_torchscript(path: Path) -> None:
                 continue
             try:
                 ops = torchscript_ops(zf.read(name).decode("utf-8"))
-            except (SyntaxError, UnicodeDecodeError, ValueError) as exc:
+            except (SyntaxError, UnicodeDecodeError, ValueError, RecursionError) as exc:
                 raise ModelLoadError(f"{path}: its code {name} cannot be read ({exc.__class__.__name__})",
                                      "re-save it with torch.jit.save") from exc
             for op in sorted(ops):
