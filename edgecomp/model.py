@@ -1,9 +1,15 @@
 """Loading user models safely, and measuring them (parameters, MACs).
 
-A model may come from: nothing (the built-in default), a TorchScript file (``torch.jit.load``), a
+A model may come from: nothing (the built-in default), a built-in name, a TorchScript file, a
 ``torch.export`` program (``.pt2``), or a factory ``package.module:factory`` / ``path/to/file.py:factory``
 returning an ``nn.Module``, optionally with a ``--weights`` state_dict loaded with
-``torch.load(weights_only=True)``. Pickled modules are never unpickled.
+``torch.load(weights_only=True)``.
+
+Which of these are code: a factory IS code, which the user chose to run: edgecomp imports it like any
+other Python module and does not sandbox it. TorchScript and ``.pt2`` files are data, which edgecomp vets
+before loading (:mod:`edgecomp.model_vetting`: no pickles, no ops that touch files, no zip bombs), then
+loads and runs once in a capped child process (:mod:`edgecomp.model_sandbox`), and only then loads here.
+Pickled modules and checkpoints are never unpickled. Every model's weights must be finite.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ import importlib.util
 import logging
 import re
 import sys
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +27,9 @@ from torch import nn
 
 from edgecomp.data import Dataset
 from edgecomp.errors import ModelLoadError
+from edgecomp.model_files import load_model_file, model_file_kind
+from edgecomp.model_sandbox import trial_load
+from edgecomp.model_vetting import check_finite
 from edgecomp.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -97,43 +105,18 @@ def _load_factory(ref: str, weights: str | None) -> nn.Module:
     return model
 
 
-def _load_file(path: Path) -> tuple[nn.Module, list[int] | None]:
-    if not path.exists():
-        raise ModelLoadError(f"model file not found: {path}", "check the path, or omit MODEL for the default")
-    if path.is_dir() or not zipfile.is_zipfile(path):
+def _load_file(path: Path, input_shape: list[int] | None) -> tuple[nn.Module, list[int] | None]:
+    """Vet, trial-load in a capped child process, then load a TorchScript or ``.pt2`` file here."""
+    kind = model_file_kind(path)
+    if kind == "torchscript" and not input_shape:
+        _spec(_name_from(str(path)), None, str(path))
+    trial = trial_load(path, input_shape)
+    if "forward_error" in trial:
         raise ModelLoadError(
-            f"{path} is not a TorchScript or torch.export file (not a zip archive)",
-            "save with torch.jit.save(torch.jit.script(model)) or torch.export.save(torch.export.export(...)), "
-            "or pass package.module:factory",
+            f"the model fails on an input of shape {input_shape or trial['shape']}: {trial['forward_error']}",
+            "check --input-shape against what the model expects",
         )
-    with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-    if path.suffix == ".pt2" or any(n.endswith("serialized_exported_program.json") or "/models/" in n
-                                    for n in names):
-        try:
-            program = torch.export.load(str(path))
-        except Exception as exc:
-            raise ModelLoadError(f"cannot read torch.export program {path}: {exc}", "re-save it with "
-                                 "torch.export.save using torch 2.13") from exc
-        shape = None
-        example = getattr(program, "example_inputs", None)
-        if example and example[0]:
-            shape = list(example[0][0].shape)
-        module = program.module()
-        # The unlifted module refuses .eval()/.train(); its graph already fixed those semantics when it
-        # was exported, so the ordinary nn.Module flags are harmless and let the spine treat it alike.
-        del module.train, module.eval
-        return module, shape
-    if any(n.endswith(("constants.pkl", "code/__torch__.py")) or "/code/" in n for n in names):
-        try:
-            return torch.jit.load(str(path), map_location="cpu"), None
-        except Exception as exc:
-            raise ModelLoadError(f"cannot read TorchScript file {path}: {exc}", "re-save it with "
-                                 "torch.jit.save") from exc
-    raise ModelLoadError(
-        f"{path} looks like a pickled checkpoint or state_dict, which edgecomp will not unpickle",
-        "pass the model's factory (package.module:factory or file.py:factory) with --weights FILE",
-    )
+    return load_model_file(path)
 
 
 def load_model(
@@ -155,6 +138,7 @@ def load_model(
         from edgecomp.zoo import load_zoo_model
 
         module, spec, data = load_zoo_model(ref)
+        check_finite(module, ref)
         return LoadedModel(module, spec, data, f"built-in:{ref}")
     if ":" in ref and not Path(ref).exists():
         module = _load_factory(ref, weights)
@@ -162,10 +146,11 @@ def load_model(
     else:
         if weights:
             raise ModelLoadError("--weights applies only to a factory model", "pass package.module:factory")
-        module, shape = _load_file(Path(ref))
+        module, shape = _load_file(Path(ref), input_shape)
         shape = input_shape or shape
     spec = _spec(_name_from(ref), list(shape) if shape else None, ref)
     module.eval()
+    check_finite(module, ref)
     try:
         with torch.no_grad():
             module(torch.zeros(spec.input_shape))
