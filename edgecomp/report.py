@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from edgecomp.export.parity import Parity
 from edgecomp.profile.host import Latency
+from edgecomp.timings import Phase, phase_bars_html
 
 
 class ModelRecord(BaseModel):
@@ -78,6 +79,8 @@ class BuildReport(BaseModel):
     planner: dict[str, Any] | None = Field(None, description="The planner's candidates and decision, if it ran.")
     environment: dict[str, str] = Field(default_factory=dict, description="Versions of the tools used.")
     bundle: str = Field("", description="Folder the bundle was written to.")
+    phases: list[Phase] = Field(default_factory=list, description="Wall time of each phase of the build, in order.")
+    build_seconds: float | None = Field(None, description="Wall time of the whole build up to writing this report.")
 
 
 def _fmt(v: float | None, spec: str = ".3f") -> str:
@@ -164,7 +167,8 @@ def render_html(report: BuildReport, extra_sections: list[str] | None = None) ->
         f"<td>{s.seconds:.1f}</td><td>{esc('; '.join(s.notes))}</td></tr>" for s in report.stages
     )
     m = report.model
-    sections = planner_section(report) + "".join(extra_sections or [])
+    sections = (planner_section(report) + phase_bars_html(report.phases, report.build_seconds)
+                + "".join(extra_sections or []))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>edgecomp: {esc(m.name)} for {esc(report.target)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#eee}}img{{max-width:100%}}</style></head><body>

@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from edgecomp.build import BuildOptions, build
     from edgecomp.plan.targets import Budgets
     from edgecomp.report import console_table, explain_plan
+    from edgecomp.timings import phase_table
 
     if args.threads is not None and args.threads < 1:
         raise ConfigError("--threads must be at least 1", "pass --threads 1 or more")
@@ -112,5 +113,7 @@ def run(args: argparse.Namespace) -> int:
         print(explain_plan(report))
         print()
     print(console_table(report))
+    print()
+    print(phase_table(report.phases, report.build_seconds))
     print(f"\nbundle: {report.bundle}  (report.json, report.html, edgecomp.json)")
     return 0
