@@ -71,6 +71,7 @@ class BuildOptions:
     max_finetune_epochs: int | None = None
     reuse_plans: bool = True
     force: bool = False  # replace an existing folder at ``out`` even if it is not a bundle
+    cache: bool = True  # reuse identical exports (and their parity and host timings) from the artifact cache
     extra: dict = field(default_factory=dict)
 
 
