@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecomp import __version__
+from edgecomp.artifact_cache import ArtifactCache, array_digest, artifact_key, cache_enabled
 from edgecomp.bundle import (
     MANIFEST_NAME,
     SAMPLES_NAME,
@@ -231,10 +232,21 @@ def _write_bundle(report: BuildReport, loaded: LoadedModel, final, ctx: BuildCon
         reference = predict(final, x)
         data = ctx.data
         calibration = data.calibration(seed=opts.seed) if data is not None else x
+    cache = ArtifactCache() if cache_enabled(opts.cache) else None
     with staging(dest, opts.force) as folder:
         files = []
         for i, fmt in enumerate(formats, 1):
             logger.info("[export %d/%d] %s", i, len(formats), fmt)
+            key = None
+            if cache is not None:
+                with timings.phase(f"cache:{fmt}"):
+                    key = _cache_key(fmt, final, ctx, opts, calibration, x, y, report.environment)
+                    hit = cache.restore(key, folder, FILENAMES[fmt])
+                if hit is not None:
+                    logger.info("  %s: cached from %s (identical export)", fmt, hit[0].measured_at)
+                    report.artifacts.append(hit[0])
+                    files.append(hit[1])
+                    continue
             try:
                 with timings.phase(f"export:{fmt}"):
                     artifact, seconds = _export_one(fmt, final, ctx, folder, calibration)
@@ -248,6 +260,9 @@ def _write_bundle(report: BuildReport, loaded: LoadedModel, final, ctx: BuildCon
             report.artifacts.append(record)
             files.append(FileEntry(format=fmt, path=record.path, bytes=record.bytes, sha256=record.sha256,
                                    dtype=artifact.dtype, inputs=artifact.inputs, outputs=artifact.outputs))
+            if key is not None and record.parity is not None and record.parity.status != "failed":
+                with timings.phase(f"cache:{fmt}"):
+                    cache.store(key, artifact.path, record, files[-1])
         if not files:
             raise ExportError("no format could be exported", "see the errors above")
         if ctx.export.settings.get("compressed_form"):  # model.ecz, written by cluster/binarize (compress/ecz.py)
@@ -269,6 +284,17 @@ def _write_bundle(report: BuildReport, loaded: LoadedModel, final, ctx: BuildCon
         (folder / "report.html").write_text(page)
     logger.info("[done] bundle written to %s", dest)
     return report
+
+
+def _cache_key(fmt: str, model, ctx: BuildContext, opts: BuildOptions, calibration, x, y,
+               versions: dict[str, str]) -> str:
+    """The artifact cache key: the model, and everything else its file, parity and timings depend on."""
+    return artifact_key(model, fmt, {
+        "spec": ctx.spec.model_dump(mode="json"), "export": ctx.export.model_dump(mode="json"),
+        "calibration": array_digest(np.asarray(calibration)), "parity_inputs": array_digest(x, y),
+        "profile": ctx.profile.model_dump(mode="json"), "target_threads": ctx.target.threads,
+        "host": {"threads": ctx.threads, "runs": opts.runs, "warmup": opts.warmup}, "versions": versions,
+    })
 
 
 def _check_real_numbers(report: BuildReport, final, ctx: BuildContext, planner, candidate) -> None:
@@ -300,6 +326,7 @@ def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model,
     """The record of an exported artifact: size, parity (+ accuracy), predicted and host latency."""
     record = ArtifactRecord(
         format=artifact.format, path=artifact.path.name, dtype=artifact.dtype, bytes=size_of(artifact.path),
+        measured_at=now_iso(),
         sha256=sha256_of(artifact.path), export_seconds=export_seconds, notes=list(artifact.notes),
         details={"deflate_bytes": deflate_size(artifact.path), **artifact.details},
     )

@@ -60,6 +60,9 @@ class ArtifactRecord(BaseModel):
     predicted_latency: Latency | None = Field(None, description="Latency predicted for the target hardware.")
     details: dict[str, Any] = Field(default_factory=dict, description="Format-specific facts (e.g. byte breakdown).")
     notes: list[str] = Field(default_factory=list, description="Anything the user should know.")
+    measured_at: str | None = Field(None, description="UTC time (ISO 8601) the file was exported and measured.")
+    cached: bool = Field(False, description="Reused from the artifact cache: file, parity and latency are those "
+                                            "measured at measured_at by an identical earlier build.")
 
 
 class BuildReport(BaseModel):
@@ -104,6 +107,8 @@ def console_table(report: BuildReport) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += [f"{a.format}: cached from {a.measured_at} (identical export; --no-cache rebuilds it)"
+              for a in report.artifacts if a.cached]
     return "\n".join(lines)
 
 
@@ -158,7 +163,8 @@ def render_html(report: BuildReport, extra_sections: list[str] | None = None) ->
                  _fmt(p.max_abs_err if p else None, ".2e"), _fmt(p.top1_agreement if p else None, ".1f"),
                  _fmt(a.accuracy, ".2f"), _fmt(lat.p50_ms if lat else None), lat.source if lat else "-"]
         rows.append("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in cells) + "</tr>")
-        notes = a.notes + ([p.note] if p and p.note else [])
+        notes = (([f"cached from {a.measured_at}"] if a.cached else []) + a.notes
+                 + ([p.note] if p and p.note else []))
         if notes:
             rows.append(f"<tr><td></td><td colspan='8'><i>{esc('; '.join(notes))}</i></td></tr>")
     stage_rows = "".join(

@@ -42,7 +42,7 @@ def test_build_reports_its_phases_in_json_html_and_console(tmp_path, capsys):
     from edgecomp.cli import main
 
     out = tmp_path / "bundle"
-    assert main(["build", "--recipe", "quantize.fp16", "--formats", "onnx", "--runs", "3",
+    assert main(["build", "--recipe", "quantize.fp16", "--formats", "onnx", "--runs", "3", "--no-cache",
                  "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     names = [p["name"] for p in report["phases"]]

@@ -82,6 +82,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-finetune-epochs", type=int, help="cap on every recovery fine-tune (faster search)")
     p.add_argument("--fresh-search", action="store_true",
                    help="re-evaluate every candidate instead of reusing cached planner results")
+    p.add_argument("--no-cache", action="store_true",
+                   help="export and measure every format again instead of reusing identical earlier exports "
+                        "from the artifact cache (<user cache dir>/edgecomp/artifacts)")
     p.add_argument("--skip-failed-formats", action="store_true", help="build the other formats if one fails")
     p.add_argument("--allow-parity-failure", action="store_true", help="write the bundle even if parity fails")
 
@@ -101,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads, runs=args.runs, seed=args.seed, skip_failed_formats=args.skip_failed_formats,
         allow_parity_failure=args.allow_parity_failure, search_time_s=args.search_time,
         max_finetune_epochs=args.max_finetune_epochs, reuse_plans=not args.fresh_search, force=args.force,
+        cache=not args.no_cache,
         budgets=Budgets(size_mb=args.max_size, latency_ms=args.max_latency,
                         accuracy_drop_pct=args.max_accuracy_drop),
     )
