@@ -63,7 +63,8 @@ class BuildOptions:
     budgets: Budgets | None = None
     formats: list[str] | None = None
     threads: int | None = None
-    runs: int = 50
+    runs: int = 50  # the most host timing runs; fewer once the p50 is known within latency_tolerance
+    latency_tolerance: float = 0.02  # stop timing when the p50's 95 % CI half-width is within this fraction
     warmup: int = 5
     seed: int = 0
     skip_failed_formats: bool = False
@@ -293,7 +294,8 @@ def _cache_key(fmt: str, model, ctx: BuildContext, opts: BuildOptions, calibrati
         "spec": ctx.spec.model_dump(mode="json"), "export": ctx.export.model_dump(mode="json"),
         "calibration": array_digest(np.asarray(calibration)), "parity_inputs": array_digest(x, y),
         "profile": ctx.profile.model_dump(mode="json"), "target_threads": ctx.target.threads,
-        "host": {"threads": ctx.threads, "runs": opts.runs, "warmup": opts.warmup}, "versions": versions,
+        "host": {"threads": ctx.threads, "runs": opts.runs, "warmup": opts.warmup,
+                 "tolerance": opts.latency_tolerance}, "versions": versions,
     })
 
 
@@ -351,10 +353,11 @@ def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model,
         record.predicted_latency = _predict(artifact, model, ctx)
     try:
         with timings.phase(f"profile:{artifact.format}"):
-                record.latency = measure_host(artifact.format, folder / artifact.path.name, ctx.threads, opts.runs,
-                                          opts.warmup)
-        logger.info("  %s: p50 %.3f ms, p90 %.3f ms (%s, %d threads)", artifact.format, record.latency.p50_ms,
-                    record.latency.p90_ms, record.latency.source, ctx.threads)
+                record.latency = lat = measure_host(artifact.format, folder / artifact.path.name, ctx.threads,
+                                                opts.runs, opts.warmup, tolerance=opts.latency_tolerance)
+        logger.info("  %s: p50 %.3f ms +-%.1f %%, p90 %.3f ms (%s, %d threads, %d of at most %d runs)",
+                    artifact.format, lat.p50_ms, lat.ci_halfwidth_pct or 0.0, lat.p90_ms, lat.source, ctx.threads,
+                    lat.runs, opts.runs)
     except EdgecompError as exc:
         record.notes.append(f"host latency not measured: {exc.message}")
     return record

@@ -53,5 +53,49 @@ def test_build_reports_its_phases_in_json_html_and_console(tmp_path, capsys):
     assert all(p["seconds"] >= 0 for p in report["phases"])
     assert 0 < sum(p["seconds"] for p in report["phases"]) <= report["build_seconds"] + 1e-3
     assert "Time by phase" in (out / "report.html").read_text()
+    latency = report["artifacts"][0]["latency"]
+    assert latency["runs"] <= 3 and latency["max_runs"] == 3 and latency["tolerance_pct"] == 2.0
     console = capsys.readouterr().out
     assert "time by phase:" in console and "export:onnx" in console
+
+
+def test_median_ci_uses_order_statistics():
+    from edgecomp.profile.host_worker import converged, median_ci_halfwidth
+
+    assert median_ci_halfwidth([5.0] * 20) == 0.0
+    ten = [float(i) for i in range(1, 11)]  # n=10: the interval spans the 1st to the 10th sample
+    assert median_ci_halfwidth(ten) == 4.5
+    hundred = [float(i) for i in range(1, 101)]  # n=100: the 40th to the 61st sample
+    assert median_ci_halfwidth(hundred) == (61 - 40) / 2
+    assert not converged([1.0] * 9, 0.02, 10) and converged([1.0] * 10, 0.02, 10)
+
+
+def _run_worker(monkeypatch, capsys, deltas_ms, runs: int, tolerance: str | None) -> dict:
+    """host_worker.main with a fake runtime whose every call takes the next of ``deltas_ms`` on a fake clock."""
+    import itertools
+
+    from edgecomp.export import runtime
+    from edgecomp.profile import host_worker
+
+    clock, steps = [0.0], itertools.cycle(deltas_ms)
+
+    class FakeRunner:
+        input = type("Input", (), {"shape": [1, 4]})()
+
+        def __call__(self, x):
+            clock[0] += next(steps) / 1e3
+
+    monkeypatch.setattr(runtime, "make_runner", lambda fmt, path, threads: FakeRunner())
+    monkeypatch.setattr(host_worker.time, "perf_counter", lambda: clock[0])
+    argv = ["onnx", "unused.onnx", "1", str(runs), "2"] + ([tolerance, "10"] if tolerance else [])
+    host_worker.main(argv)
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_host_timing_stops_once_the_p50_is_known_and_runs_to_the_cap_when_noisy(monkeypatch, capsys):
+    steady = _run_worker(monkeypatch, capsys, [1.0, 1.001, 0.999], runs=200, tolerance="0.02")
+    assert len(steady["times_ms"]) == 10  # known within 2 % after the minimum of 10 runs
+    noisy = _run_worker(monkeypatch, capsys, [1.0, 3.0, 0.5, 2.0], runs=60, tolerance="0.02")
+    assert len(noisy["times_ms"]) == 60  # never within 2 %: stopped by the cap
+    fixed = _run_worker(monkeypatch, capsys, [1.0], runs=25, tolerance=None)
+    assert len(fixed["times_ms"]) == 25  # no tolerance: exactly RUNS (edgecomp profile, benchmarks)

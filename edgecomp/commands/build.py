@@ -33,6 +33,17 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _percent(text: str) -> float:
+    """A percentage above 0 and at most 100."""
+    try:
+        value = float(text.strip().rstrip("%"))
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a percentage above 0, e.g. 2")
+    return value
+
+
 def _quantity(unit: str, scale: dict[str, float]):
     def parse(text: str) -> float:
         t = text.strip().lower()
@@ -73,7 +84,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hardware", help="hardware profile for predictions (default: the target's)")
     p.add_argument("--formats", help="comma-separated subset of the target's formats")
     p.add_argument("--threads", type=_at_least_one, help="threads for host runtimes (default 2)")
-    p.add_argument("--runs", type=_at_least_one, default=50, help="timed runs per artifact (default 50)")
+    p.add_argument("--runs", type=_at_least_one, default=50,
+                   help="most timed runs per artifact (default 50); timing stops earlier once the p50's 95%% "
+                        "confidence interval is within --latency-tolerance")
+    p.add_argument("--latency-tolerance", type=_percent, default=2.0, metavar="PCT",
+                   help="stop host timing when the p50 is known within this %% (95%% CI half-width; default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed for everything random (default 0)")
     p.add_argument("--max-size", type=SIZE, help="size budget, e.g. 2MB or 500kB (default: the target's)")
     p.add_argument("--max-latency", type=LATENCY, help="latency budget on the hardware, e.g. 10ms")
@@ -104,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads, runs=args.runs, seed=args.seed, skip_failed_formats=args.skip_failed_formats,
         allow_parity_failure=args.allow_parity_failure, search_time_s=args.search_time,
         max_finetune_epochs=args.max_finetune_epochs, reuse_plans=not args.fresh_search, force=args.force,
-        cache=not args.no_cache,
+        cache=not args.no_cache, latency_tolerance=args.latency_tolerance / 100,
         budgets=Budgets(size_mb=args.max_size, latency_ms=args.max_latency,
                         accuracy_drop_pct=args.max_accuracy_drop),
     )
