@@ -72,6 +72,19 @@ def one_build(model: str | None, flags: list[str], out: Path, cache: Path, runs:
             "cached": [a["format"] for a in report["artifacts"] if a.get("cached")]}
 
 
+def _fixed_weights(folder: Path) -> Path:
+    """A MobileNetV2 state_dict from seed 0 (written once), so both builds load the same weights."""
+    import torch
+
+    from benchmarks.mobilenetv2 import MobileNetV2
+
+    path = folder / "mobilenetv2-seed0.pt"
+    if not path.exists():
+        torch.manual_seed(0)
+        torch.save(MobileNetV2().state_dict(), path)
+    return path
+
+
 def import_seconds(code: str) -> float:
     """Wall time of a fresh interpreter running ``code`` minus that of one running nothing."""
     def run(c: str) -> float:
@@ -112,6 +125,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgecomp-build-time-") as tmp:
         for i, (label, model, flags) in enumerate(CASES[:1] if args.no_mobilenet else CASES):
             cache, out = Path(tmp) / f"cache{i}", Path(tmp) / f"bundle{i}"
+            if model is not None:  # random init differs per process: fix the weights so a rebuild is identical
+                flags = [*flags, "--weights", str(_fixed_weights(Path(tmp)))]
             first = one_build(model, flags, out, cache, args.runs)
             again = one_build(model, flags, out, cache, args.runs)
             print()
