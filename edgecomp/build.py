@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecomp import __version__
+from edgecomp.artifact_cache import ArtifactCache, array_digest, artifact_key, cache_enabled
 from edgecomp.bundle import (
     MANIFEST_NAME,
     SAMPLES_NAME,
@@ -43,6 +44,7 @@ from edgecomp.plan.targets import Budgets, Target, load_profile, load_target
 from edgecomp.profile.host import Latency, measure_host
 from edgecomp.quiet import captured_output
 from edgecomp.report import ArtifactRecord, BuildReport, ModelRecord, render_html
+from edgecomp.timings import Timings
 
 logger = logging.getLogger(__name__)
 MAX_PARITY_SAMPLES = 512
@@ -61,7 +63,8 @@ class BuildOptions:
     budgets: Budgets | None = None
     formats: list[str] | None = None
     threads: int | None = None
-    runs: int = 50
+    runs: int = 50  # the most host timing runs; fewer once the p50 is known within latency_tolerance
+    latency_tolerance: float = 0.02  # stop timing when the p50's 95 % CI half-width is within this fraction
     warmup: int = 5
     seed: int = 0
     skip_failed_formats: bool = False
@@ -70,6 +73,7 @@ class BuildOptions:
     max_finetune_epochs: int | None = None
     reuse_plans: bool = True
     force: bool = False  # replace an existing folder at ``out`` even if it is not a bundle
+    cache: bool = True  # reuse identical exports (and their parity and host timings) from the artifact cache
     extra: dict = field(default_factory=dict)
 
 
@@ -132,6 +136,69 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
     budgets (the target's, overridden by ``options.budgets``) with the least accuracy loss.
     """
     opts = options or BuildOptions()
+    timings = Timings()
+    with timings.phase("load"):
+        loaded, tgt, profile, formats, budgets, steps, src = _load(model, target, opts)
+    spec, data = loaded.spec, loaded.data
+    ctx = BuildContext(spec=spec, target=tgt, profile=profile, data=data, teacher=loaded.module,
+                       seed=opts.seed, threads=opts.threads or 2)
+    base = BuildReport(
+        edgecomp_version=__version__, created=now_iso(), target=tgt.name, hardware=profile.name,
+        budgets=budgets.model_dump(), model=src, environment=_versions(),
+    )
+    dest = Path(opts.out) if opts.out else Path("build") / f"{spec.name}-{tgt.name}"
+    check_bundle_destination(dest, opts.force)  # before any work: never replace someone's folder
+    if opts.recipe is not None:
+        with timings.phase("compress"), captured_output("compress"):  # quantizers print at import and run time
+            final, stage_records, export_opts = apply_recipe(loaded.module, steps, ctx)
+        _split_compress_phase(timings, stage_records)
+        base.recipe, base.stages = [s.describe() for s in steps], stage_records
+        return _write_bundle(base, loaded, final, dataclasses.replace(ctx, export=export_opts), formats, opts, dest,
+                             timings=timings)
+
+    from edgecomp.plan.planner import Planner
+    from edgecomp.zoo import cache_dir
+
+    planner = Planner(loaded.module, ctx, budgets, formats[0], search_time_s=opts.search_time_s,
+                      max_finetune_epochs=opts.max_finetune_epochs,
+                      cache_dir=cache_dir() / "plans" if opts.reuse_plans else None)
+    start = time.monotonic()
+    with timings.phase("plan:search"):
+        _quietly(planner.search)
+    search_seconds = round(time.monotonic() - start, 1)
+    while True:
+        with timings.phase("plan:choose"):
+            choice = _quietly(planner.next_choice)
+        if choice is None:
+            break
+        candidate, chosen_steps, evaluated = choice
+        logger.info("[plan] chosen: %s", candidate.label)
+        report = base.model_copy(deep=True)
+        report.recipe, report.stages = [s.describe() for s in chosen_steps], evaluated.stages
+        report.planner = {"candidates": planner.candidates, "notes": planner.notes,
+                          "search_seconds": search_seconds}
+        try:
+            return _write_bundle(report, loaded, evaluated.model,
+                                 dataclasses.replace(ctx, export=evaluated.export), formats, opts, dest,
+                                 planned=(planner, candidate), timings=timings)
+        except BudgetMissed as miss:
+            logger.warning("  real numbers miss a budget: %s; trying the next candidate", miss.message)
+            planner.reject_chosen(candidate, miss.message)
+    raise planner.infeasible_error()
+
+
+def _split_compress_phase(timings: Timings, stages) -> None:
+    """Replace the one ``compress`` phase by a ``stage:<name>`` phase per stage (+ the rest, if noticeable)."""
+    total = timings.pop("compress")
+    for stage in stages:
+        timings.add(f"stage:{stage.name}", stage.seconds)
+    rest = total - sum(stage.seconds for stage in stages)
+    if rest >= 0.01:
+        timings.add("compress:other", rest)
+
+
+def _load(model: str | None, target: str, opts: BuildOptions):
+    """Target, hardware profile, formats, budgets, recipe steps, the loaded model and its record."""
     tgt: Target = load_target(target)
     profile = load_profile(opts.hardware or tgt.hardware)
     formats = opts.formats or list(tgt.formats)
@@ -147,8 +214,6 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
 
         loaded.data = load_npz(opts.data, opts.seed)
     spec, data = loaded.spec, loaded.data
-    ctx = BuildContext(spec=spec, target=tgt, profile=profile, data=data, teacher=loaded.module,
-                       seed=opts.seed, threads=opts.threads or 2)
     src = ModelRecord(
         name=spec.name, source=loaded.source, params=count_params(loaded.module),
         macs=count_macs(loaded.module, spec.input_shape),
@@ -156,67 +221,49 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
     )
     logger.info("  %s: %d params, %d MACs, accuracy %s", spec.name, src.params, src.macs,
                 "n/a" if src.accuracy is None else f"{src.accuracy:.2f}%")
-    base = BuildReport(
-        edgecomp_version=__version__, created=now_iso(), target=tgt.name, hardware=profile.name,
-        budgets=budgets.model_dump(), model=src, environment=_versions(),
-    )
-    dest = Path(opts.out) if opts.out else Path("build") / f"{spec.name}-{tgt.name}"
-    check_bundle_destination(dest, opts.force)  # before any work: never replace someone's folder
-    if opts.recipe is not None:
-        with captured_output("compress"):  # quantizers print notices and warnings at import and run time
-            final, stage_records, export_opts = apply_recipe(loaded.module, steps, ctx)
-        base.recipe, base.stages = [s.describe() for s in steps], stage_records
-        return _write_bundle(base, loaded, final, dataclasses.replace(ctx, export=export_opts), formats, opts, dest)
-
-    from edgecomp.plan.planner import Planner
-    from edgecomp.zoo import cache_dir
-
-    planner = Planner(loaded.module, ctx, budgets, formats[0], search_time_s=opts.search_time_s,
-                      max_finetune_epochs=opts.max_finetune_epochs,
-                      cache_dir=cache_dir() / "plans" if opts.reuse_plans else None)
-    start = time.monotonic()
-    _quietly(planner.search)
-    search_seconds = round(time.monotonic() - start, 1)
-    while (choice := _quietly(planner.next_choice)) is not None:
-        candidate, chosen_steps, evaluated = choice
-        logger.info("[plan] chosen: %s", candidate.label)
-        report = base.model_copy(deep=True)
-        report.recipe, report.stages = [s.describe() for s in chosen_steps], evaluated.stages
-        report.planner = {"candidates": planner.candidates, "notes": planner.notes,
-                          "search_seconds": search_seconds}
-        try:
-            return _write_bundle(report, loaded, evaluated.model,
-                                 dataclasses.replace(ctx, export=evaluated.export), formats, opts, dest,
-                                 planned=(planner, candidate))
-        except BudgetMissed as miss:
-            logger.warning("  real numbers miss a budget: %s; trying the next candidate", miss.message)
-            planner.reject_chosen(candidate, miss.message)
-    raise planner.infeasible_error()
+    return loaded, tgt, profile, formats, budgets, steps, src
 
 
 def _write_bundle(report: BuildReport, loaded: LoadedModel, final, ctx: BuildContext, formats: list[str],
-                  opts: BuildOptions, dest: Path, planned=None) -> BuildReport:
+                  opts: BuildOptions, dest: Path, planned=None, timings: Timings | None = None) -> BuildReport:
     """Export, check, profile and write the bundle atomically; with ``planned``, check the real numbers."""
-    x, y, report.parity_inputs = _parity_inputs(loaded, opts.seed)
-    reference = predict(final, x)
-    data = ctx.data
-    calibration = data.calibration(seed=opts.seed) if data is not None else x
+    timings = timings or Timings()
+    with timings.phase("parity:reference"):
+        x, y, report.parity_inputs = _parity_inputs(loaded, opts.seed)
+        reference = predict(final, x)
+        data = ctx.data
+        calibration = data.calibration(seed=opts.seed) if data is not None else x
+    cache = ArtifactCache() if cache_enabled(opts.cache) else None
     with staging(dest, opts.force) as folder:
         files = []
         for i, fmt in enumerate(formats, 1):
             logger.info("[export %d/%d] %s", i, len(formats), fmt)
+            key = None
+            if cache is not None:
+                with timings.phase(f"cache:{fmt}"):
+                    key = _cache_key(fmt, final, ctx, opts, calibration, x, y, report.environment)
+                    hit = cache.restore(key, folder, FILENAMES[fmt])
+                if hit is not None:
+                    logger.info("  %s: cached from %s (identical export)", fmt, hit[0].measured_at)
+                    report.artifacts.append(hit[0])
+                    files.append(hit[1])
+                    continue
             try:
-                artifact, seconds = _export_one(fmt, final, ctx, folder, calibration)
+                with timings.phase(f"export:{fmt}"):
+                    artifact, seconds = _export_one(fmt, final, ctx, folder, calibration)
             except ExportError as exc:
                 if not opts.skip_failed_formats:
                     raise
                 logger.warning("  %s: FAILED (%s); continuing (--skip-failed-formats)", fmt, exc.message)
                 report.artifacts.append(ArtifactRecord(format=fmt, status="failed", notes=[exc.message]))
                 continue
-            record = _check_and_profile(artifact, seconds, final, reference, x, y, ctx, opts, folder)
+            record = _check_and_profile(artifact, seconds, final, reference, x, y, ctx, opts, folder, timings)
             report.artifacts.append(record)
             files.append(FileEntry(format=fmt, path=record.path, bytes=record.bytes, sha256=record.sha256,
                                    dtype=artifact.dtype, inputs=artifact.inputs, outputs=artifact.outputs))
+            if key is not None and record.parity is not None and record.parity.status != "failed":
+                with timings.phase(f"cache:{fmt}"):
+                    cache.store(key, artifact.path, record, files[-1])
         if not files:
             raise ExportError("no format could be exported", "see the errors above")
         if ctx.export.settings.get("compressed_form"):  # model.ecz, written by cluster/binarize (compress/ecz.py)
@@ -224,16 +271,32 @@ def _write_bundle(report: BuildReport, loaded: LoadedModel, final, ctx: BuildCon
             report.artifacts.append(bundle_record(final, folder, reference, x, report.artifacts, y))
         if planned is not None:
             _check_real_numbers(report, final, ctx, *planned)
-        np.savez_compressed(folder / SAMPLES_NAME, x=x, y=y if y is not None else np.zeros(0, np.int64),
-                            y_torch=reference)
-        manifest = Manifest(schema_version=1, edgecomp_version=__version__, created=report.created,
-                            target=ctx.target.name, model=ctx.spec, files=files)
-        write_json(folder / MANIFEST_NAME, manifest)
-        report.bundle = str(dest)
+        with timings.phase("bundle"):
+            np.savez_compressed(folder / SAMPLES_NAME, x=x, y=y if y is not None else np.zeros(0, np.int64),
+                                y_torch=reference)
+            manifest = Manifest(schema_version=1, edgecomp_version=__version__, created=report.created,
+                                target=ctx.target.name, model=ctx.spec, files=files)
+            write_json(folder / MANIFEST_NAME, manifest)
+            report.bundle = str(dest)
+            report.phases, report.build_seconds = timings.phases(), round(timings.elapsed(), 3)
+            page = render_html(report)  # phases up to here; report.json: the whole bundle phase
+        report.phases, report.build_seconds = timings.phases(), round(timings.elapsed(), 3)
         write_json(folder / "report.json", report)
-        (folder / "report.html").write_text(render_html(report))
+        (folder / "report.html").write_text(page)
     logger.info("[done] bundle written to %s", dest)
     return report
+
+
+def _cache_key(fmt: str, model, ctx: BuildContext, opts: BuildOptions, calibration, x, y,
+               versions: dict[str, str]) -> str:
+    """The artifact cache key: the model, and everything else its file, parity and timings depend on."""
+    return artifact_key(model, fmt, {
+        "spec": ctx.spec.model_dump(mode="json"), "export": ctx.export.model_dump(mode="json"),
+        "calibration": array_digest(np.asarray(calibration)), "parity_inputs": array_digest(x, y),
+        "profile": ctx.profile.model_dump(mode="json"), "target_threads": ctx.target.threads,
+        "host": {"threads": ctx.threads, "runs": opts.runs, "warmup": opts.warmup,
+                 "tolerance": opts.latency_tolerance}, "versions": versions,
+    })
 
 
 def _check_real_numbers(report: BuildReport, final, ctx: BuildContext, planner, candidate) -> None:
@@ -261,9 +324,11 @@ def _check_real_numbers(report: BuildReport, final, ctx: BuildContext, planner, 
 
 def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model, reference: np.ndarray,
                        x: np.ndarray, y: np.ndarray | None, ctx: BuildContext, opts: BuildOptions,
-                       folder: Path) -> ArtifactRecord:
+                       folder: Path, timings: Timings) -> ArtifactRecord:
+    """The record of an exported artifact: size, parity (+ accuracy), predicted and host latency."""
     record = ArtifactRecord(
         format=artifact.format, path=artifact.path.name, dtype=artifact.dtype, bytes=size_of(artifact.path),
+        measured_at=now_iso(),
         sha256=sha256_of(artifact.path), export_seconds=export_seconds, notes=list(artifact.notes),
         details={"deflate_bytes": deflate_size(artifact.path), **artifact.details},
     )
@@ -272,8 +337,9 @@ def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model,
         record.parity = not_run(MACOS_NOTE if artifact.format == "coreml" else "no runtime on this machine")
         logger.info("  %s: parity not run (%s)", artifact.format, record.parity.note)
         return record
-    outputs = run_artifact(artifact.format, artifact.path, x, ctx.spec.input_shape, ctx.threads)
-    record.parity = compare(reference, outputs, quantized=artifact.dtype != "fp32")
+    with timings.phase(f"parity:{artifact.format}"):
+        outputs = run_artifact(artifact.format, artifact.path, x, ctx.spec.input_shape, ctx.threads)
+        record.parity = compare(reference, outputs, quantized=artifact.dtype != "fp32")
     if y is not None:
         record.accuracy = float((outputs.argmax(1) == y).mean() * 100.0)
     p = record.parity
@@ -283,12 +349,15 @@ def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model,
             f"{artifact.format} artifact does not match PyTorch: {p.summary()}",
             "report the model to us; --allow-parity-failure writes the bundle anyway, marked failed",
         )
-    record.predicted_latency = _predict(artifact, model, ctx)
+    with timings.phase(f"predict:{artifact.format}"):
+        record.predicted_latency = _predict(artifact, model, ctx)
     try:
-        record.latency = measure_host(artifact.format, folder / artifact.path.name, ctx.threads, opts.runs,
-                                      opts.warmup)
-        logger.info("  %s: p50 %.3f ms, p90 %.3f ms (%s, %d threads)", artifact.format, record.latency.p50_ms,
-                    record.latency.p90_ms, record.latency.source, ctx.threads)
+        with timings.phase(f"profile:{artifact.format}"):
+                record.latency = lat = measure_host(artifact.format, folder / artifact.path.name, ctx.threads,
+                                                opts.runs, opts.warmup, tolerance=opts.latency_tolerance)
+        logger.info("  %s: p50 %.3f ms +-%.1f %%, p90 %.3f ms (%s, %d threads, %d of at most %d runs)",
+                    artifact.format, lat.p50_ms, lat.ci_halfwidth_pct or 0.0, lat.p90_ms, lat.source, ctx.threads,
+                    lat.runs, opts.runs)
     except EdgecompError as exc:
         record.notes.append(f"host latency not measured: {exc.message}")
     return record

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from edgecomp.export.parity import Parity
 from edgecomp.profile.host import Latency
+from edgecomp.timings import Phase, phase_bars_html
 
 
 class ModelRecord(BaseModel):
@@ -59,6 +60,9 @@ class ArtifactRecord(BaseModel):
     predicted_latency: Latency | None = Field(None, description="Latency predicted for the target hardware.")
     details: dict[str, Any] = Field(default_factory=dict, description="Format-specific facts (e.g. byte breakdown).")
     notes: list[str] = Field(default_factory=list, description="Anything the user should know.")
+    measured_at: str | None = Field(None, description="UTC time (ISO 8601) the file was exported and measured.")
+    cached: bool = Field(False, description="Reused from the artifact cache: file, parity and latency are those "
+                                            "measured at measured_at by an identical earlier build.")
 
 
 class BuildReport(BaseModel):
@@ -78,6 +82,8 @@ class BuildReport(BaseModel):
     planner: dict[str, Any] | None = Field(None, description="The planner's candidates and decision, if it ran.")
     environment: dict[str, str] = Field(default_factory=dict, description="Versions of the tools used.")
     bundle: str = Field("", description="Folder the bundle was written to.")
+    phases: list[Phase] = Field(default_factory=list, description="Wall time of each phase of the build, in order.")
+    build_seconds: float | None = Field(None, description="Wall time of the whole build up to writing this report.")
 
 
 def _fmt(v: float | None, spec: str = ".3f") -> str:
@@ -101,6 +107,8 @@ def console_table(report: BuildReport) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += [f"{a.format}: cached from {a.measured_at} (identical export; --no-cache rebuilds it)"
+              for a in report.artifacts if a.cached]
     return "\n".join(lines)
 
 
@@ -155,7 +163,8 @@ def render_html(report: BuildReport, extra_sections: list[str] | None = None) ->
                  _fmt(p.max_abs_err if p else None, ".2e"), _fmt(p.top1_agreement if p else None, ".1f"),
                  _fmt(a.accuracy, ".2f"), _fmt(lat.p50_ms if lat else None), lat.source if lat else "-"]
         rows.append("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in cells) + "</tr>")
-        notes = a.notes + ([p.note] if p and p.note else [])
+        notes = (([f"cached from {a.measured_at}"] if a.cached else []) + a.notes
+                 + ([p.note] if p and p.note else []))
         if notes:
             rows.append(f"<tr><td></td><td colspan='8'><i>{esc('; '.join(notes))}</i></td></tr>")
     stage_rows = "".join(
@@ -164,7 +173,8 @@ def render_html(report: BuildReport, extra_sections: list[str] | None = None) ->
         f"<td>{s.seconds:.1f}</td><td>{esc('; '.join(s.notes))}</td></tr>" for s in report.stages
     )
     m = report.model
-    sections = planner_section(report) + "".join(extra_sections or [])
+    sections = (planner_section(report) + phase_bars_html(report.phases, report.build_seconds)
+                + "".join(extra_sections or []))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>edgecomp: {esc(m.name)} for {esc(report.target)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#eee}}img{{max-width:100%}}</style></head><body>

@@ -33,6 +33,17 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _percent(text: str) -> float:
+    """A percentage above 0 and at most 100."""
+    try:
+        value = float(text.strip().rstrip("%"))
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a percentage above 0, e.g. 2")
+    return value
+
+
 def _quantity(unit: str, scale: dict[str, float]):
     def parse(text: str) -> float:
         t = text.strip().lower()
@@ -73,7 +84,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hardware", help="hardware profile for predictions (default: the target's)")
     p.add_argument("--formats", help="comma-separated subset of the target's formats")
     p.add_argument("--threads", type=_at_least_one, help="threads for host runtimes (default 2)")
-    p.add_argument("--runs", type=_at_least_one, default=50, help="timed runs per artifact (default 50)")
+    p.add_argument("--runs", type=_at_least_one, default=50,
+                   help="most timed runs per artifact (default 50); timing stops earlier once the p50's 95%% "
+                        "confidence interval is within --latency-tolerance")
+    p.add_argument("--latency-tolerance", type=_percent, default=2.0, metavar="PCT",
+                   help="stop host timing when the p50 is known within this %% (95%% CI half-width; default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed for everything random (default 0)")
     p.add_argument("--max-size", type=SIZE, help="size budget, e.g. 2MB or 500kB (default: the target's)")
     p.add_argument("--max-latency", type=LATENCY, help="latency budget on the hardware, e.g. 10ms")
@@ -82,6 +97,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-finetune-epochs", type=int, help="cap on every recovery fine-tune (faster search)")
     p.add_argument("--fresh-search", action="store_true",
                    help="re-evaluate every candidate instead of reusing cached planner results")
+    p.add_argument("--no-cache", action="store_true",
+                   help="export and measure every format again instead of reusing identical earlier exports "
+                        "from the artifact cache (<user cache dir>/edgecomp/artifacts)")
     p.add_argument("--skip-failed-formats", action="store_true", help="build the other formats if one fails")
     p.add_argument("--allow-parity-failure", action="store_true", help="write the bundle even if parity fails")
 
@@ -91,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from edgecomp.build import BuildOptions, build
     from edgecomp.plan.targets import Budgets
     from edgecomp.report import console_table, explain_plan
+    from edgecomp.timings import phase_table
 
     if args.threads is not None and args.threads < 1:
         raise ConfigError("--threads must be at least 1", "pass --threads 1 or more")
@@ -100,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads, runs=args.runs, seed=args.seed, skip_failed_formats=args.skip_failed_formats,
         allow_parity_failure=args.allow_parity_failure, search_time_s=args.search_time,
         max_finetune_epochs=args.max_finetune_epochs, reuse_plans=not args.fresh_search, force=args.force,
+        cache=not args.no_cache, latency_tolerance=args.latency_tolerance / 100,
         budgets=Budgets(size_mb=args.max_size, latency_ms=args.max_latency,
                         accuracy_drop_pct=args.max_accuracy_drop),
     )
@@ -112,5 +132,7 @@ def run(args: argparse.Namespace) -> int:
         print(explain_plan(report))
         print()
     print(console_table(report))
+    print()
+    print(phase_table(report.phases, report.build_seconds))
     print(f"\nbundle: {report.bundle}  (report.json, report.html, edgecomp.json)")
     return 0

@@ -35,7 +35,12 @@ class Latency(BaseModel):
     init_ms: float | None = Field(None, description="Time to load the model and prepare the runtime, ms.")
     peak_memory_mb: float | None = Field(None, description="Peak resident memory of the process running it, MB.")
     model_memory_mb: float | None = Field(None, description="Peak memory minus memory before loading, MB.")
-    runs: int | None = Field(None, description="Timed runs after warm-up.")
+    runs: int | None = Field(None, description="Timed runs after warm-up (actually taken).")
+    max_runs: int | None = Field(None, description="The most runs allowed (--runs), when timing stops adaptively.")
+    tolerance_pct: float | None = Field(
+        None, description="Timing stopped once the p50's 95 % CI half-width was within this % of the p50.")
+    ci_halfwidth_pct: float | None = Field(
+        None, description="Half-width of the p50's 95 % confidence interval reached, % of the p50.")
     threads: int | None = Field(None, description="Threads the runtime used.")
     source: str = Field(description="measured:host, measured:device:<serial> or predicted:<profile>.")
 
@@ -57,10 +62,15 @@ def isolated_module_command(module: str, *args: str) -> list[str]:
 
 
 def measure_host(fmt: str, path: str | Path, threads: int = 2, runs: int = 50, warmup: int = 5,
-                 timeout_s: float = 300) -> Latency:
-    """Time ``runs`` inferences of the artifact after ``warmup`` in a fresh process; p50/p90 and memory."""
+                 timeout_s: float = 300, tolerance: float | None = None, min_runs: int = 10) -> Latency:
+    """Time inferences of the artifact after ``warmup`` in a fresh process; p50/p90 and memory.
+
+    Without ``tolerance`` it times exactly ``runs``; with one (a fraction, e.g. 0.02) it stops as soon as the
+    95 % confidence interval of the p50 is within ``tolerance`` of it (after ``min_runs``), or at ``runs``.
+    """
+    extra = [] if tolerance is None else [str(tolerance), str(min_runs)]
     cmd = isolated_module_command("edgecomp.profile.host_worker", fmt, str(Path(path).resolve()), str(threads),
-                                  str(runs), str(warmup))
+                                  str(runs), str(warmup), *extra)
     try:
         with tempfile.TemporaryDirectory(prefix="edgecomp-host-") as cwd:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False, cwd=cwd)
@@ -73,10 +83,17 @@ def measure_host(fmt: str, path: str | Path, threads: int = 2, runs: int = 50, w
         raise EdgecompError(f"host profiling of {path} failed: {' / '.join(chatter[-5:])[-500:]}",
                             "check that the file runs with its runtime (--debug shows its full output)")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    from edgecomp.profile.host_worker import median_ci_halfwidth
+
     times = np.asarray(result["times_ms"])
+    p50 = float(np.percentile(times, 50))
+    halfwidth = median_ci_halfwidth(result["times_ms"])
     return Latency(
-        p50_ms=float(np.percentile(times, 50)), p90_ms=float(np.percentile(times, 90)),
+        p50_ms=p50, p90_ms=float(np.percentile(times, 90)),
         mean_ms=float(times.mean()), std_ms=float(times.std()), init_ms=result["init_ms"],
         peak_memory_mb=result["peak_rss_mb"], model_memory_mb=result["peak_rss_mb"] - result["rss_before_load_mb"],
-        runs=runs, threads=threads, source="measured:host",
+        runs=len(times), threads=threads, source="measured:host",
+        max_runs=runs if tolerance is not None else None,
+        tolerance_pct=tolerance * 100 if tolerance is not None else None,
+        ci_halfwidth_pct=round(100 * halfwidth / p50, 3) if p50 > 0 and np.isfinite(halfwidth) else None,
     )

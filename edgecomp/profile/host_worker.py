@@ -1,6 +1,8 @@
 """Worker process for host latency: loads one artifact, times it, prints one JSON line.
 
-Run as ``python -m edgecomp.profile.host_worker FORMAT PATH THREADS RUNS WARMUP``; ``measure_host`` starts it
+Run as ``python -m edgecomp.profile.host_worker FORMAT PATH THREADS RUNS WARMUP [TOLERANCE MIN_RUNS]``: with a
+TOLERANCE (a fraction, e.g. 0.02) it stops once the 95 % confidence interval of the median is within
+TOLERANCE of the median (after at least MIN_RUNS runs), else after RUNS. ``measure_host`` starts it
 isolated (``python -I`` in an empty temporary folder, see ``host.isolated_module_command``), so PATH must be
 absolute. It imports only numpy and the runtime (no torch), so its peak resident memory is that of running
 the model.
@@ -23,9 +25,37 @@ def _status_kb(field: str) -> int:
     return 0
 
 
+Z95 = 1.959964
+
+
+def median_ci_halfwidth(times: list[float]) -> float:
+    """Half-width of the distribution-free 95 % confidence interval of the median (order statistics).
+
+    With n sorted samples the interval runs from the r-th to the s-th, r = floor(n/2 - z*sqrt(n)/2) and
+    s = ceil(1 + n/2 + z*sqrt(n)/2) (1-based, clipped to 1..n); it holds whatever the latency distribution.
+    """
+    n = len(times)
+    if n == 0:
+        return float("inf")
+    ordered = sorted(times)
+    spread = Z95 * n ** 0.5 / 2
+    lo = min(max(int(np.floor(n / 2 - spread)), 1), n)
+    hi = min(max(int(np.ceil(1 + n / 2 + spread)), 1), n)
+    return (ordered[hi - 1] - ordered[lo - 1]) / 2
+
+
+def converged(times: list[float], tolerance: float, min_runs: int) -> bool:
+    """True once there are ``min_runs`` times and the median's 95 % CI half-width is within ``tolerance``."""
+    if len(times) < min_runs:
+        return False
+    return median_ci_halfwidth(times) <= tolerance * float(np.median(times))
+
+
 def main(argv: list[str]) -> None:
-    """Time ``RUNS`` inferences after ``WARMUP`` and print latencies (ms) and memory (MB) as JSON."""
+    """Time up to ``RUNS`` inferences after ``WARMUP`` and print latencies (ms) and memory (MB) as JSON."""
     fmt, path, threads, runs, warmup = argv[0], argv[1], int(argv[2]), int(argv[3]), int(argv[4])
+    tolerance = float(argv[5]) if len(argv) > 5 else None
+    min_runs = int(argv[6]) if len(argv) > 6 else 10
     from edgecomp.export.runtime import make_runner
 
     rss_before = _status_kb("VmRSS")
@@ -41,6 +71,8 @@ def main(argv: list[str]) -> None:
         t = time.perf_counter()
         runner(x)
         times.append((time.perf_counter() - t) * 1e3)
+        if tolerance is not None and converged(times, tolerance, min_runs):
+            break
     print(json.dumps({
         "times_ms": times, "init_ms": init_ms,
         "peak_rss_mb": _status_kb("VmHWM") / 1024, "rss_before_load_mb": rss_before / 1024,
