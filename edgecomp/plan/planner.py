@@ -14,12 +14,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import io
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,8 +198,44 @@ class Planner:
             f"accuracy drop <= {b.accuracy_drop_pct} pt" if b.accuracy_drop_pct is not None else "") if x)
 
     def _measure_overhead(self) -> int:
-        """Bytes the primary format adds beyond the fp32 weights, from a real export of the source model."""
-        import contextlib
+        """Bytes the primary format adds beyond the fp32 weights, from a real export of the source model.
+
+        The export is the slowest part of a search whose candidates are all cached (the converter's import
+        alone takes seconds), so with a cache folder the byte count is kept there, keyed by the model's
+        weights and structure, the format and the converters' versions.
+        """
+        memo = self._overhead_memo()
+        if memo is not None and memo.is_file():
+            try:
+                return int(json.loads(memo.read_text())["overhead_bytes"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # unreadable: measure again and rewrite it
+        overhead = self._export_overhead()
+        if memo is not None:
+            with contextlib.suppress(OSError):
+                memo.parent.mkdir(parents=True, exist_ok=True)
+                tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
+                tmp.write_text(json.dumps({"overhead_bytes": overhead}))
+                os.replace(tmp, memo)
+        return overhead
+
+    def _overhead_memo(self) -> Path | None:
+        """Where the source model's format overhead is kept (None without a cache folder)."""
+        if self.cache_dir is None:
+            return None
+        from importlib.metadata import PackageNotFoundError, version
+
+        from edgecomp.artifact_cache import artifact_key
+
+        versions = {"edgecomp": __version__}
+        for pkg in ("torch", "onnx", "litert-torch", "coremltools"):
+            with contextlib.suppress(PackageNotFoundError):
+                versions[pkg] = version(pkg)
+        key = artifact_key(self.model, self.primary_format,
+                           {"spec": self.ctx.spec.model_dump(), "versions": versions, "what": "overhead"})
+        return self.cache_dir / f"overhead-{key[:32]}.json"
+
+    def _export_overhead(self) -> int:
         import tempfile
 
         from edgecomp.bundle import size_of
