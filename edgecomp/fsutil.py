@@ -22,6 +22,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,7 +61,7 @@ def _listing(folder: Path) -> list[str] | None:
     """Names in ``folder``, or None if it vanished meanwhile (another writer swapped it)."""
     try:
         return os.listdir(folder)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
@@ -76,11 +77,15 @@ def check_destination(dest: Path, marker: str, force: bool = False, option: str 
     if real == Path.home().resolve() or real == Path(real.anchor):
         raise OutputError(f"{option} {dest} is your home folder or the file system root", f"pass a folder of its own "
                           f"to {option}")
-    if absolute.is_symlink():
+    try:  # one lstat: another writer may swap the folder between two separate checks
+        mode = os.lstat(absolute).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and stat.S_ISLNK(mode):
         raise OutputError(f"{option} {dest} is a symbolic link", f"pass the folder it points to, or another {option}")
-    if dest.exists() and not dest.is_dir():
+    if mode is not None and not stat.S_ISDIR(mode):
         raise OutputError(f"{option} {dest} is a file, not a folder", f"remove it or pass another {option}")
-    names = _listing(dest) if dest.is_dir() else None
+    names = _listing(dest) if mode is not None else None
     if names and marker not in names and not force:
         raise OutputError(f"{option} {dest} is a folder that edgecomp did not write (no {marker}, "
                           f"{len(names)} item(s) in it); it would be replaced whole",
