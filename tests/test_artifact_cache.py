@@ -14,7 +14,7 @@ from torch import nn
 
 from edgecomp.artifact_cache import ArtifactCache, model_digest
 from edgecomp.bundle import FileEntry, sha256_of
-from edgecomp.report import ArtifactRecord
+from edgecomp.records import ArtifactRecord
 
 
 def _net(seed: int = 0) -> nn.Module:

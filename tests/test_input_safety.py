@@ -312,8 +312,8 @@ def test_app_result_from_json_with_nan_tokens_is_refused():
 
 
 def test_report_html_escapes_model_name_recipe_and_notes():
-    from edgecomp.export.parity import Parity
-    from edgecomp.report import ArtifactRecord, BuildReport, ModelRecord, StageRecord, render_html
+    from edgecomp.records import ArtifactRecord, BuildReport, ModelRecord, Parity, StageRecord
+    from edgecomp.report.html import render_html
 
     evil = "<script>alert(1)</script>"
     report = BuildReport(

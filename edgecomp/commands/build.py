@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the build and print the closing table."""
     from edgecomp.build import BuildOptions, build
     from edgecomp.plan.targets import Budgets
-    from edgecomp.report import console_table, explain_plan
+    from edgecomp.report.console import console_table, explain_plan
     from edgecomp.timings import phase_table
 
     if args.threads is not None and args.threads < 1:

@@ -316,7 +316,7 @@ def bundle_record(model: torch.nn.Module, folder: Path, reference: np.ndarray, x
     from edgecomp.bundle import sha256_of
     from edgecomp.export.parity import compare
     from edgecomp.finetune import predict
-    from edgecomp.report import ArtifactRecord
+    from edgecomp.records import ArtifactRecord
 
     path = Path(folder) / ECZ_NAME
     state = model.state_dict()

@@ -40,7 +40,7 @@ from edgecomp.model import count_macs, count_params
 from edgecomp.plan.candidates import bytes_per_param, dtype_of, generate, is_structural
 from edgecomp.plan.targets import Budgets
 from edgecomp.profile.predict import layers_from_torch, predict_from_layers
-from edgecomp.report import StageRecord
+from edgecomp.records import StageRecord
 
 logger = logging.getLogger(__name__)
 REAL_EXPORT = "real export: "  # how a chosen candidate's reason starts when its real export missed

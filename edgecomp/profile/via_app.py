@@ -24,7 +24,7 @@ from edgecomp.bundle import MANIFEST_NAME
 from edgecomp.deploy import APP_PACKAGE, deploy_bundle
 from edgecomp.errors import ConfigError, DeviceError
 from edgecomp.profile.adb import Adb
-from edgecomp.profile.host import Latency
+from edgecomp.records import Latency
 
 logger = logging.getLogger(__name__)
 
