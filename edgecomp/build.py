@@ -40,11 +40,11 @@ from edgecomp.export.parity import compare, not_run
 from edgecomp.export.runtime import run_artifact
 from edgecomp.finetune import accuracy, predict
 from edgecomp.model import LoadedModel, count_macs, count_params, float_network, load_model
-from edgecomp.plan.targets import Budgets, Target, load_profile, load_target
 from edgecomp.profile.host import measure_host
 from edgecomp.quiet import captured_output
 from edgecomp.records import ArtifactRecord, BuildReport, Latency, ModelRecord
 from edgecomp.report.html import render_html
+from edgecomp.targets import Budgets, Target, load_profile, load_target
 from edgecomp.timings import Timings
 
 logger = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ from edgecomp.build import BuildOptions, build
 from edgecomp.compress.base import BuildContext
 from edgecomp.errors import InfeasibleBudgetError
 from edgecomp.plan.planner import Planner
-from edgecomp.plan.targets import load_profile, load_target
 from edgecomp.profile.predict import layers_from_torch, predict_from_layers
 from edgecomp.report.console import plan_candidates
+from edgecomp.targets import load_profile, load_target
 from edgecomp.zoo import load_zoo_model
 
 

@@ -136,12 +136,12 @@ def _host_arch() -> str:
 def _calibrate(profile_name: str, results: list[dict[str, Any]]) -> None:
     from edgecomp.bundle import sha256_of
     from edgecomp.errors import ConfigError
-    from edgecomp.plan.targets import _resolve, load_profile
     from edgecomp.profile.calibrate import Measurement, fit_profile, write_profile
     from edgecomp.profile.predict import read_tflite_layers
+    from edgecomp.targets import load_profile, resolve_path
 
     profile = load_profile(profile_name)
-    path = _resolve("profiles", profile_name)
+    path = resolve_path("profiles", profile_name)
     measurements, seen = [], set()
     for r in results:
         arch = _host_arch() if r["source"] == "measured:host" else "arm64"

@@ -38,9 +38,9 @@ from edgecomp.errors import EdgecompError, InfeasibleBudgetError
 from edgecomp.finetune import accuracy, limit_finetuning, skip_finetuning
 from edgecomp.model import count_macs, count_params
 from edgecomp.plan.candidates import bytes_per_param, dtype_of, generate, is_structural
-from edgecomp.plan.targets import Budgets
 from edgecomp.profile.predict import layers_from_torch, predict_from_layers
 from edgecomp.records import StageRecord
+from edgecomp.targets import Budgets
 
 logger = logging.getLogger(__name__)
 REAL_EXPORT = "real export: "  # how a chosen candidate's reason starts when its real export missed

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecomp.errors import ConfigError, ModelLoadError
-from edgecomp.plan.targets import HardwareProfile
+from edgecomp.targets import HardwareProfile
 
 COMPUTE_OPS = ("conv", "pointwise", "depthwise", "fc")
 MEMORY_OPS = ("elementwise", "pool", "softmax", "data", "quantize")
@@ -265,7 +265,7 @@ def predict_latency(tflite_path: str | Path, profile: HardwareProfile | str, thr
                     dtype: str | None = None) -> Prediction:
     """Predict the latency of an exported .tflite model on ``profile`` (a HardwareProfile or its name)."""
     if isinstance(profile, str):
-        from edgecomp.plan.targets import load_profile
+        from edgecomp.targets import load_profile
 
         profile = load_profile(profile)
     layers, file_dtype = read_tflite_layers(tflite_path)
