@@ -268,7 +268,7 @@ def _write_bundle(report: BuildReport, loaded: LoadedModel, final, ctx: BuildCon
         if not files:
             raise ExportError("no format could be exported", "see the errors above")
         if ctx.export.settings.get("compressed_form"):  # model.ecz, written by cluster/binarize (compress/ecz.py)
-            from edgecomp.compress.ecz import bundle_record
+            from edgecomp.export.ecz import bundle_record
             report.artifacts.append(bundle_record(final, folder, reference, x, report.artifacts, y))
         if planned is not None:
             _check_real_numbers(report, final, ctx, *planned)
