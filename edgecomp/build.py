@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +75,6 @@ class BuildOptions:
     reuse_plans: bool = True
     force: bool = False  # replace an existing folder at ``out`` even if it is not a bundle
     cache: bool = True  # reuse identical exports (and their parity and host timings) from the artifact cache
-    extra: dict = field(default_factory=dict)
 
 
 def _versions() -> dict[str, str]:

@@ -89,13 +89,6 @@ class Prediction:
     threads: int = 1
     dtype: str = "fp32"
 
-    def by_op_type(self) -> dict[str, float]:
-        """Predicted milliseconds summed per op type."""
-        out: dict[str, float] = {}
-        for p in self.per_op:
-            out[p.op] = out.get(p.op, 0.0) + p.ms
-        return out
-
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable view."""
         return asdict(self)
