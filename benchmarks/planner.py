@@ -30,8 +30,8 @@ import torch
 
 from edgecomp.build import BuildOptions, build
 from edgecomp.errors import InfeasibleBudgetError
-from edgecomp.plan.targets import Budgets, load_target
-from edgecomp.report import plan_candidates
+from edgecomp.report.console import plan_candidates
+from edgecomp.targets import Budgets, load_target
 
 MODELS = ("digits_cnn", "mobile_digits", "vgg_digits")
 TARGETS = (("android-arm64", "cortex-a76"), ("android-arm64", "cortex-a55"), ("linux-arm64", "cortex-a72"))

@@ -38,10 +38,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.predictor_models import CALIBRATION, EVALUATION, mobilenet_v1, mobilenet_v2, squeezenet
-from edgecomp.plan.targets import load_profile, packaged_dir
 from edgecomp.profile.calibrate import Measurement, fit_profile, predicted_ms, write_profile
 from edgecomp.profile.host_cpu import host_profile
 from edgecomp.profile.predict import read_tflite_layers
+from edgecomp.targets import load_profile, packaged_dir
 
 ROUNDS = 8
 CACHE = Path(os.environ.get("EDGECOMP_PREDICTOR_CACHE", "~/.cache/edgecomp/predictor-v2")).expanduser()

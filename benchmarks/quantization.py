@@ -42,9 +42,9 @@ from edgecomp.export.formats import EXPORTERS
 from edgecomp.export.parity import compare
 from edgecomp.export.runtime import run_artifact
 from edgecomp.finetune import predict
-from edgecomp.plan.targets import load_profile, load_target
 from edgecomp.profile.host import measure_host
 from edgecomp.spec import ModelSpec
+from edgecomp.targets import load_profile, load_target
 from edgecomp.zoo import load_zoo_model
 
 logger = logging.getLogger("benchmarks.quantization")

@@ -30,8 +30,8 @@ from edgecomp.export.runtime import run_artifact
 from edgecomp.export.tflite import export_tflite
 from edgecomp.finetune import accuracy, predict
 from edgecomp.model import count_macs, count_params
-from edgecomp.plan.targets import load_profile, load_target
 from edgecomp.profile.host import measure_host
+from edgecomp.targets import load_profile, load_target
 from edgecomp.zoo import load_zoo_model
 
 logger = logging.getLogger("rewrites")

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from edgecomp.bundle import FileEntry, now_iso, sha256_of, size_of
-from edgecomp.report import ArtifactRecord
+from edgecomp.records import ArtifactRecord
 
 logger = logging.getLogger(__name__)
 KEY_VERSION = 1  # bump when the key or the entry layout changes

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +40,11 @@ from edgecomp.export.parity import compare, not_run
 from edgecomp.export.runtime import run_artifact
 from edgecomp.finetune import accuracy, predict
 from edgecomp.model import LoadedModel, count_macs, count_params, float_network, load_model
-from edgecomp.plan.targets import Budgets, Target, load_profile, load_target
-from edgecomp.profile.host import Latency, measure_host
+from edgecomp.profile.host import measure_host
 from edgecomp.quiet import captured_output
-from edgecomp.report import ArtifactRecord, BuildReport, ModelRecord, render_html
+from edgecomp.records import ArtifactRecord, BuildReport, Latency, ModelRecord
+from edgecomp.report.html import render_html
+from edgecomp.targets import Budgets, Target, load_profile, load_target
 from edgecomp.timings import Timings
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,6 @@ class BuildOptions:
     reuse_plans: bool = True
     force: bool = False  # replace an existing folder at ``out`` even if it is not a bundle
     cache: bool = True  # reuse identical exports (and their parity and host timings) from the artifact cache
-    extra: dict = field(default_factory=dict)
 
 
 def _versions() -> dict[str, str]:
@@ -267,7 +267,7 @@ def _write_bundle(report: BuildReport, loaded: LoadedModel, final, ctx: BuildCon
         if not files:
             raise ExportError("no format could be exported", "see the errors above")
         if ctx.export.settings.get("compressed_form"):  # model.ecz, written by cluster/binarize (compress/ecz.py)
-            from edgecomp.compress.ecz import bundle_record
+            from edgecomp.export.ecz import bundle_record
             report.artifacts.append(bundle_record(final, folder, reference, x, report.artifacts, y))
         if planned is not None:
             _check_real_numbers(report, final, ctx, *planned)

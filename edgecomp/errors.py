@@ -1,7 +1,7 @@
 """The EdgecompError family: every expected failure carries a message (the cause) and a hint (the fix).
 
-The CLI maps these to exit codes (see ``EXIT_CODES`` in :mod:`edgecomp.cli`) and prints a traceback
-only with ``--debug``.
+Each class carries its exit code (``exit_code``: 2, or 3 for an infeasible budget); :func:`edgecomp.cli.main`
+returns it and prints a traceback only with ``--debug``.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ from torch import nn
 
 from edgecomp.compress.base import BuildContext
 from edgecomp.data import Dataset
-from edgecomp.plan.targets import load_profile, load_target
 from edgecomp.spec import ModelSpec
+from edgecomp.targets import load_profile, load_target
 
 
 def tiny_dataset(n: int = 96, seed: int = 0) -> Dataset:

@@ -8,8 +8,8 @@ from torch import nn
 
 from edgecomp.compress.base import BuildContext
 from edgecomp.data import Dataset
-from edgecomp.plan.targets import load_profile, load_target
 from edgecomp.spec import ModelSpec
+from edgecomp.targets import load_profile, load_target
 
 
 def context(input_shape: list[int], data: Dataset | None = None, teacher: nn.Module | None = None) -> BuildContext:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from edgecomp.android.adb import Adb, find_adb, parse_devices
+from edgecomp.android.device import core_mask, elf_abi, profile_on_device
 from edgecomp.cli import main
 from edgecomp.errors import DeviceError
-from edgecomp.profile.adb import Adb, find_adb, parse_devices
-from edgecomp.profile.device import core_mask, elf_abi, profile_on_device
 from edgecomp.profile.predict import read_tflite_layers
 from tests.conftest import use_fake_adb
 

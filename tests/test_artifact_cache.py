@@ -14,7 +14,7 @@ from torch import nn
 
 from edgecomp.artifact_cache import ArtifactCache, model_digest
 from edgecomp.bundle import FileEntry, sha256_of
-from edgecomp.report import ArtifactRecord
+from edgecomp.records import ArtifactRecord
 
 
 def _net(seed: int = 0) -> nn.Module:
@@ -26,8 +26,8 @@ def _key(model=None, fmt="onnx", **changes):
     """build's own cache key for the default target, with ``changes`` to its inputs."""
     from edgecomp.build import BuildOptions, _cache_key, _versions
     from edgecomp.compress.base import BuildContext, ExportOptions
-    from edgecomp.plan.targets import load_profile, load_target
     from edgecomp.spec import ModelSpec
+    from edgecomp.targets import load_profile, load_target
 
     target = load_target("android-arm64")
     spec = ModelSpec(name="net", input_shape=[1, 1, 8, 8])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecomp.profile.benchmark_output import BenchmarkOutputError, parse_benchmark_output, parse_stat
+from edgecomp.android.benchmark_output import BenchmarkOutputError, parse_benchmark_output, parse_stat
 
 DATA = Path(__file__).parent / "data" / "benchmark_output"
 

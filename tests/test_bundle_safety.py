@@ -23,8 +23,8 @@ from edgecomp.bundle import MANIFEST_NAME, FileEntry, Manifest, now_iso, staging
 from edgecomp.cli import main
 from edgecomp.errors import ConfigError
 from edgecomp.fsutil import OutputError
-from edgecomp.plan.targets import load_profile, load_target
 from edgecomp.spec import ModelSpec
+from edgecomp.targets import load_profile, load_target
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = Manifest(schema_version=1, edgecomp_version="0", created=now_iso(), target="host",

@@ -295,7 +295,7 @@ def test_the_apps_sample_images_preprocessed_as_the_app_does_are_classified_righ
 
 # ------------------------------------------------------------------------------------- benchmark result
 def test_benchmark_result_holds_every_field_edgecomp_reads():
-    from edgecomp.profile.via_app import RESULT_FIELDS, RESULT_VERSION
+    from edgecomp.android.via_app import RESULT_FIELDS, RESULT_VERSION
 
     source = (KOTLIN / "BenchmarkReport.kt").read_text()
     written = set(re.findall(r'\.put\("(\w+)"', source))

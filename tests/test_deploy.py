@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from edgecomp.android.deploy import APP_PACKAGE, deploy_bundle
+from edgecomp.android.via_app import RESULT_VERSION, parse_result, profile_via_app
 from edgecomp.bundle import MANIFEST_NAME, read_manifest, sha256_of, write_json
 from edgecomp.cli import main
-from edgecomp.deploy import APP_PACKAGE, deploy_bundle
 from edgecomp.errors import ConfigError, DeviceError
-from edgecomp.profile.via_app import RESULT_VERSION, parse_result, profile_via_app
 from tests.conftest import use_fake_adb
 
 FAKE = Path(__file__).parent / "fake_adb"

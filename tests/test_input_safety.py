@@ -286,8 +286,8 @@ GOOD_RESULT = {"result_version": 1, "status": "ok", "file": "m.tflite", "threads
     ({"device": "Pixel"}, "device"),
 ])
 def test_app_results_with_bad_times_or_counts_are_refused(change, field):
+    from edgecomp.android.via_app import parse_result
     from edgecomp.errors import DeviceError
-    from edgecomp.profile.via_app import parse_result
 
     assert parse_result(dict(GOOD_RESULT), "X").p50_ms == 2.0
     with pytest.raises(DeviceError, match=field) as err:
@@ -298,8 +298,8 @@ def test_app_results_with_bad_times_or_counts_are_refused(change, field):
 def test_app_result_from_json_with_nan_tokens_is_refused():
     import json
 
+    from edgecomp.android.via_app import parse_result
     from edgecomp.errors import DeviceError
-    from edgecomp.profile.via_app import parse_result
 
     text = json.dumps({**GOOD_RESULT, "times_ms": [1.0, 2.0, 3.0]}).replace("2.0", "NaN")
     with pytest.raises(DeviceError, match="times_ms"):
@@ -312,8 +312,8 @@ def test_app_result_from_json_with_nan_tokens_is_refused():
 
 
 def test_report_html_escapes_model_name_recipe_and_notes():
-    from edgecomp.export.parity import Parity
-    from edgecomp.report import ArtifactRecord, BuildReport, ModelRecord, StageRecord, render_html
+    from edgecomp.records import ArtifactRecord, BuildReport, ModelRecord, Parity, StageRecord
+    from edgecomp.report.html import render_html
 
     evil = "<script>alert(1)</script>"
     report = BuildReport(

@@ -33,7 +33,7 @@ def test_cli_and_light_commands_import_no_torch_converter_or_runtime():
 
 
 def test_importing_the_build_spine_imports_no_converter_or_runtime():
-    code = "import edgecomp.build, edgecomp.export.formats, edgecomp.report, edgecomp.commands.build"
+    code = "import edgecomp.build, edgecomp.export.formats, edgecomp.report.html, edgecomp.commands.build"
     assert _loaded_after(code, (*CONVERTERS, *RUNTIMES)) == []
 
 

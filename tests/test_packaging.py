@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecomp.plan.targets import KINDS, packaged_dir
+from edgecomp.targets import KINDS, packaged_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def test_an_installed_wheel_finds_its_targets_and_profiles_from_another_folder(w
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "EDGECOMP_"))}
     env["PYTHONPATH"] = str(site)
-    probe = ("import json, edgecomp; from edgecomp.plan.targets import available, load_profile, load_target; "
+    probe = ("import json, edgecomp; from edgecomp.targets import available, load_profile, load_target; "
              "t = load_target('android-arm64'); "
              "print(json.dumps({'file': edgecomp.__file__, 'target': t.name, 'profile': load_profile(t.hardware).name, "
              "'targets': sorted(available('targets')), 'profiles': sorted(available('profiles'))}))")

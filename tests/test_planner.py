@@ -16,9 +16,9 @@ from edgecomp.build import BuildOptions, build
 from edgecomp.compress.base import BuildContext
 from edgecomp.errors import InfeasibleBudgetError
 from edgecomp.plan.planner import Planner
-from edgecomp.plan.targets import load_profile, load_target
 from edgecomp.profile.predict import layers_from_torch, predict_from_layers
-from edgecomp.report import plan_candidates
+from edgecomp.report.console import plan_candidates
+from edgecomp.targets import load_profile, load_target
 from edgecomp.zoo import load_zoo_model
 
 
@@ -156,7 +156,7 @@ def test_report_html_explains_the_plan(tmp_path):
     html = (tmp_path / "bundle" / "report.html").read_text()
     assert "Planner" in html and "quantize.int8" in html
     assert "data:image/png;base64," in html
-    from edgecomp.report import explain_plan
+    from edgecomp.report.console import explain_plan
 
     text = explain_plan(report)
     assert "chosen" in text and "quantize.int8" in text

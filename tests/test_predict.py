@@ -11,7 +11,6 @@ import yaml
 
 from edgecomp.cli import main
 from edgecomp.errors import ConfigError, ModelLoadError
-from edgecomp.plan.targets import load_profile, packaged_dir
 from edgecomp.profile.calibrate import Measurement, fit_profile, predicted_ms, write_profile
 from edgecomp.profile.predict import (
     LayerCost,
@@ -21,6 +20,7 @@ from edgecomp.profile.predict import (
     predict_latency,
     read_tflite_layers,
 )
+from edgecomp.targets import load_profile, packaged_dir
 from tests.profile_fixtures import tiny_cnn
 
 DATA = Path(__file__).parent / "data"

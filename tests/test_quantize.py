@@ -122,7 +122,7 @@ def test_qat_with_distillation_trains_and_exports_matching_tflite(tmp_path):
     from edgecomp.export.parity import compare
     from edgecomp.export.tflite import export_tflite
     from edgecomp.finetune import accuracy
-    from edgecomp.plan.targets import load_profile, load_target
+    from edgecomp.targets import load_profile, load_target
     from edgecomp.zoo import load_zoo_model
 
     model, spec, data = load_zoo_model("digits_cnn")

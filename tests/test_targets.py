@@ -3,7 +3,7 @@
 import pytest
 
 from edgecomp.errors import ConfigError
-from edgecomp.plan.targets import available, load_profile, load_target, packaged_dir
+from edgecomp.targets import available, load_profile, load_target, packaged_dir
 
 
 @pytest.mark.parametrize("path", sorted(packaged_dir("targets").glob("*.yaml")), ids=lambda p: p.stem)
@@ -40,3 +40,24 @@ def test_not_yaml(tmp_path):
     bad.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_target(str(bad))
+
+
+def _target_yaml(tmp_path, methods: str):
+    path = tmp_path / "typo.yaml"
+    path.write_text("schema_version: 1\nname: typo\ndescription: a target with methods\nruntime: litert\n"
+                    f"formats: [tflite]\ndtypes: [fp32]\nhardware: cortex-a76\nmethods: {methods}\n")
+    return path
+
+
+def test_unknown_method_is_an_error_naming_the_closest_stage(tmp_path):
+    path = _target_yaml(tmp_path, "[prune.filtr, quantize.int8]")
+    with pytest.raises(ConfigError) as info:
+        load_target(str(path))
+    assert "typo.yaml" in info.value.message and "'prune.filtr'" in info.value.message
+    assert "Did you mean 'prune.filter'?" in info.value.message
+    assert "prune.filter" in info.value.hint
+
+
+def test_known_methods_load(tmp_path):
+    assert load_target(str(_target_yaml(tmp_path, "[prune.filter, quantize.int8]"))).methods == [
+        "prune.filter", "quantize.int8"]

@@ -107,8 +107,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the build and print the closing table."""
     from edgecomp.build import BuildOptions, build
-    from edgecomp.plan.targets import Budgets
-    from edgecomp.report import console_table, explain_plan
+    from edgecomp.report.console import console_table, explain_plan
+    from edgecomp.targets import Budgets
     from edgecomp.timings import phase_table
 
     if args.threads is not None and args.threads < 1:

@@ -16,7 +16,7 @@ HELP = "push a bundle to the Android demo app on a device over adb (and install 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of `edgecomp deploy`."""
-    from edgecomp.deploy import APP_PACKAGE
+    from edgecomp.android.deploy import APP_PACKAGE
 
     p.add_argument("bundle", nargs="?", metavar="BUNDLE", help="bundle folder written by `edgecomp build`")
     p.add_argument("--device", nargs="?", const="", default="", metavar="SERIAL",
@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Deploy and say where the bundle went."""
-    from edgecomp.deploy import deploy_bundle
+    from edgecomp.android.deploy import deploy_bundle
     from edgecomp.errors import ConfigError
 
     bundle, serial = args.bundle, args.device or None

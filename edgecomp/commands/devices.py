@@ -16,8 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print one line per device; devices that are not ready show their state and what to do."""
+    from edgecomp.android.adb import Adb
     from edgecomp.errors import DeviceError
-    from edgecomp.profile.adb import Adb
 
     adb = Adb(timeout_s=20)
     rows = []

@@ -3,7 +3,7 @@
 Host (default): .tflite through LiteRT (XNNPACK) or .onnx through onnxruntime, in a fresh process:
 mean, p50, p90, std, init time, peak memory; a per-op breakdown from onnxruntime's profiler (.onnx) or
 the latency predictor (.tflite, labelled predicted). ``--device [SERIAL]`` runs TFLite's benchmark_model
-on a phone instead (``--benchmark-binary``, see edgecomp/profile/device.py for where to get it).
+on a phone instead (``--benchmark-binary``, see edgecomp/android/device.py for where to get it).
 ``--predict PROFILE`` adds the predicted latency; ``--calibrate PROFILE`` fits the profile's
 efficiencies to these runs (and the earlier runs it recorded) and writes them back to its YAML.
 """
@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--delegate", choices=["xnnpack", "gpu", "nnapi"], default="xnnpack", help="device delegate")
     p.add_argument("--via", choices=["benchmark", "app"], default="benchmark",
                    help="device runs: TFLite's benchmark_model (default) or the android_demo app's BenchmarkActivity "
-                        "(MODEL_FILE must be a bundle's .tflite; see edgecomp/profile/via_app.py)")
+                        "(MODEL_FILE must be a bundle's .tflite; see edgecomp/android/via_app.py)")
     p.add_argument("--csv", metavar="OUT", help="device runs: pull benchmark_model's op-profiling CSV to OUT")
     p.add_argument("--no-op-profiling", action="store_true", help="skip the per-op breakdown")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before a device run counts as hung")
@@ -95,12 +95,12 @@ def _profile_host(path: Path, args: argparse.Namespace, threads: int) -> dict[st
 
 def _profile_device(path: Path, args: argparse.Namespace, threads: int) -> dict[str, Any]:
     if args.via == "app":
-        from edgecomp.profile.via_app import profile_via_app
+        from edgecomp.android.via_app import profile_via_app
 
         out = profile_via_app(path, args.device or None, threads=threads, runs=args.runs, warmup=args.warmup,
                               timeout_s=args.timeout).to_dict()
         return {**out, "model": str(path)}
-    from edgecomp.profile.device import profile_on_device
+    from edgecomp.android.device import profile_on_device
 
     prof = profile_on_device(path, args.benchmark_binary, args.device or None, threads=threads, runs=args.runs,
                              warmup=args.warmup, cores=args.cores, delegate=args.delegate,
@@ -136,12 +136,12 @@ def _host_arch() -> str:
 def _calibrate(profile_name: str, results: list[dict[str, Any]]) -> None:
     from edgecomp.bundle import sha256_of
     from edgecomp.errors import ConfigError
-    from edgecomp.plan.targets import _resolve, load_profile
     from edgecomp.profile.calibrate import Measurement, fit_profile, write_profile
     from edgecomp.profile.predict import read_tflite_layers
+    from edgecomp.targets import load_profile, resolve_path
 
     profile = load_profile(profile_name)
-    path = _resolve("profiles", profile_name)
+    path = resolve_path("profiles", profile_name)
     measurements, seen = [], set()
     for r in results:
         arch = _host_arch() if r["source"] == "measured:host" else "arm64"

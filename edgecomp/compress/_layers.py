@@ -66,9 +66,3 @@ def fold_batchnorm(model: nn.Module) -> list[str]:
     if folded:
         logger.info("  folded %d BatchNorm layers into their conv/linear", len(folded))
     return folded
-
-
-def first_and_last(model: nn.Module) -> tuple[str | None, str | None]:
-    """Names of the first and last weight layers in module order (None if the model has none)."""
-    names = [n for n, _ in weight_layers(model)]
-    return (names[0], names[-1]) if names else (None, None)

@@ -17,8 +17,8 @@ from torch import nn
 
 from edgecomp.data import Dataset
 from edgecomp.errors import ConfigError, did_you_mean
-from edgecomp.plan.targets import HardwareProfile, Target
 from edgecomp.spec import ModelSpec
+from edgecomp.targets import HardwareProfile, Target
 
 REGISTRY: dict[str, type[Stage]] = {}
 

@@ -51,10 +51,6 @@ class ChannelGroup:
     members: list[str] = field(default_factory=list)
 
 
-def _as_tuple(example: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-    return example if isinstance(example, torch.Tensor) else example[0]
-
-
 def dependency_graph(model: nn.Module, example: torch.Tensor):
     """torch-pruning's DependencyGraph of ``model`` traced on ``example``; ConfigError if it cannot trace."""
     import torch_pruning as tp

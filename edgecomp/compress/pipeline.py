@@ -13,7 +13,7 @@ from edgecomp.compress.recipe import RecipeStep
 from edgecomp.errors import ConfigError
 from edgecomp.finetune import accuracy
 from edgecomp.model import count_macs, count_params
-from edgecomp.report import StageRecord
+from edgecomp.records import StageRecord
 
 logger = logging.getLogger(__name__)
 

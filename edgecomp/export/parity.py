@@ -8,41 +8,14 @@ NaN or Inf always fail, with a note. The result always says what was compared, n
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
-from pydantic import BaseModel, Field
+
+from edgecomp.records import Parity
 
 FP32_ATOL = 1e-4
 FP32_RTOL = 1e-3
 QUANT_MIN_TOP1 = 99.0
 QUANT_MIN_COSINE = 0.99
-
-
-class Parity(BaseModel):
-    """Result of comparing an artifact's outputs with PyTorch's on the same inputs."""
-
-    status: Literal["passed", "failed", "not-run"] = Field(description="Outcome of the check.")
-    max_abs_err: float | None = Field(None, description="Largest elementwise |artifact - torch|.")
-    max_rel_err: float | None = Field(None, description="max_abs_err divided by max |torch output|.")
-    top1_agreement: float | None = Field(None, description="Percent of inputs whose argmax agrees.")
-    cosine: float | None = Field(None, description="Smallest per-sample cosine similarity of outputs.")
-    samples: int = Field(0, description="Number of inputs compared.")
-    criterion: str = Field("", description="The rule applied, e.g. 'allclose(atol=1e-4, rtol=1e-3)'.")
-    note: str = Field("", description="Why the check was not run, or what failed.")
-
-    def summary(self) -> str:
-        """One line of what was measured (and the note, if any), for logs and error messages."""
-        parts = []
-        if self.max_abs_err is not None:
-            parts.append(f"max abs err {self.max_abs_err:.3e}")
-        if self.top1_agreement is not None:
-            parts.append(f"top-1 agreement {self.top1_agreement:.1f}%")
-        if self.cosine is not None:
-            parts.append(f"min cosine {self.cosine:.4f}")
-        if self.note:
-            parts.append(self.note)
-        return ", ".join(parts) + (f" ({self.criterion})" if self.criterion else "")
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

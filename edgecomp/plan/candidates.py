@@ -12,7 +12,7 @@ import logging
 from edgecomp.compress.base import stage_names
 from edgecomp.compress.recipe import RecipeStep, make_step
 from edgecomp.errors import ConfigError
-from edgecomp.plan.targets import Target
+from edgecomp.targets import Target
 
 logger = logging.getLogger(__name__)
 

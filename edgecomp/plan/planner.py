@@ -38,9 +38,9 @@ from edgecomp.errors import EdgecompError, InfeasibleBudgetError
 from edgecomp.finetune import accuracy, limit_finetuning, skip_finetuning
 from edgecomp.model import count_macs, count_params
 from edgecomp.plan.candidates import bytes_per_param, dtype_of, generate, is_structural
-from edgecomp.plan.targets import Budgets
 from edgecomp.profile.predict import layers_from_torch, predict_from_layers
-from edgecomp.report import StageRecord
+from edgecomp.records import StageRecord
+from edgecomp.targets import Budgets
 
 logger = logging.getLogger(__name__)
 REAL_EXPORT = "real export: "  # how a chosen candidate's reason starts when its real export missed
@@ -258,7 +258,7 @@ class Planner:
             if structural:
                 torch.manual_seed(self.ctx.seed)
                 with skip_finetuning():
-                    model, _, _ = apply_recipe(model, structural, self._quiet_ctx())
+                    model, _, _ = apply_recipe(model, structural, self.ctx)  # it copies the context
             c.params = count_params(model)
             c.macs = count_macs(model, self.ctx.spec.input_shape)
             layers = layers_from_torch(model, self.ctx.spec.input_shape, c.dtype)
@@ -275,11 +275,6 @@ class Planner:
         if b.latency_ms is not None and c.predicted_ms > b.latency_ms:
             misses.append(f"latency {c.predicted_ms:.4f} ms > {b.latency_ms} ms")
         c.status, c.reason = ("rejected", "; ".join(misses)) if misses else ("feasible", "")
-
-    def _quiet_ctx(self) -> BuildContext:
-        import dataclasses
-
-        return dataclasses.replace(self.ctx)
 
     def _cache_key(self, steps: list[RecipeStep]) -> str:
         digest = hashlib.sha256()

@@ -21,8 +21,8 @@ import numpy as np
 import yaml
 
 from edgecomp.errors import ConfigError
-from edgecomp.plan.targets import HardwareProfile
 from edgecomp.profile.predict import COMPUTE_OPS, MEMORY_OPS, LayerCost, predict_from_layers
+from edgecomp.targets import HardwareProfile
 
 logger = logging.getLogger(__name__)
 PRIOR_WEIGHT = 0.05

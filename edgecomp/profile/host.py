@@ -17,32 +17,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field
 
 from edgecomp.errors import EdgecompError
 from edgecomp.quiet import THIRDPARTY
+from edgecomp.records import Latency
 
 logger = logging.getLogger(__name__)
-
-
-class Latency(BaseModel):
-    """Latency statistics of one artifact, and where they come from."""
-
-    p50_ms: float = Field(description="Median latency of one inference, ms.")
-    p90_ms: float | None = Field(None, description="90th percentile latency, ms.")
-    mean_ms: float | None = Field(None, description="Mean latency, ms.")
-    std_ms: float | None = Field(None, description="Standard deviation of latency, ms.")
-    init_ms: float | None = Field(None, description="Time to load the model and prepare the runtime, ms.")
-    peak_memory_mb: float | None = Field(None, description="Peak resident memory of the process running it, MB.")
-    model_memory_mb: float | None = Field(None, description="Peak memory minus memory before loading, MB.")
-    runs: int | None = Field(None, description="Timed runs after warm-up (actually taken).")
-    max_runs: int | None = Field(None, description="The most runs allowed (--runs), when timing stops adaptively.")
-    tolerance_pct: float | None = Field(
-        None, description="Timing stopped once the p50's 95 % CI half-width was within this % of the p50.")
-    ci_halfwidth_pct: float | None = Field(
-        None, description="Half-width of the p50's 95 % confidence interval reached, % of the p50.")
-    threads: int | None = Field(None, description="Threads the runtime used.")
-    source: str = Field(description="measured:host, measured:device:<serial> or predicted:<profile>.")
 
 
 # Run a module as __main__ in an isolated interpreter (-I: no cwd, script folder, PYTHON* variables or user

@@ -12,7 +12,7 @@ import os
 import platform
 from pathlib import Path
 
-from edgecomp.plan.targets import HardwareProfile
+from edgecomp.targets import HardwareProfile
 
 
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:

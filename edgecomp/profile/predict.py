@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecomp.errors import ConfigError, ModelLoadError
-from edgecomp.plan.targets import HardwareProfile
+from edgecomp.targets import HardwareProfile
 
 COMPUTE_OPS = ("conv", "pointwise", "depthwise", "fc")
 MEMORY_OPS = ("elementwise", "pool", "softmax", "data", "quantize")
@@ -88,13 +88,6 @@ class Prediction:
     source: str = "predicted"
     threads: int = 1
     dtype: str = "fp32"
-
-    def by_op_type(self) -> dict[str, float]:
-        """Predicted milliseconds summed per op type."""
-        out: dict[str, float] = {}
-        for p in self.per_op:
-            out[p.op] = out.get(p.op, 0.0) + p.ms
-        return out
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable view."""
@@ -265,7 +258,7 @@ def predict_latency(tflite_path: str | Path, profile: HardwareProfile | str, thr
                     dtype: str | None = None) -> Prediction:
     """Predict the latency of an exported .tflite model on ``profile`` (a HardwareProfile or its name)."""
     if isinstance(profile, str):
-        from edgecomp.plan.targets import load_profile
+        from edgecomp.targets import load_profile
 
         profile = load_profile(profile)
     layers, file_dtype = read_tflite_layers(tflite_path)

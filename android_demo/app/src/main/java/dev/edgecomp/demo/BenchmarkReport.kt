@@ -3,7 +3,7 @@ package dev.edgecomp.demo
 import org.json.JSONArray
 import org.json.JSONObject
 
-/** Version of the result file BenchmarkActivity writes (edgecomp/profile/via_app.py reads it). */
+/** Version of the result file BenchmarkActivity writes (edgecomp/android/via_app.py reads it). */
 const val RESULT_VERSION = 1
 
 /** The result of a benchmark: every timed run and its summary, with where it ran. */

@@ -1,6 +1,6 @@
 """Profile a bundle on an Android device through the demo app's BenchmarkActivity (no benchmark_model).
 
-The bundle is deployed (:mod:`edgecomp.deploy`), then started with
+The bundle is deployed (:mod:`edgecomp.android.deploy`), then started with
 ``am start -S -n <package>/.BenchmarkActivity --es bundle DIR --es file F --ei runs N --ei threads T
 --ei warmup W --es out RESULT``. The app runs W warm-up and N timed inferences with LiteRT (XNNPACK) and
 writes RESULT atomically; this module waits for it (with a timeout), pulls it and turns it into a
@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from edgecomp.android.adb import Adb
+from edgecomp.android.deploy import APP_PACKAGE, deploy_bundle
 from edgecomp.bundle import MANIFEST_NAME
-from edgecomp.deploy import APP_PACKAGE, deploy_bundle
 from edgecomp.errors import ConfigError, DeviceError
-from edgecomp.profile.adb import Adb
-from edgecomp.profile.host import Latency
+from edgecomp.records import Latency
 
 logger = logging.getLogger(__name__)
 

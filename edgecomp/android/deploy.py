@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from shlex import quote
 
+from edgecomp.android.adb import Adb
 from edgecomp.bundle import MANIFEST_NAME, Manifest, read_manifest, sha256_of
 from edgecomp.errors import ConfigError, DeviceError
 from edgecomp.fsutil import contained
-from edgecomp.profile.adb import Adb
 
 logger = logging.getLogger(__name__)
 

@@ -156,7 +156,11 @@ def _load_yaml(path: Path, schema: type[Frozen]) -> Any:
         raise ConfigError(f"{path}: {problems}", f"fix these keys; the schema is {schema.__name__}") from exc
 
 
-def _resolve(kind: str, name_or_path: str) -> Path:
+def resolve_path(kind: str, name_or_path: str) -> Path:
+    """The YAML file of ``kind`` ('targets' or 'profiles'): a path ending in .yaml/.yml, or a known name.
+
+    An unknown name is a :class:`ConfigError` with a did-you-mean and the known names.
+    """
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml"):
         if not candidate.is_file():
@@ -171,11 +175,33 @@ def _resolve(kind: str, name_or_path: str) -> Path:
     return known[name_or_path]
 
 
-def load_target(name_or_path: str) -> Target:
-    """Load and validate a target by name (``<name>.yaml`` in :func:`search_dirs`) or by path to a YAML file."""
-    return _load_yaml(_resolve("targets", name_or_path), Target)
+def load_target(name_or_path: str, *, check_methods: bool = True) -> Target:
+    """Load and validate a target by name (``<name>.yaml`` in :func:`search_dirs`) or by path to a YAML file.
+
+    With ``check_methods`` (the default) every entry of ``methods`` must name a registered compression
+    stage; that imports the stage registry (and torch), so only a caller that reads the schema alone
+    (``edgecomp targets`` listing) turns it off.
+    """
+    path = resolve_path("targets", name_or_path)
+    target = _load_yaml(path, Target)
+    if check_methods:
+        _check_methods(target, path)
+    return target
+
+
+def _check_methods(target: Target, path: Path) -> None:
+    """A ConfigError, with a did-you-mean, for a ``methods`` entry that no compression stage is registered as."""
+    from edgecomp.compress.base import stage_names  # lazy: the registry imports every stage, and torch
+
+    known = stage_names()
+    for method in target.methods:
+        if method not in known:
+            raise ConfigError(
+                f"{path}: key 'methods': unknown compression method '{method}'." + did_you_mean(method, known),
+                f"use one of: {', '.join(known)}",
+            )
 
 
 def load_profile(name_or_path: str) -> HardwareProfile:
     """Load and validate a hardware profile by name (``<name>.yaml`` in :func:`search_dirs`) or path."""
-    return _load_yaml(_resolve("profiles", name_or_path), HardwareProfile)
+    return _load_yaml(resolve_path("profiles", name_or_path), HardwareProfile)

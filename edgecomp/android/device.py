@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from edgecomp.android.adb import Adb
+from edgecomp.android.benchmark_output import BenchmarkResult, parse_benchmark_output
 from edgecomp.errors import DeviceError
-from edgecomp.profile.adb import Adb
-from edgecomp.profile.benchmark_output import BenchmarkResult, parse_benchmark_output
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,129 @@
+"""The build's data records: what each stage, artifact and build measured, as plain pydantic models.
+
+Data only, at the bottom of the package: every layer may import these, they import nothing above
+:mod:`edgecomp.timings`. ``report.json`` is a :class:`BuildReport`; :mod:`edgecomp.report` renders it.
+Every number says where it came from (``measured:host``, ``measured:device:<serial>``, ``predicted:<profile>``);
+a parity that was not measured is ``not-run``, never passed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from edgecomp.timings import Phase
+
+
+class Parity(BaseModel):
+    """Result of comparing an artifact's outputs with PyTorch's on the same inputs."""
+
+    status: Literal["passed", "failed", "not-run"] = Field(description="Outcome of the check.")
+    max_abs_err: float | None = Field(None, description="Largest elementwise |artifact - torch|.")
+    max_rel_err: float | None = Field(None, description="max_abs_err divided by max |torch output|.")
+    top1_agreement: float | None = Field(None, description="Percent of inputs whose argmax agrees.")
+    cosine: float | None = Field(None, description="Smallest per-sample cosine similarity of outputs.")
+    samples: int = Field(0, description="Number of inputs compared.")
+    criterion: str = Field("", description="The rule applied, e.g. 'allclose(atol=1e-4, rtol=1e-3)'.")
+    note: str = Field("", description="Why the check was not run, or what failed.")
+
+    def summary(self) -> str:
+        """One line of what was measured (and the note, if any), for logs and error messages."""
+        parts = []
+        if self.max_abs_err is not None:
+            parts.append(f"max abs err {self.max_abs_err:.3e}")
+        if self.top1_agreement is not None:
+            parts.append(f"top-1 agreement {self.top1_agreement:.1f}%")
+        if self.cosine is not None:
+            parts.append(f"min cosine {self.cosine:.4f}")
+        if self.note:
+            parts.append(self.note)
+        return ", ".join(parts) + (f" ({self.criterion})" if self.criterion else "")
+
+
+class Latency(BaseModel):
+    """Latency statistics of one artifact, and where they come from."""
+
+    p50_ms: float = Field(description="Median latency of one inference, ms.")
+    p90_ms: float | None = Field(None, description="90th percentile latency, ms.")
+    mean_ms: float | None = Field(None, description="Mean latency, ms.")
+    std_ms: float | None = Field(None, description="Standard deviation of latency, ms.")
+    init_ms: float | None = Field(None, description="Time to load the model and prepare the runtime, ms.")
+    peak_memory_mb: float | None = Field(None, description="Peak resident memory of the process running it, MB.")
+    model_memory_mb: float | None = Field(None, description="Peak memory minus memory before loading, MB.")
+    runs: int | None = Field(None, description="Timed runs after warm-up (actually taken).")
+    max_runs: int | None = Field(None, description="The most runs allowed (--runs), when timing stops adaptively.")
+    tolerance_pct: float | None = Field(
+        None, description="Timing stopped once the p50's 95 % CI half-width was within this % of the p50.")
+    ci_halfwidth_pct: float | None = Field(
+        None, description="Half-width of the p50's 95 % confidence interval reached, % of the p50.")
+    threads: int | None = Field(None, description="Threads the runtime used.")
+    source: str = Field(description="measured:host, measured:device:<serial> or predicted:<profile>.")
+
+
+class ModelRecord(BaseModel):
+    """The source model as loaded."""
+
+    name: str = Field(description="Model name.")
+    source: str = Field(description="Where the model came from (file, factory or built-in).")
+    params: int = Field(description="Parameter count.")
+    macs: int = Field(description="Multiply-accumulates per inference.")
+    accuracy: float | None = Field(None, description="Top-1 on the test split, percent, if data is known.")
+
+
+class StageRecord(BaseModel):
+    """One compression stage as it ran, measured after it."""
+
+    name: str = Field(description="Stage (method) name.")
+    config: dict[str, Any] = Field(default_factory=dict, description="Settings the stage ran with.")
+    seconds: float = Field(description="Wall time of the stage.")
+    params: int = Field(description="Parameter count after the stage.")
+    macs: int = Field(description="MACs per inference after the stage.")
+    accuracy: float | None = Field(None, description="Top-1 on the test split after the stage, percent.")
+    weight_bytes: int | None = Field(
+        None, description="Parameters x bytes per weight of the dtype the model now exports with (an estimate; "
+                          "artifacts[] hold the real file sizes).")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="Stage-specific measurements.")
+    notes: list[str] = Field(default_factory=list, description="What the stage wants the user to know.")
+
+
+class ArtifactRecord(BaseModel):
+    """One exported file: size, checks, speed."""
+
+    format: str = Field(description="onnx, tflite or coreml.")
+    status: str = Field("ok", description="ok, or failed with the reason in notes.")
+    path: str | None = Field(None, description="Path inside the bundle.")
+    dtype: str | None = Field(None, description="Numeric type of the weights.")
+    bytes: int | None = Field(None, description="Size on disk.")
+    sha256: str | None = Field(None, description="SHA-256 of the file.")
+    export_seconds: float | None = Field(None, description="Time the exporter took.")
+    parity: Parity | None = Field(None, description="Parity against the PyTorch model.")
+    accuracy: float | None = Field(None, description="Top-1 of this artifact on the parity inputs, percent.")
+    latency: Latency | None = Field(None, description="Host (or device) latency, measured.")
+    predicted_latency: Latency | None = Field(None, description="Latency predicted for the target hardware.")
+    details: dict[str, Any] = Field(default_factory=dict, description="Format-specific facts (e.g. byte breakdown).")
+    notes: list[str] = Field(default_factory=list, description="Anything the user should know.")
+    measured_at: str | None = Field(None, description="UTC time (ISO 8601) the file was exported and measured.")
+    cached: bool = Field(False, description="Reused from the artifact cache: file, parity and latency are those "
+                                            "measured at measured_at by an identical earlier build.")
+
+
+class BuildReport(BaseModel):
+    """Everything a build did, as written to report.json."""
+
+    schema_version: int = Field(1, description="Version of this report schema.")
+    edgecomp_version: str = Field(description="edgecomp version.")
+    created: str = Field(description="UTC time, ISO 8601.")
+    target: str = Field(description="Target name.")
+    hardware: str = Field(description="Hardware profile used for predictions.")
+    budgets: dict[str, Any] = Field(default_factory=dict, description="Budgets the build aimed at.")
+    model: ModelRecord = Field(description="The source model.")
+    recipe: list[str] = Field(default_factory=list, description="Stages applied, in order, in recipe syntax.")
+    stages: list[StageRecord] = Field(default_factory=list, description="Each stage, measured.")
+    artifacts: list[ArtifactRecord] = Field(default_factory=list, description="Each exported file.")
+    parity_inputs: str = Field("", description="What the parity check fed the models.")
+    planner: dict[str, Any] | None = Field(None, description="The planner's candidates and decision, if it ran.")
+    environment: dict[str, str] = Field(default_factory=dict, description="Versions of the tools used.")
+    bundle: str = Field("", description="Folder the bundle was written to.")
+    phases: list[Phase] = Field(default_factory=list, description="Wall time of each phase of the build, in order.")
+    build_seconds: float | None = Field(None, description="Wall time of the whole build up to writing this report.")

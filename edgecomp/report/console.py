@@ -1,0 +1,87 @@
+"""The console side of the build report: the closing table and the planner's decision in words.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from edgecomp.records import BuildReport
+
+
+def fmt(v: float | None, spec: str = ".3f") -> str:
+    """``v`` formatted with ``spec``, or ``-`` when it is missing."""
+    return "-" if v is None else format(v, spec)
+
+
+def console_table(report: BuildReport) -> str:
+    """The closing table printed by the CLI: one row per artifact."""
+    rows = [("format", "dtype", "MB", "parity", "max abs err", "top-1 agree", "acc %", "p50 ms", "source")]
+    for a in report.artifacts:
+        p, lat = a.parity, a.latency
+        rows.append((
+            a.format, a.dtype or "-", fmt(a.bytes / 1e6 if a.bytes else None, ".4f"),
+            (p.status if p else a.status), fmt(p.max_abs_err if p else None, ".2e"),
+            fmt(p.top1_agreement if p else None, ".1f"), fmt(a.accuracy, ".2f"),
+            fmt(lat.p50_ms if lat else None, ".3f"), lat.source if lat else "-",
+        ))
+        if a.predicted_latency:
+            rows.append(("", "", "", "", "", "", "", fmt(a.predicted_latency.p50_ms, ".3f"),
+                         a.predicted_latency.source))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += [f"{a.format}: cached from {a.measured_at} (identical export; --no-cache rebuilds it)"
+              for a in report.artifacts if a.cached]
+    return "\n".join(lines)
+
+
+def plan_candidates(report: BuildReport) -> list[dict]:
+    """The planner's candidates as plain dicts (empty when the build ran a given recipe)."""
+    cands = (report.planner or {}).get("candidates", [])
+    return [c.model_dump() if isinstance(c, BaseModel) else c for c in cands]
+
+
+def _lost_to(c: dict, chosen: dict) -> str:
+    """Why a feasible candidate lost to the chosen one: accuracy first, then size, then latency."""
+    acc = f"val accuracy {c['val_accuracy']:.2f}%"
+    if round(c["val_accuracy"], 2) != round(chosen.get("val_accuracy") or 0.0, 2):
+        return f"{acc}, less accurate than the chosen one"
+    if c["predicted_bytes"] != chosen["predicted_bytes"]:
+        return (f"{acc}, as accurate as the chosen one but larger ({c['predicted_bytes'] / 1e6:.4f} MB vs "
+                f"{chosen['predicted_bytes'] / 1e6:.4f} MB)")
+    return f"{acc}, as accurate and as large as the chosen one but slower ({c['predicted_ms']:.4f} ms)"
+
+
+def explain_plan(report: BuildReport) -> str:
+    """A few lines on the planner's decision: what was tried, why the winner won, why others lost."""
+    cands = plan_candidates(report)
+    b = report.budgets
+    budget = ", ".join(x for x in (
+        f"size <= {b['size_mb']} MB" if b.get("size_mb") is not None else "",
+        f"latency <= {b['latency_ms']} ms on {report.hardware}" if b.get("latency_ms") is not None else "",
+        f"accuracy drop <= {b['accuracy_drop_pct']} pt" if b.get("accuracy_drop_pct") is not None else "") if x)
+    label = lambda c: " -> ".join(c["recipe"]) or "fp32 (untouched)"
+    lines = [f"planner: budgets {budget or 'none'}; {len(cands)} candidates"]
+    by_status: dict[str, list[dict]] = {}
+    for c in cands:
+        by_status.setdefault(c["status"], []).append(c)
+    chosen = by_status.get("chosen", [])
+    for c in chosen:
+        feasible = len(by_status.get("feasible", [])) + 1
+        acc = f"val accuracy {c['val_accuracy']:.2f}%" if c.get("val_accuracy") is not None else "accuracy n/a"
+        lines.append(f"  chosen   {label(c)}: {acc}, predicted {c['predicted_bytes'] / 1e6:.4f} MB, "
+                     f"{c['predicted_ms']:.4f} ms; the most accurate of {feasible} that meet every budget")
+    for note in (report.planner or {}).get("notes", []):
+        lines.append(f"  note     {note}")
+    for status in ("feasible", "rejected", "failed", "not-evaluated"):
+        group = by_status.get(status, [])
+        reasons = {c["reason"] for c in group}
+        if len(group) > 1 and len(reasons) == 1 and "" not in reasons:
+            lines.append(f"  {status:8s} {len(group)} other candidates: {reasons.pop()}")
+            continue
+        for c in group[:6]:
+            why = c["reason"] or (_lost_to(c, chosen[0]) if chosen and c.get("val_accuracy") is not None else "")
+            lines.append(f"  {status:8s} {label(c)}: {why}")
+        if len(group) > 6:
+            lines.append(f"  ... and {len(group) - 6} more {status} (see report.json)")
+    return "\n".join(lines)

@@ -1,0 +1,73 @@
+"""``report.html``: a self-contained page (plots inlined as PNG) for a build report.
+
+Every string from the model, data or planner is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import html
+
+from edgecomp.records import BuildReport
+from edgecomp.report.console import explain_plan, fmt, plan_candidates
+from edgecomp.report.plots import planner_plot, stage_plot
+from edgecomp.timings import phase_bars_html
+
+
+def render_html(report: BuildReport, extra_sections: list[str] | None = None) -> str:
+    """A self-contained HTML page (plots inlined as PNG) for the report."""
+    esc = html.escape
+    head = ["format", "dtype", "bytes", "parity", "max abs err", "top-1 agree %", "accuracy %", "p50 ms", "source"]
+    rows = []
+    for a in report.artifacts:
+        p, lat = a.parity, a.latency
+        cells = [a.format, a.dtype or "-", a.bytes or "-", (p.status if p else a.status),
+                 fmt(p.max_abs_err if p else None, ".2e"), fmt(p.top1_agreement if p else None, ".1f"),
+                 fmt(a.accuracy, ".2f"), fmt(lat.p50_ms if lat else None), lat.source if lat else "-"]
+        rows.append("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in cells) + "</tr>")
+        notes = (([f"cached from {a.measured_at}"] if a.cached else []) + a.notes
+                 + ([p.note] if p and p.note else []))
+        if notes:
+            rows.append(f"<tr><td></td><td colspan='8'><i>{esc('; '.join(notes))}</i></td></tr>")
+    stage_rows = "".join(
+        f"<tr><td>{esc(s.name)}</td><td>{s.params:,}</td><td>{s.macs:,}</td>"
+        f"<td>{'-' if s.weight_bytes is None else f'{s.weight_bytes:,}'}</td><td>{fmt(s.accuracy, '.2f')}</td>"
+        f"<td>{s.seconds:.1f}</td><td>{esc('; '.join(s.notes))}</td></tr>" for s in report.stages
+    )
+    m = report.model
+    sections = (planner_section(report) + phase_bars_html(report.phases, report.build_seconds)
+                + "".join(extra_sections or []))
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>edgecomp: {esc(m.name)} for {esc(report.target)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#eee}}img{{max-width:100%}}</style></head><body>
+<h1>{esc(m.name)} &rarr; {esc(report.target)}</h1>
+<p>Hardware profile <b>{esc(report.hardware)}</b>; recipe <b>{esc(' -> '.join(report.recipe) or 'none (fp32 export)')}</b>;
+source model {m.params:,} parameters, {m.macs:,} MACs, accuracy {fmt(m.accuracy, '.2f')}%. Built {esc(report.created)}.</p>
+<h2>Artifacts</h2><table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{''.join(rows)}</table>
+<p>Parity inputs: {esc(report.parity_inputs)}</p>
+<h2>Stages</h2><table><tr><th>stage</th><th>params</th><th>MACs</th><th>weight bytes</th><th>accuracy %</th><th>seconds</th><th>notes</th></tr>
+<tr><td>source</td><td>{m.params:,}</td><td>{m.macs:,}</td><td>{4 * m.params:,}</td><td>{fmt(m.accuracy, '.2f')}</td><td></td><td></td></tr>{stage_rows}</table>
+<img alt="params, MACs, bytes and accuracy per stage" src="data:image/png;base64,{stage_plot(report)}">
+{sections}
+</body></html>
+"""
+
+
+def planner_section(report: BuildReport) -> str:
+    """HTML for the planner's candidates: plot, table and the decision in words."""
+    cands = plan_candidates(report)
+    if not cands:
+        return ""
+    esc = html.escape
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in (
+            " -> ".join(c["recipe"]) or "fp32 (untouched)", c["status"], c.get("params") or "-",
+            fmt((c.get("predicted_bytes") or 0) / 1e6 if c.get("predicted_bytes") else None, ".4f"),
+            fmt((c.get("real_bytes") or 0) / 1e6 if c.get("real_bytes") else None, ".4f"),
+            fmt(c.get("predicted_ms"), ".4f"), fmt(c.get("val_accuracy"), ".2f"), fmt(c.get("accuracy_drop"), ".2f"),
+            "yes" if c.get("pareto") else "", c["reason"])) + "</tr>" for c in cands)
+    plot = planner_plot(report)
+    img = f'<img alt="planner candidates" src="data:image/png;base64,{plot}">' if plot else ""
+    head = ["recipe", "status", "params", "pred. MB", "real MB", "pred. ms", "val acc %", "acc drop pt", "Pareto",
+            "reason"]
+    return (f"<h2>Planner</h2><pre>{esc(explain_plan(report))}</pre>{img}<table><tr>"
+            + "".join(f"<th>{h}</th>" for h in head) + f"</tr>{rows}</table>")
