@@ -355,9 +355,9 @@ def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model,
         with timings.phase(f"profile:{artifact.format}"):
                 record.latency = lat = measure_host(artifact.format, folder / artifact.path.name, ctx.threads,
                                                 opts.runs, opts.warmup, tolerance=opts.latency_tolerance)
-        logger.info("  %s: p50 %.3f ms +-%.1f %%, p90 %.3f ms (%s, %d threads, %d of at most %d runs)",
-                    artifact.format, lat.p50_ms, lat.ci_halfwidth_pct or 0.0, lat.p90_ms, lat.source, ctx.threads,
-                    lat.runs, opts.runs)
+        logger.info("  %s: p50 %.3f ms +-%.1f %%, p90 %.3f ms (%s on %s, %d threads, %d of at most %d runs)",
+                    artifact.format, lat.p50_ms, lat.ci_halfwidth_pct or 0.0, lat.p90_ms, lat.source, lat.machine,
+                    ctx.threads, lat.runs, opts.runs)
     except EdgecompError as exc:
         record.notes.append(f"host latency not measured: {exc.message}")
     return record

@@ -38,7 +38,7 @@ class Parity(BaseModel):
             parts.append(f"min cosine {self.cosine:.4f}")
         if self.note:
             parts.append(self.note)
-        return ", ".join(parts) + (f" ({self.criterion})" if self.criterion else "")
+        return ", ".join(parts) + (f"; rule {self.criterion}" if self.criterion else "")
 
 
 class Latency(BaseModel):
@@ -58,6 +58,7 @@ class Latency(BaseModel):
     ci_halfwidth_pct: float | None = Field(
         None, description="Half-width of the p50's 95 % confidence interval reached, % of the p50.")
     threads: int | None = Field(None, description="Threads the runtime used.")
+    machine: str | None = Field(None, description="CPU and vector ISA a host measurement ran on, e.g. 'x86-64 AVX2, AMD EPYC'.")
     source: str = Field(description="measured:host, measured:device:<serial> or predicted:<profile>.")
 
 

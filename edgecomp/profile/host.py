@@ -63,6 +63,7 @@ def measure_host(fmt: str, path: str | Path, threads: int = 2, runs: int = 50, w
         raise EdgecompError(f"host profiling of {path} failed: {' / '.join(chatter[-5:])[-500:]}",
                             "check that the file runs with its runtime (--debug shows its full output)")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    from edgecomp.profile.host_cpu import describe_host
     from edgecomp.profile.host_worker import median_ci_halfwidth
 
     times = np.asarray(result["times_ms"])
@@ -72,7 +73,7 @@ def measure_host(fmt: str, path: str | Path, threads: int = 2, runs: int = 50, w
         p50_ms=p50, p90_ms=float(np.percentile(times, 90)),
         mean_ms=float(times.mean()), std_ms=float(times.std()), init_ms=result["init_ms"],
         peak_memory_mb=result["peak_rss_mb"], model_memory_mb=result["peak_rss_mb"] - result["rss_before_load_mb"],
-        runs=len(times), threads=threads, source="measured:host",
+        runs=len(times), threads=threads, source="measured:host", machine=describe_host(),
         max_runs=runs if tolerance is not None else None,
         tolerance_pct=tolerance * 100 if tolerance is not None else None,
         ci_halfwidth_pct=round(100 * halfwidth / p50, 3) if p50 > 0 and np.isfinite(halfwidth) else None,

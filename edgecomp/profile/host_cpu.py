@@ -39,6 +39,31 @@ def vector_peaks(flags: set[str]) -> tuple[float, float, str]:
     return fp32, fp32 * (4 if vnni else 2), isa
 
 
+def describe_host(cpuinfo: str | None = None) -> str:
+    """This machine's architecture, vector ISA and CPU model, e.g. ``x86-64 AVX-512 VNNI, AMD EPYC``.
+
+    Host timings differ several-fold between ISAs (int8 with and without VNNI, say), so every host number
+    is reported with this line.
+    """
+    if cpuinfo is None:
+        path = Path("/proc/cpuinfo")
+        cpuinfo = path.read_text() if path.is_file() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                  if line.startswith(("model name", "Model", "Hardware")) and ":" in line), "")
+    flags = cpu_flags(cpuinfo)
+    features = next((set(line.split(":", 1)[1].split()) for line in cpuinfo.splitlines()
+                     if line.startswith("Features") and ":" in line), None)
+    if flags or (features is None and platform.machine() in ("x86_64", "AMD64")):
+        isa = "x86-64 " + vector_peaks(flags)[2]
+    elif features is not None or platform.machine() in ("aarch64", "arm64"):
+        extras = [name for flag, name in (("asimddp", "dotprod"), ("i8mm", "i8mm"), ("sve", "SVE"))
+                  if flag in (features or set())]
+        isa = " ".join(["arm64 NEON", *extras])
+    else:
+        isa = platform.machine() or "unknown CPU"
+    return f"{isa}, {model}" if model else isa
+
+
 def host_profile(profile: HardwareProfile, cpuinfo: str | None = None) -> HardwareProfile:
     """``profile`` with this machine's core count and vector peaks (x86-64 only; otherwise unchanged).
 

@@ -32,6 +32,8 @@ def console_table(report: BuildReport) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines += [f"{a.format}: cached from {a.measured_at} (identical export; --no-cache rebuilds it)"
               for a in report.artifacts if a.cached]
+    machines = sorted({a.latency.machine for a in report.artifacts if a.latency and a.latency.machine})
+    lines += [f"measured:host = {m}" for m in machines]
     return "\n".join(lines)
 
 
