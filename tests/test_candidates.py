@@ -1,0 +1,71 @@
+"""The planner's candidate list, pinned: the same recipes, in the same order, dtype and bytes per parameter.
+
+The lists below are what ``plan/candidates.generate`` produced before the stages described themselves
+(issue #15); the planner's screening order, predictions and so the benchmark tables follow from them.
+"""
+
+import pytest
+
+from edgecomp.plan.candidates import bytes_per_param, dtype_of, generate, is_structural
+from edgecomp.targets import Target, load_target
+
+I8 = "quantize.int8"
+PF3, PF5, PF7 = "prune.filter(ratio=0.3)", "prune.filter", "prune.filter(ratio=0.7)"
+STRUCTURAL = [["separable"], ["lowrank"], [PF3], [PF5], [PF7], ["separable", PF5]]
+
+
+def _with_int8(chains: list[list[str]]) -> list[list[str]]:
+    return [r for chain in chains for r in (chain, chain + [I8])]
+
+
+PINNED = {
+    "android-arm64": [[], [I8], ["cluster"], ["prune.magnitude", "cluster"]] + _with_int8(STRUCTURAL),
+    "ios-arm64": [[], [I8], ["cluster"]] + _with_int8(STRUCTURAL),
+    "linux-arm64": [[], [I8]] + _with_int8(STRUCTURAL),
+    "host": [[], [I8]] + _with_int8([[PF3], [PF5], [PF7]]),
+}
+
+
+def _target(methods: list[str], dtypes: list[str]) -> Target:
+    return Target(schema_version=1, name="t", description="t", runtime="litert", formats=["tflite"],
+                  dtypes=dtypes, hardware="cortex-a76", methods=methods)
+
+
+def _described(target: Target) -> list[list[str]]:
+    return [[s.describe() for s in recipe] for recipe in generate(target)]
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_shipped_target_candidates_are_pinned(name):
+    assert _described(load_target(name)) == PINNED[name]
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_dtype_bytes_and_structure_are_pinned(name):
+    for recipe in generate(load_target(name)):
+        names = [s.name for s in recipe]
+        int8 = I8 in names
+        assert dtype_of(recipe) == ("int8" if int8 else "fp32")
+        assert bytes_per_param(recipe, "tflite") == (1.0 if int8 else 4.0)
+        assert bytes_per_param(recipe, "coreml") == (1.0 if int8 else 0.5 if "cluster" in names else 4.0)
+        assert [is_structural(s) for s in recipe] == [n not in (I8, "cluster") for n in names]
+
+
+def test_candidate_configs_are_pinned():
+    ratios = [[s.config.ratio for s in r if s.name == "prune.filter"] for r in generate(load_target("android-arm64"))]
+    assert [r for r in ratios if r] == [[0.3], [0.3], [0.5], [0.5], [0.7], [0.7], [0.5], [0.5]]
+    defaults = [s for r in generate(load_target("android-arm64")) for s in r if s.name != "prune.filter"]
+    assert all(s.config == type(s.config)() for s in defaults)
+
+
+@pytest.mark.parametrize(("methods", "dtypes", "expected"), [
+    ([], ["fp32"], [[]]),
+    (["prune.magnitude"], ["fp32"], [[]]),  # magnitude pruning is only tried before clustering
+    (["prune.magnitude", "cluster"], ["fp32"], [[], ["cluster"], ["prune.magnitude", "cluster"]]),
+    ([I8, "prune.filter"], ["fp32"], [[], [PF3], [PF5], [PF7]]),  # int8 needs a target that runs int8
+    (["separable", I8], ["fp32", "int8"], [[], [I8], ["separable"], ["separable", I8]]),
+    (["binarize", "distill", "quantize.fp16", "quantize.dynamic", "prune.epruning"], ["fp32", "fp16", "int8"],
+     [[]]),
+])
+def test_custom_target_candidates_are_pinned(methods, dtypes, expected):
+    assert _described(_target(methods, dtypes)) == expected
