@@ -11,9 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,28 +23,16 @@ from torch import nn
 from edgecomp.data import Dataset
 
 logger = logging.getLogger(__name__)
-_SKIP: ContextVar[bool] = ContextVar("edgecomp_skip_finetuning", default=False)
-_MAX_EPOCHS: ContextVar[int | None] = ContextVar("edgecomp_max_finetune_epochs", default=None)
 
 
-@contextmanager
-def limit_finetuning(max_epochs: int | None) -> Iterator[None]:
-    """Within this block every ``finetune`` runs at most ``max_epochs`` epochs (None: no cap)."""
-    token = _MAX_EPOCHS.set(max_epochs)
-    try:
-        yield
-    finally:
-        _MAX_EPOCHS.reset(token)
+@dataclass(frozen=True)
+class FinetunePolicy:
+    """How a build limits every recovery fine-tune (it travels on ``BuildContext.finetune_policy``)."""
 
-
-@contextmanager
-def skip_finetuning() -> Iterator[None]:
-    """Within this block ``finetune`` returns at once: the planner's cheap, structure-only pass."""
-    token = _SKIP.set(True)
-    try:
-        yield
-    finally:
-        _SKIP.reset(token)
+    skip: bool = False
+    """Return at once without training: the planner's cheap, structure-only screen."""
+    max_epochs: int | None = None
+    """Run at most this many epochs (None: each stage's own setting)."""
 
 
 class FinetuneConfig(BaseModel):
@@ -113,6 +99,7 @@ def finetune(
     extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
     on_batch: Callable[[nn.Module], None] | None = None,
     extra_params: Iterable[nn.Parameter] = (),
+    policy: FinetunePolicy | None = None,
 ) -> FinetuneResult:
     """Train ``model`` in place on ``data.x_train`` (with distillation when ``teacher`` is given).
 
@@ -121,12 +108,14 @@ def finetune(
     ``extra_loss`` runs after both the student's and the teacher's forward pass on the batch, so forward
     hooks on either model hold that batch's features (hint losses rely on this); ``extra_params`` (e.g.
     a hint loss's regressors) are optimised alongside the model's parameters but are not part of it.
+    ``policy`` (a build's ``ctx.finetune_policy``) may skip the fine-tune or cap its epochs.
     """
     cfg = cfg or FinetuneConfig()
-    if _SKIP.get():
+    policy = policy or FinetunePolicy()
+    if policy.skip:
         return FinetuneResult(0, float("nan"), stopped="skipped")
-    if _MAX_EPOCHS.get() is not None and cfg.epochs > _MAX_EPOCHS.get():
-        cfg = cfg.model_copy(update={"epochs": _MAX_EPOCHS.get()})
+    if policy.max_epochs is not None and cfg.epochs > policy.max_epochs:
+        cfg = cfg.model_copy(update={"epochs": policy.max_epochs})
     gen = torch.Generator().manual_seed(cfg.seed)
     x = torch.as_tensor(data.x_train)
     y = torch.as_tensor(data.y_train)

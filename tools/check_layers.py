@@ -22,7 +22,7 @@ PACKAGE = "edgecomp"
 # The one written-down order, bottom first. A module belongs to the layer of its longest listed prefix.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("edgecomp", "edgecomp.errors", "edgecomp.spec", "edgecomp.quiet", "edgecomp.fsutil",
-              "edgecomp.timings")),
+              "edgecomp.timings", "edgecomp.dtypes")),
     ("records", ("edgecomp.records",)),
     ("targets", ("edgecomp.targets",)),
     ("data-model", ("edgecomp.data", "edgecomp.finetune", "edgecomp.model", "edgecomp.model_files",

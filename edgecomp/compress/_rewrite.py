@@ -188,7 +188,7 @@ def tune(model: nn.Module, cfg: TuneConfig, ctx: BuildContext, notes: list[str])
     before = accuracy(model, ctx.data.x_val, ctx.data.y_val)
     ft = FinetuneConfig(epochs=cfg.epochs, lr=cfg.lr, temperature=cfg.temperature, alpha=cfg.alpha,
                         patience=cfg.patience, time_budget_s=cfg.time_budget_s, seed=ctx.seed, ties_by_loss=True)
-    result = finetune(model, ctx.data, ft, teacher=teacher)
+    result = finetune(model, ctx.data, ft, teacher=teacher, policy=ctx.finetune_policy)
     return {**record, "epochs": result.epochs, "stopped": result.stopped, "distilled": teacher is not None,
             "val_accuracy_before": before, "val_accuracy_after": result.best_val_accuracy}
 

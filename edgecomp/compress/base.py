@@ -17,6 +17,7 @@ from torch import nn
 
 from edgecomp.data import Dataset
 from edgecomp.errors import ConfigError, did_you_mean
+from edgecomp.finetune import FinetunePolicy
 from edgecomp.spec import ModelSpec
 from edgecomp.targets import HardwareProfile, Target
 
@@ -42,7 +43,7 @@ class ExportOptions(BaseModel):
 
 @dataclass
 class BuildContext:
-    """What a stage may read: the model's spec, the target, its hardware, data, teacher and seed."""
+    """What a stage may read: the model's spec, the target, its hardware, data, teacher, seed, fine-tune policy."""
 
     spec: ModelSpec
     target: Target
@@ -52,6 +53,8 @@ class BuildContext:
     export: ExportOptions = field(default_factory=ExportOptions)
     seed: int = 0
     threads: int = 2
+    finetune_policy: FinetunePolicy = field(default_factory=FinetunePolicy)
+    """Whether stages skip their recovery fine-tunes or cap their epochs (pass it to ``finetune``)."""
 
 
 @dataclass
@@ -64,11 +67,26 @@ class StageResult:
     export: ExportOptions | None = None
 
 
+SearchRecipe = list[tuple[str, dict[str, Any]]]
+"""A recipe the planner may try, as (stage name, settings) pairs in order."""
+
+
 class Stage(ABC):
-    """A compression method. Subclasses set ``name`` and ``Config`` and implement ``apply``."""
+    """A compression method. Subclasses set ``name`` and ``Config`` and implement ``apply``.
+
+    The class attributes below tell the planner what it needs without it naming any stage.
+    """
 
     name: ClassVar[str]
     Config: ClassVar[type[StageConfig]] = StageConfig
+    structural: ClassVar[bool] = True
+    """Whether the stage changes the network's shape (and so its MACs and latency), not only weight values."""
+    export_dtype: ClassVar[str | None] = None
+    """The weight dtype exports take after this stage (None: it leaves the dtype as it was)."""
+    search_rank: ClassVar[int] = 0
+    """Where the stage's ``search_space`` comes in the planner's candidate list (lower first)."""
+    search_appends: ClassVar[bool] = False
+    """Whether the planner also tries every structural candidate followed by this stage (e.g. int8)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -78,6 +96,21 @@ class Stage(ABC):
     def supports(self, target: Target) -> bool:
         """Whether this stage makes sense on ``target`` (e.g. int8 only where the runtime runs it)."""
         return True
+
+    @classmethod
+    def search_space(cls) -> list[SearchRecipe]:
+        """The recipes this stage leads in the planner's search (default: none, the planner never tries it).
+
+        A recipe may start with other stages (e.g. magnitude pruning before clustering); the planner drops
+        a recipe whose stages the target does not all allow. Structural stages' recipes are also tried
+        followed by each ``search_appends`` stage.
+        """
+        return []
+
+    @classmethod
+    def bytes_per_param(cls, cfg: StageConfig, fmt: str) -> float | None:
+        """Stored bytes per parameter in format ``fmt`` when the recipe stays fp32 (None: 4, dense fp32)."""
+        return None
 
     @abstractmethod
     def apply(self, model: nn.Module, cfg: StageConfig, ctx: BuildContext) -> StageResult:

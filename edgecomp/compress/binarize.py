@@ -57,6 +57,7 @@ class Binarize(Stage):
     """Binary weights (±alpha per output channel), trained with the straight-through estimator."""
 
     name = "binarize"
+    structural = False
 
     class Config(StageConfig):
         """Settings of ``binarize``."""
@@ -98,7 +99,8 @@ class Binarize(Stage):
             metrics["val_accuracy_binarized_untrained"] = accuracy(model, ctx.data.x_val, ctx.data.y_val)
             if cfg.epochs:
                 ft = finetune(model, ctx.data, FinetuneConfig(epochs=cfg.epochs, lr=cfg.lr, patience=cfg.patience,
-                                                              seed=ctx.seed), teacher=ctx.teacher)
+                                                              seed=ctx.seed), teacher=ctx.teacher,
+                              policy=ctx.finetune_policy)
                 if ft.stopped != "skipped":  # the planner's structure-only pass skips training
                     metrics["val_accuracy_after_training"] = ft.best_val_accuracy
                     metrics["training_epochs"] = ft.epochs

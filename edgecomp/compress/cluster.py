@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from edgecomp.compress._layers import fold_batchnorm, remove_prune_reparam, weight_layers
-from edgecomp.compress.base import BuildContext, Stage, StageConfig, StageResult
+from edgecomp.compress.base import BuildContext, SearchRecipe, Stage, StageConfig, StageResult
 from edgecomp.compress.recipe import PRESETS
 
 logger = logging.getLogger(__name__)
@@ -87,6 +87,19 @@ class Cluster(Stage):
     """Per-layer k-means weight sharing (2**bits centroids) with centroid fine-tuning."""
 
     name = "cluster"
+    structural = False
+    search_rank = 20
+
+    @classmethod
+    def search_space(cls) -> list[SearchRecipe]:
+        """Clustering alone, and after magnitude pruning (zeros cluster for free)."""
+        return [[(cls.name, {})], [("prune.magnitude", {}), (cls.name, {})]]
+
+    @classmethod
+    def bytes_per_param(cls, cfg: StageConfig, fmt: str) -> float | None:
+        """Palettized CoreML stores ``bits``-bit indices; other formats store the shared values densely."""
+        bits = getattr(cfg, "bits", None)
+        return bits / 8.0 if fmt == "coreml" and bits else None
 
     class Config(StageConfig):
         """Settings of ``cluster``."""
@@ -131,7 +144,7 @@ class Cluster(Stage):
             metrics["val_accuracy_after_kmeans"] = accuracy(model, ctx.data.x_val, ctx.data.y_val)
             if cfg.epochs:
                 ft = finetune(model, ctx.data, FinetuneConfig(epochs=cfg.epochs, lr=cfg.lr, patience=5, seed=ctx.seed),
-                              teacher=ctx.teacher)
+                              teacher=ctx.teacher, policy=ctx.finetune_policy)
                 if ft.stopped != "skipped":  # the planner's structure-only pass skips fine-tuning
                     metrics["val_accuracy_after_finetune"] = ft.best_val_accuracy
                     metrics["finetune_epochs"] = ft.epochs

@@ -22,6 +22,7 @@ from torch import nn
 
 from edgecomp.compress.base import BuildContext, Stage, StageConfig, StageResult
 from edgecomp.errors import ConfigError, did_you_mean
+from edgecomp.finetune import FinetunePolicy
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +109,12 @@ class HintLoss:
         self.handles.clear()
 
 
-def distill(student: nn.Module, teacher: nn.Module, data, cfg: Distill.Config, seed: int = 0) -> dict[str, Any]:
-    """Distil ``teacher`` into ``student`` in place per ``cfg``; return KL/accuracy before and after."""
+def distill(student: nn.Module, teacher: nn.Module, data, cfg: Distill.Config, seed: int = 0,
+            policy: FinetunePolicy | None = None) -> dict[str, Any]:
+    """Distil ``teacher`` into ``student`` in place per ``cfg``; return KL/accuracy before and after.
+
+    ``policy`` (a build's ``ctx.finetune_policy``) may skip the training or cap its epochs.
+    """
     from edgecomp.finetune import FinetuneConfig, accuracy, finetune
 
     record: dict[str, Any] = {
@@ -124,7 +129,7 @@ def distill(student: nn.Module, teacher: nn.Module, data, cfg: Distill.Config, s
                         ties_by_loss=True)
     try:
         result = finetune(student, data, ft, teacher=teacher, extra_loss=hints,
-                          extra_params=hints.parameters() if hints else ())
+                          extra_params=hints.parameters() if hints else (), policy=policy)
     finally:
         if hints is not None:
             hints.close()
@@ -162,7 +167,7 @@ class Distill(Stage):
             raise ConfigError("distill needs training data, and the model came without any",
                               "pass --data FILE.npz with x_train/y_train (or x/y)")
         student = copy.deepcopy(model)  # the teacher may be this very module
-        record = distill(student, ctx.teacher, ctx.data, cfg, ctx.seed)
+        record = distill(student, ctx.teacher, ctx.data, cfg, ctx.seed, ctx.finetune_policy)
         notes = [(f"distilled {record['epochs']} epochs ({record['stopped']}): KL to teacher "
                  f"{record['kl_before']:.4f} -> {record['kl_after']:.4f}, val accuracy "
                  f"{record['val_accuracy_before']:.2f}% -> {record['val_accuracy_after']:.2f}%")]

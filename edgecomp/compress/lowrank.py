@@ -36,7 +36,7 @@ from edgecomp.compress._rewrite import (
     summarize,
     tune,
 )
-from edgecomp.compress.base import BuildContext, Stage, StageResult
+from edgecomp.compress.base import BuildContext, SearchRecipe, Stage, StageResult
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,12 @@ class LowRank(Stage):
     """Factorise Linear layers (truncated SVD) and convolutions (Tucker-2) into thinner chains."""
 
     name = "lowrank"
+    search_rank = 20
+
+    @classmethod
+    def search_space(cls) -> list[SearchRecipe]:
+        """The planner tries the factorisation with its default settings."""
+        return [[(cls.name, {})]]
 
     class Config(TuneConfig):
         """Settings of the low-rank factorisation and its fine-tune."""

@@ -10,16 +10,13 @@ from torch import nn
 
 from edgecomp.compress.base import BuildContext, ExportOptions, get_stage
 from edgecomp.compress.recipe import RecipeStep
+from edgecomp.dtypes import bytes_per_weight
 from edgecomp.errors import ConfigError
 from edgecomp.finetune import accuracy
 from edgecomp.model import count_macs, count_params
 from edgecomp.records import StageRecord
 
 logger = logging.getLogger(__name__)
-
-# Bytes per stored weight of each export dtype. Binary weights export as dense fp32 values (the bundle's
-# model.ecz packs them to bits; see compress/binarize.py).
-BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "binary": 4.0}
 
 
 def apply_recipe(model: nn.Module, steps: list[RecipeStep], ctx: BuildContext
@@ -47,7 +44,7 @@ def apply_recipe(model: nn.Module, steps: list[RecipeStep], ctx: BuildContext
         record = StageRecord(
             name=step.name, config=step.config.model_dump(mode="json"), seconds=seconds,
             params=params, macs=count_macs(model, ctx.spec.input_shape), accuracy=acc,
-            weight_bytes=round(params * BYTES_PER_WEIGHT.get(ctx.export.dtype, 4.0)),
+            weight_bytes=round(params * bytes_per_weight(ctx.export.dtype)),
             metrics=result.metrics, notes=result.notes,
         )
         logger.info("  %s: %d params, %d MACs, accuracy %s, %.1f s", step.name, record.params, record.macs,

@@ -65,7 +65,7 @@ def recover(model: nn.Module, cfg: RecoveryConfig, ctx: BuildContext, metrics: d
         return
     teacher = ctx.teacher if cfg.distill else None
     ft = FinetuneConfig(epochs=epochs, lr=cfg.finetune_lr, time_budget_s=cfg.finetune_time_s, seed=ctx.seed)
-    result = finetune(model, ctx.data, ft, teacher=teacher, on_batch=on_batch)
+    result = finetune(model, ctx.data, ft, teacher=teacher, on_batch=on_batch, policy=ctx.finetune_policy)
     metrics["accuracy_after_finetune"] = eval_accuracy(model, ctx)
     metrics.setdefault("finetune", []).append(
         {"epochs": result.epochs, "stopped": result.stopped, "best_val_accuracy": result.best_val_accuracy,

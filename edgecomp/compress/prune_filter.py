@@ -24,13 +24,17 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
-from edgecomp.compress.base import BuildContext, Stage, StageResult
+from edgecomp.compress.base import BuildContext, SearchRecipe, Stage, StageResult
 from edgecomp.compress.channels import ChannelGroup, channel_groups, matches, remove_channels
 from edgecomp.compress.prune_common import RecoveryConfig, eval_accuracy, example_input, probe_input, recover
 from edgecomp.errors import ConfigError
 from edgecomp.model import count_params
 
 logger = logging.getLogger(__name__)
+
+
+SEARCH_RATIOS = (0.3, 0.5, 0.7)
+"""Pruning ratios the planner tries."""
 
 
 class FilterPruneConfig(RecoveryConfig):
@@ -135,6 +139,12 @@ class FilterPrune(Stage):
 
     name = "prune.filter"
     Config = FilterPruneConfig
+    search_rank = 30
+
+    @classmethod
+    def search_space(cls) -> list[SearchRecipe]:
+        """Three pruning ratios, then half the filters of the separable rewrite."""
+        return [[(cls.name, {"ratio": r})] for r in SEARCH_RATIOS] + [[("separable", {}), (cls.name, {"ratio": 0.5})]]
 
     def apply(self, model: nn.Module, cfg: FilterPruneConfig, ctx: BuildContext) -> StageResult:
         """Score channel groups, remove the weakest channels physically, then recover by distillation."""

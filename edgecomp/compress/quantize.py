@@ -26,7 +26,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from edgecomp.compress.base import BuildContext, Stage, StageConfig, StageResult
+from edgecomp.compress.base import BuildContext, SearchRecipe, Stage, StageConfig, StageResult
 from edgecomp.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ def qat(model: nn.Module, settings, ctx: BuildContext, cfg: Int8Config):
 
     wrapper = _Trainable(prepared)
     finetune(wrapper, ctx.data, FinetuneConfig(epochs=cfg.qat_epochs, lr=cfg.qat_lr, patience=3, seed=ctx.seed),
-             teacher=ctx.teacher if ctx.teacher is not None else float_model)
+             teacher=ctx.teacher if ctx.teacher is not None else float_model, policy=ctx.finetune_policy)
     move_exported_model_to_eval(prepared)
     converted = convert_pt2e(prepared, fold_quantize=False)
     return QuantizedModel(converted, float_model, quantizer, qat_settings, ctx.spec.input_shape)
@@ -202,6 +202,15 @@ class QuantizeInt8(Stage):
 
     name = "quantize.int8"
     Config = Int8Config
+    structural = False
+    export_dtype = "int8"
+    search_rank = 10
+    search_appends = True
+
+    @classmethod
+    def search_space(cls) -> list[SearchRecipe]:
+        """The planner tries int8 with its default settings (alone and after each structural candidate)."""
+        return [[(cls.name, {})]]
 
     def supports(self, target) -> bool:
         """Only for targets whose runtime takes int8 models."""
@@ -256,6 +265,8 @@ class QuantizeDynamic(Stage):
 
     name = "quantize.dynamic"
     Config = DynamicConfig
+    structural = False
+    export_dtype = "int8"
 
     def supports(self, target) -> bool:
         """Only for targets whose runtime takes int8 models."""
@@ -289,6 +300,8 @@ class QuantizeFP16(Stage):
 
     name = "quantize.fp16"
     Config = FP16Config
+    structural = False
+    export_dtype = "fp16"
 
     def supports(self, target) -> bool:
         """Only for targets that list fp16."""

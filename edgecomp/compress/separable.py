@@ -35,7 +35,7 @@ from edgecomp.compress._rewrite import (
     summarize,
     tune,
 )
-from edgecomp.compress.base import BuildContext, Stage, StageResult
+from edgecomp.compress.base import BuildContext, SearchRecipe, Stage, StageResult
 from edgecomp.errors import InfeasibleBudgetError
 
 logger = logging.getLogger(__name__)
@@ -110,6 +110,12 @@ class Separable(Stage):
     """Rewrite standard convolutions into depthwise (multiplier r) + pointwise, SVD-initialised."""
 
     name = "separable"
+    search_rank = 10
+
+    @classmethod
+    def search_space(cls) -> list[SearchRecipe]:
+        """The planner tries the rewrite with its default settings."""
+        return [[(cls.name, {})]]
 
     class Config(TuneConfig):
         """Settings of the separable rewrite and its fine-tune."""

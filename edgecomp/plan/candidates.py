@@ -1,27 +1,27 @@
-"""Candidate recipes for the planner, drawn from the methods a target allows.
+"""Candidate recipes for the planner, drawn from the stages a target allows.
 
-Order inside a recipe follows the usual pipeline: rewrite -> prune -> weight sharing -> quantize.
-Every candidate is a list of validated ``RecipeStep``; candidates whose stage is not installed or not
-allowed by the target are simply not generated.
+The planner never names a stage: each ``Stage`` declares whether it is structural, the dtype it exports
+with, its bytes per parameter and its ``search_space`` (see ``compress/base.py``). The list is the
+untouched model first, then the value-only stages' recipes, then every structural recipe alone and
+followed by each ``search_appends`` stage (int8), each group in ``search_rank`` order. Recipes whose
+stages are not installed, not allowed by the target or not supported by it are simply not generated.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from edgecomp.compress.base import stage_names
+from edgecomp.compress.base import SearchRecipe, Stage, get_stage, stage_names
 from edgecomp.compress.recipe import RecipeStep, make_step
+from edgecomp.dtypes import bytes_per_weight
 from edgecomp.errors import ConfigError
 from edgecomp.targets import Target
 
 logger = logging.getLogger(__name__)
 
-PRUNE_RATIOS = (0.3, 0.5, 0.7)
-VALUE_ONLY = ("quantize.", "cluster", "binarize")
-"""Stages that change weight values or storage but not the network's structure."""
 
-
-def _step(name: str, **kwargs) -> RecipeStep | None:
+def _step(name: str, kwargs: dict[str, Any]) -> RecipeStep | None:
     try:
         return make_step(name, kwargs)
     except ConfigError as exc:  # a stage whose settings changed: skip it rather than guess
@@ -29,49 +29,49 @@ def _step(name: str, **kwargs) -> RecipeStep | None:
         return None
 
 
+def _usable_stages(target: Target) -> dict[str, type[Stage]]:
+    """The stages ``target`` allows, that are installed and that support it, by name."""
+    installed = set(stage_names())
+    stages = {name: get_stage(name) for name in target.methods if name in installed}
+    return {name: cls for name, cls in stages.items() if cls().supports(target)}
+
+
 def generate(target: Target) -> list[list[RecipeStep]]:
     """All candidate recipes for ``target``: the untouched model first, then single methods, then chains."""
-    allowed = set(target.methods) & set(stage_names())
-    int8 = "quantize.int8" in allowed and "int8" in target.dtypes
-    structural: list[list[RecipeStep | None]] = []
-    if "separable" in allowed:
-        structural.append([_step("separable")])
-    if "lowrank" in allowed:
-        structural.append([_step("lowrank")])
-    if "prune.filter" in allowed:
-        structural += [[_step("prune.filter", ratio=r)] for r in PRUNE_RATIOS]
-    if "separable" in allowed and "prune.filter" in allowed:
-        structural.append([_step("separable"), _step("prune.filter", ratio=0.5)])
-    candidates: list[list[RecipeStep | None]] = [[]]
-    if int8:
-        candidates.append([_step("quantize.int8")])
-    if "cluster" in allowed:
-        candidates.append([_step("cluster")])
-    if "prune.magnitude" in allowed and "cluster" in allowed:
-        candidates.append([_step("prune.magnitude"), _step("cluster")])
-    for chain in structural:
-        candidates.append(chain)
-        if int8:
-            candidates.append(chain + [_step("quantize.int8")])
-    return [c for c in candidates if all(s is not None for s in c)]  # type: ignore[misc]
+    usable = _usable_stages(target)
+    leads = sorted(usable.values(), key=lambda cls: (cls.search_rank, cls.name))
+
+    def recipes(structural: bool) -> list[SearchRecipe]:
+        return [recipe for cls in leads if cls.structural == structural for recipe in cls.search_space()
+                if all(name in usable for name, _ in recipe)]
+
+    appended: list[SearchRecipe] = [[(cls.name, {})] for cls in leads if cls.search_appends]
+    candidates: list[SearchRecipe] = [[], *recipes(structural=False)]
+    for chain in recipes(structural=True):
+        candidates += [chain] + [chain + extra for extra in appended]
+    steps = [[_step(name, kwargs) for name, kwargs in recipe] for recipe in candidates]
+    return [recipe for recipe in steps if all(s is not None for s in recipe)]  # type: ignore[misc]
 
 
 def is_structural(step: RecipeStep) -> bool:
     """Whether ``step`` changes the network's shape (and so its MACs and latency)."""
-    return not step.name.startswith(VALUE_ONLY)
+    return get_stage(step.name).structural
 
 
 def dtype_of(recipe: list[RecipeStep]) -> str:
-    """The weight dtype a recipe exports with."""
-    return "int8" if any(s.name in ("quantize.int8", "binarize") for s in recipe) else "fp32"
+    """The weight dtype a recipe exports with: the last one a stage sets, else fp32."""
+    dtype = "fp32"
+    for step in recipe:
+        dtype = get_stage(step.name).export_dtype or dtype
+    return dtype
 
 
 def bytes_per_param(recipe: list[RecipeStep], fmt: str) -> float:
     """Stored bytes per parameter in ``fmt`` after ``recipe`` (palettized CoreML stores n-bit indices)."""
-    if dtype_of(recipe) == "int8":
-        return 1.0
-    for step in recipe:
-        bits = getattr(step.config, "bits", None)
-        if step.name == "cluster" and fmt == "coreml" and bits:
-            return bits / 8.0
-    return 4.0
+    dtype = dtype_of(recipe)
+    if dtype == "fp32":
+        for step in recipe:
+            stored = get_stage(step.name).bytes_per_param(step.config, fmt)
+            if stored is not None:
+                return stored
+    return bytes_per_weight(dtype)

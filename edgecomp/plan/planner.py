@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -35,7 +35,7 @@ from edgecomp.compress.base import BuildContext, ExportOptions
 from edgecomp.compress.pipeline import apply_recipe
 from edgecomp.compress.recipe import RecipeStep
 from edgecomp.errors import EdgecompError, InfeasibleBudgetError
-from edgecomp.finetune import accuracy, limit_finetuning, skip_finetuning
+from edgecomp.finetune import FinetunePolicy, accuracy
 from edgecomp.model import count_macs, count_params
 from edgecomp.plan.candidates import bytes_per_param, dtype_of, generate, is_structural
 from edgecomp.profile.predict import layers_from_torch, predict_from_layers
@@ -257,8 +257,8 @@ class Planner:
             model = copy.deepcopy(self.model)
             if structural:
                 torch.manual_seed(self.ctx.seed)
-                with skip_finetuning():
-                    model, _, _ = apply_recipe(model, structural, self.ctx)  # it copies the context
+                screen_ctx = replace(self.ctx, finetune_policy=FinetunePolicy(skip=True))
+                model, _, _ = apply_recipe(model, structural, screen_ctx)
             c.params = count_params(model)
             c.macs = count_macs(model, self.ctx.spec.input_shape)
             layers = layers_from_torch(model, self.ctx.spec.input_shape, c.dtype)
@@ -326,8 +326,8 @@ class Planner:
 
     def _run(self, steps: list[RecipeStep]) -> _Evaluated:
         torch.manual_seed(self.ctx.seed)
-        with limit_finetuning(self.max_finetune_epochs):
-            model, stages, export = apply_recipe(copy.deepcopy(self.model), steps, self.ctx)
+        ctx = replace(self.ctx, finetune_policy=FinetunePolicy(max_epochs=self.max_finetune_epochs))
+        model, stages, export = apply_recipe(copy.deepcopy(self.model), steps, ctx)
         return _Evaluated(model, stages, export)
 
     def _materialize(self, i: int) -> _Evaluated:
