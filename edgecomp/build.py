@@ -36,7 +36,7 @@ from edgecomp.errors import ConfigError, EdgecompError, ExportError, ParityError
 from edgecomp.export.common import ExportedArtifact
 from edgecomp.export.coreml import MACOS_NOTE
 from edgecomp.export.formats import EXPORTERS, FILENAMES
-from edgecomp.export.parity import compare, not_run
+from edgecomp.export.parity import compare_to_reference, not_run
 from edgecomp.export.runtime import run_artifact
 from edgecomp.finetune import accuracy, predict
 from edgecomp.model import LoadedModel, count_macs, count_params, float_network, load_model
@@ -308,16 +308,12 @@ def _check_real_numbers(report: BuildReport, final, ctx: BuildContext, planner, 
     by_graph = sorted(report.artifacts, key=lambda a: a.format != "tflite")  # the .tflite graph predicts best
     predicted = next((a.predicted_latency for a in by_graph if a.predicted_latency), None)
     candidate.real_ms = predicted.p50_ms if predicted else None
-    b, misses = planner.budgets, []
-    if b.size_mb is not None and primary.bytes > b.size_mb * 1e6:
-        misses.append(f"{primary.format} file {primary.bytes / 1e6:.4f} MB > {b.size_mb} MB")
-    if b.latency_ms is not None and candidate.real_ms is not None and candidate.real_ms > b.latency_ms:
-        misses.append(f"latency {candidate.real_ms:.4f} ms > {b.latency_ms} ms ({predicted.source})")
     src_acc = report.model.accuracy
     acc = primary.accuracy if primary.accuracy is not None else candidate.accuracy
-    measured = b.accuracy_drop_pct is not None and src_acc is not None and acc is not None
-    if measured and src_acc - acc > b.accuracy_drop_pct:
-        misses.append(f"test accuracy drop {src_acc - acc:.2f} pt > {b.accuracy_drop_pct} pt")
+    misses = planner.budgets.missed(
+        primary.bytes, candidate.real_ms, src_acc - acc if src_acc is not None and acc is not None else None,
+        size_what=f"{primary.format} file", latency_source=predicted.source if predicted else "",
+        accuracy_what="test accuracy drop")
     if misses:
         raise BudgetMissed("; ".join(misses))
 
@@ -339,7 +335,7 @@ def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model,
         return record
     with timings.phase(f"parity:{artifact.format}"):
         outputs = run_artifact(artifact.format, artifact.path, x, ctx.spec.input_shape, ctx.threads)
-        record.parity = compare(reference, outputs, quantized=artifact.dtype != "fp32")
+        record.parity = compare_to_reference(reference, outputs, quantized=artifact.dtype != "fp32")
     if y is not None:
         record.accuracy = float((outputs.argmax(1) == y).mean() * 100.0)
     p = record.parity

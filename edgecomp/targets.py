@@ -43,6 +43,25 @@ class Budgets(Frozen):
         None, ge=0, description="Largest allowed top-1 drop against the source model, in points."
     )
 
+    def missed(self, size_bytes: float | None = None, latency_ms: float | None = None,
+               accuracy_drop: float | None = None, *, size_what: str = "size", latency_source: str = "",
+               accuracy_what: str = "accuracy drop") -> list[str]:
+        """The one budget check (planner and build): each budget these numbers miss, in words.
+
+        A number that is None is not checked; an empty list means every checked budget is met. The words
+        name what was measured (``size_what``, ``accuracy_what``) and where a latency came from.
+        """
+        misses = []
+        if self.size_mb is not None and size_bytes is not None and size_bytes > self.size_mb * 1e6:
+            misses.append(f"{size_what} {size_bytes / 1e6:.4f} MB > {self.size_mb} MB")
+        if self.latency_ms is not None and latency_ms is not None and latency_ms > self.latency_ms:
+            source = f" ({latency_source})" if latency_source else ""
+            misses.append(f"latency {latency_ms:.4f} ms > {self.latency_ms} ms{source}")
+        if (self.accuracy_drop_pct is not None and accuracy_drop is not None
+                and accuracy_drop > self.accuracy_drop_pct):
+            misses.append(f"{accuracy_what} {accuracy_drop:.2f} pt > {self.accuracy_drop_pct} pt")
+        return misses
+
 
 class Target(Frozen):
     """A deployment target: runtime, formats, dtypes, default hardware, budgets, allowed methods."""

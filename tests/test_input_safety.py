@@ -169,7 +169,7 @@ def test_build_with_string_data_exits_2_and_writes_no_bundle(tmp_path, capsys):
 
 @pytest.mark.parametrize("quantized", [True, False])
 def test_identical_all_zero_outputs_pass_parity(quantized):
-    from edgecomp.export.parity import compare
+    from edgecomp.export.parity import compare_to_reference as compare
 
     zeros = np.zeros((8, 10), np.float32)
     p = compare(zeros, zeros.copy(), quantized=quantized)
@@ -177,7 +177,7 @@ def test_identical_all_zero_outputs_pass_parity(quantized):
 
 
 def test_zero_row_against_a_non_zero_row_still_fails_quantized_parity():
-    from edgecomp.export.parity import compare
+    from edgecomp.export.parity import compare_to_reference as compare
 
     ref = np.ones((4, 10), np.float32)
     out = ref.copy()
@@ -189,7 +189,7 @@ def test_zero_row_against_a_non_zero_row_still_fails_quantized_parity():
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("quantized", [True, False])
 def test_non_finite_artifact_outputs_fail_with_a_note(bad, quantized):
-    from edgecomp.export.parity import compare
+    from edgecomp.export.parity import compare_to_reference as compare
 
     ref = np.random.default_rng(0).standard_normal((6, 10)).astype(np.float32)
     out = ref.copy()
@@ -204,13 +204,11 @@ def test_non_finite_artifact_outputs_fail_with_a_note(bad, quantized):
 
 def test_verify_and_build_parity_share_one_cosine():
     from edgecomp.export import parity
-    from edgecomp.verify import compare as verify_compare
 
-    assert verify_compare.cosine_rows is parity.cosine_rows
     tiny = np.full((2, 4), 1e-8)
     assert np.allclose(parity.cosine_rows(tiny, tiny), 1.0)  # no floor that scores tiny outputs as different
     zeros = np.zeros((3, 5), np.float32)
-    assert verify_compare.compare_output(zeros, zeros, "int8").passed
+    assert parity.compare_across_machines(zeros, zeros, "int8").passed
 
 
 # --- command-line arguments (finding 11) ---------------------------------------------------------------------
@@ -325,3 +323,12 @@ def test_report_html_escapes_model_name_recipe_and_notes():
     )
     page = render_html(report)
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_build_and_verify_rules_share_their_thresholds():
+    from edgecomp.export import parity
+
+    host = np.eye(4, dtype=np.float32) * 5
+    assert parity.compare_to_reference(host, host + 2 * parity.ATOL).status == "failed"  # elementwise
+    assert parity.compare_across_machines(host, host + 2 * parity.ATOL, "fp32").passed  # scales with max|host|
+    assert "99%" in parity.cross_machine_criterion("int8") and "0.0001" in parity.cross_machine_criterion("fp32")

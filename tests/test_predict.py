@@ -182,3 +182,13 @@ def test_torch_layers_see_residual_adds_concats_and_se_multiplies(name, kind):
     functional = [la for la in layers_from_torch(make(name), (1, 3, 8, 8)) if la.name.startswith("aten.")]
     assert [la.kind for la in functional] == ([kind] if kind else [])
     assert all(la.act_bytes > 0 and la.macs == 0 for la in functional)
+
+
+@pytest.mark.parametrize("path", [FP32, INT8], ids=["fp32", "int8"])
+def test_prediction_and_inspection_read_the_same_ops(path):
+    from collections import Counter
+
+    from edgecomp.export.tflite_inspect import inspect_tflite
+
+    layers, _ = read_tflite_layers(path)
+    assert Counter(layer.kind.upper() for layer in layers) == Counter(inspect_tflite(path).ops)

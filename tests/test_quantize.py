@@ -119,7 +119,7 @@ def test_build_quantize_int8_end_to_end(tmp_path):
 def test_qat_with_distillation_trains_and_exports_matching_tflite(tmp_path):
     from edgecomp.compress.base import BuildContext
     from edgecomp.compress.quantize import QuantizeInt8
-    from edgecomp.export.parity import compare
+    from edgecomp.export.parity import compare_to_reference as compare
     from edgecomp.export.tflite import export_tflite
     from edgecomp.finetune import accuracy
     from edgecomp.targets import load_profile, load_target

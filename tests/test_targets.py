@@ -61,3 +61,15 @@ def test_unknown_method_is_an_error_naming_the_closest_stage(tmp_path):
 def test_known_methods_load(tmp_path):
     assert load_target(str(_target_yaml(tmp_path, "[prune.filter, quantize.int8]"))).methods == [
         "prune.filter", "quantize.int8"]
+
+
+def test_one_budget_check_names_each_missed_budget():
+    from edgecomp.targets import Budgets
+
+    b = Budgets(size_mb=1.0, latency_ms=2.0, accuracy_drop_pct=0.5)
+    assert b.missed(1e6, 2.0, 0.5) == []  # at the limit is within it
+    assert b.missed(1_500_000, 3.0, 0.75) == [
+        "size 1.5000 MB > 1.0 MB", "latency 3.0000 ms > 2.0 ms", "accuracy drop 0.75 pt > 0.5 pt"]
+    assert b.missed(2e6, 3.0, size_what="tflite file", latency_source="predicted:cortex-a76") == [
+        "tflite file 2.0000 MB > 1.0 MB", "latency 3.0000 ms > 2.0 ms (predicted:cortex-a76)"]
+    assert Budgets().missed(1e12, 1e9, 100.0) == [] and b.missed() == []

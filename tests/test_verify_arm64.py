@@ -16,9 +16,10 @@ import pytest
 
 from edgecomp.bundle import SAMPLES_NAME, FileEntry, Manifest, TensorInfo, now_iso, sha256_of, write_json
 from edgecomp.errors import ConfigError, ParityError
+from edgecomp.export.parity import ATOL, RTOL
+from edgecomp.export.parity import compare_across_machines as compare_output
 from edgecomp.spec import ModelSpec
 from edgecomp.verify import userland as ul
-from edgecomp.verify.compare import ATOL, RTOL, compare_output
 
 # --------------------------------------------------------------------------------------------- fast
 

@@ -15,7 +15,7 @@ import torch
 
 from edgecomp.bundle import sha256_of
 from edgecomp.compress.ecz import ECZ_NAME, EczError, read_ecz, write_ecz
-from edgecomp.export.parity import compare
+from edgecomp.export.parity import compare_to_reference
 from edgecomp.finetune import predict
 from edgecomp.records import ArtifactRecord
 
@@ -50,7 +50,7 @@ def bundle_record(model: torch.nn.Module, folder: Path, reference: np.ndarray, x
     outputs = predict(clone, x)
     record = ArtifactRecord(
         format="ecz", path=ECZ_NAME, dtype="compressed", bytes=summary.bytes, sha256=sha256_of(path),
-        parity=compare(reference, outputs), details=details,
+        parity=compare_to_reference(reference, outputs), details=details,
         accuracy=None if y is None else float((outputs.argmax(1) == y).mean() * 100.0),
         notes=[("edgecomp's compressed weights (codebooks + Huffman-coded indices and sparse positions, packed "
                "binary weights): not a runtime format; edgecomp.compress.ecz.read_ecz rebuilds the exact "

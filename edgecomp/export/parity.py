@@ -1,28 +1,40 @@
-"""Numerical parity of an exported artifact against PyTorch, on real evaluation inputs.
+"""Numerical parity: the one module holding both of edgecomp's output-comparison rules.
 
-fp32 artifacts must match elementwise within ``atol + rtol * |reference|`` (1e-4, 1e-3), like
-``numpy.allclose``; quantized artifacts are judged by top-1 agreement and cosine similarity against
-their own fake-quant reference (two all-zero output rows count as identical, cosine 1). Outputs holding
-NaN or Inf always fail, with a note. The result always says what was compared, never a made-up pass.
+There are two rules because they answer two questions, and their thresholds differ on purpose:
+
+* :func:`compare_to_reference` (build, ``export/ecz``): does an exported artifact compute what the PyTorch
+  model computes, on real evaluation inputs? fp32 artifacts must match elementwise within
+  ``ATOL + RTOL * |reference|`` like ``numpy.allclose``; quantized artifacts are judged against their own
+  fake-quant reference by top-1 agreement (percent) and the *smallest* per-sample cosine similarity.
+* :func:`compare_across_machines` (``verify``): does the same artifact give the same outputs on another
+  architecture as on the host? Float artifacts must agree within ``ATOL + RTOL * max|host output|`` (the
+  tolerance scales with the outputs); quantized ones (int8, fp16, binary) may round differently on ARM
+  kernels, so they need top-1 agreement (a fraction) and a *mean* cosine similarity.
+
+Both share the constants below, the per-row cosine and the NaN/Inf handling: outputs holding NaN or Inf
+always fail. Two all-zero output rows count as identical (cosine 1). A result always says what was
+compared, never a made-up pass.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from pydantic import BaseModel, Field
 
 from edgecomp.records import Parity
 
-FP32_ATOL = 1e-4
-FP32_RTOL = 1e-3
-QUANT_MIN_TOP1 = 99.0
-QUANT_MIN_COSINE = 0.99
+ATOL = 1e-4
+RTOL = 1e-3
+MIN_TOP1_PERCENT = 99.0
+MIN_COSINE = 0.99
+FLOAT_DTYPES = ("fp32",)
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine similarity per sample (row, in float64); two all-zero rows count as identical (1.0).
 
     One all-zero row against a non-zero one scores 0; a row holding NaN or Inf scores NaN, so callers must
-    check finiteness first. Shared by this check and :mod:`edgecomp.verify.compare`.
+    check finiteness first.
     """
     a = a.reshape(len(a), -1).astype(np.float64)
     b = b.reshape(len(b), -1).astype(np.float64)
@@ -33,22 +45,28 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(both_zero, 1.0, dot / np.maximum(na * nb, 1e-300))
 
 
+def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Share (0..1) of samples whose arg-max over the last axis of 2-D outputs ``a`` and ``b`` is the same."""
+    return float((a.argmax(axis=1) == b.argmax(axis=1)).mean())
+
+
 def _non_finite(name: str, values: np.ndarray) -> str:
     bad = int(values.size - np.count_nonzero(np.isfinite(values)))
     return f"{name} hold {bad} NaN/Inf value(s) of {values.size}" if bad else ""
 
 
-def compare(reference: np.ndarray, outputs: np.ndarray, quantized: bool = False) -> Parity:
-    """Compare outputs with the reference: allclose for float artifacts, top-1 and cosine for quantized.
+# -- build: an artifact against its PyTorch reference ---------------------------------------------------------
+def compare_to_reference(reference: np.ndarray, outputs: np.ndarray, quantized: bool = False) -> Parity:
+    """Compare outputs with the reference: allclose for float artifacts, top-1 and minimum cosine for quantized.
 
     Outputs or a reference holding NaN/Inf, and empty outputs, fail with a note saying so.
     """
     ref = reference.reshape(len(reference), -1).astype(np.float64)
     out = outputs.reshape(len(outputs), -1).astype(np.float64)
     if quantized:
-        criterion = f"top1 >= {QUANT_MIN_TOP1}% and cosine >= {QUANT_MIN_COSINE}"
+        criterion = f"top1 >= {MIN_TOP1_PERCENT}% and cosine >= {MIN_COSINE}"
     else:
-        criterion = f"allclose(atol={FP32_ATOL}, rtol={FP32_RTOL})"
+        criterion = f"allclose(atol={ATOL}, rtol={RTOL})"
     if ref.shape != out.shape:
         return Parity(status="failed", samples=len(ref), criterion=criterion,
                       note=f"shape {out.shape} != reference {ref.shape}")
@@ -61,12 +79,12 @@ def compare(reference: np.ndarray, outputs: np.ndarray, quantized: bool = False)
     err = np.abs(out - ref)
     max_abs = float(err.max())
     scale = float(np.abs(ref).max()) or 1.0
-    top1 = float((out.argmax(1) == ref.argmax(1)).mean() * 100.0)
+    top1 = top1_agreement(out, ref) * 100.0
     cosine = float(cosine_rows(out, ref).min())
     if quantized:
-        ok = top1 >= QUANT_MIN_TOP1 and cosine >= QUANT_MIN_COSINE
+        ok = top1 >= MIN_TOP1_PERCENT and cosine >= MIN_COSINE
     else:
-        ok = bool(np.all(err <= FP32_ATOL + FP32_RTOL * np.abs(ref)))
+        ok = bool(np.all(err <= ATOL + RTOL * np.abs(ref)))
     return Parity(
         status="passed" if ok else "failed", max_abs_err=max_abs, max_rel_err=max_abs / scale,
         top1_agreement=top1, cosine=cosine, samples=len(ref), criterion=criterion,
@@ -76,3 +94,49 @@ def compare(reference: np.ndarray, outputs: np.ndarray, quantized: bool = False)
 def not_run(note: str) -> Parity:
     """A parity record for an artifact that cannot run here (e.g. CoreML on Linux)."""
     return Parity(status="not-run", note=note)
+
+
+# -- verify: one artifact on the host against another architecture --------------------------------------------
+class OutputParity(BaseModel):
+    """How one output tensor of one artifact differs between the host and the other architecture."""
+
+    output: int = Field(description="Index of the output tensor.")
+    samples: int = Field(description="Number of input samples compared.")
+    max_abs_err: float = Field(description="Largest absolute difference over all elements.")
+    tolerance: float | None = Field(description="Allowed max_abs_err (ATOL + RTOL * max|host|); None for quantized.")
+    cosine_mean: float = Field(description="Mean over samples of the cosine similarity of the output rows.")
+    cosine_min: float = Field(description="Smallest per-sample cosine similarity.")
+    top1_agreement: float | None = Field(description="Share of samples with the same arg-max; None if not 2-D.")
+    bit_exact: bool = Field(description="True when the outputs are identical.")
+    passed: bool = Field(description="True when this output meets the rule for the artifact's dtype.")
+
+
+def cross_machine_criterion(dtype: str) -> str:
+    """The rule :func:`compare_across_machines` applies to artifacts of ``dtype``, in words."""
+    if dtype in FLOAT_DTYPES:
+        return f"max|arm64-host| <= {ATOL:g} + {RTOL:g}*max|host|"
+    return f"top-1 agreement >= {MIN_TOP1_PERCENT / 100:.0%} and mean cosine >= {MIN_COSINE}"
+
+
+def compare_across_machines(host: np.ndarray, other: np.ndarray, dtype: str, index: int = 0) -> OutputParity:
+    """Compare one output (first axis = samples) of an artifact whose weights are of ``dtype``."""
+    host = np.asarray(host, np.float32)
+    other = np.asarray(other, np.float32)
+    if host.shape != other.shape:
+        raise ValueError(f"output {index}: shape {list(other.shape)} differs from the host's {list(host.shape)}")
+    finite = bool(np.isfinite(other).all()) and bool(np.isfinite(host).all())
+    diff = np.abs(host.astype(np.float64) - other.astype(np.float64))
+    max_err = float(diff.max()) if diff.size and finite else float("inf")
+    cos = cosine_rows(host, other) if len(host) else np.ones(1)
+    top1 = top1_agreement(host, other) if host.ndim == 2 and host.shape[1] > 1 else None
+    if dtype in FLOAT_DTYPES:
+        tol = ATOL + RTOL * float(np.abs(host).max(initial=0.0))
+        passed = finite and max_err <= tol
+    else:
+        tol = None
+        passed = finite and float(cos.mean()) >= MIN_COSINE and (top1 is None or top1 >= MIN_TOP1_PERCENT / 100)
+    return OutputParity(output=index, samples=len(host), max_abs_err=max_err, tolerance=tol,
+                        cosine_mean=float(np.nan_to_num(cos.mean(), nan=-1.0)),
+                        cosine_min=float(np.nan_to_num(cos.min(), nan=-1.0)),
+                        top1_agreement=top1, bit_exact=bool(finite and np.array_equal(host, other)),
+                        passed=passed)

@@ -1,5 +1,8 @@
 """Read a .tflite flatbuffer: tensor dtypes, the op list, and where the file's bytes go.
 
+This is edgecomp's one .tflite reader: ``profile/predict`` reads layers through :func:`read_raw`,
+:func:`builtin_op_name` and :func:`tensor_type_name` (one enum-name table, from the LiteRT schema).
+
 ``inspect_tflite(path)`` returns a ``TFLiteSummary`` with per-category byte counts that sum to the
 file size: int8 weights (int8 constants fed to conv/FC as weights), int32 biases (int32 constants fed to conv/FC as
 bias), float weights (float32/float16 constants), other constants, quantization parameters
@@ -10,6 +13,7 @@ once, at their real size, so the breakdown describes the file, not a hypothetica
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +30,31 @@ def _schema():
     return schema
 
 
-def _enum_names(enum_cls) -> dict[int, str]:
-    return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
+@functools.cache
+def _enum_names(enum: str) -> dict[int, str]:
+    """Value -> name of one of the schema's enums (``BuiltinOperator``, ``TensorType``): the one table."""
+    values = vars(getattr(_schema(), enum)).items()
+    return {v: k for k, v in values if not k.startswith("_") and isinstance(v, int)}
+
+
+def builtin_op_name(code: int, unknown: str | None = None) -> str:
+    """Name of a ``BuiltinOperator`` code (e.g. 'CONV_2D'); ``unknown`` (default: the number) if none."""
+    return _enum_names("BuiltinOperator").get(code, str(code) if unknown is None else unknown)
+
+
+def tensor_type_name(code: int, unknown: str | None = None) -> str:
+    """Name of a ``TensorType`` code, upper case (e.g. 'INT8'); ``unknown`` (default: the number) if none."""
+    return _enum_names("TensorType").get(code, str(code) if unknown is None else unknown)
+
+
+def read_raw(data: bytes):
+    """The flatbuffer's root table (``Model``, read lazily in place)."""
+    return _schema().Model.GetRootAsModel(data, 0)
 
 
 def load_model(data: bytes):
     """The flatbuffer as the schema's object API (``ModelT``)."""
-    schema = _schema()
-    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    return _schema().ModelT.InitFromObj(read_raw(data))
 
 
 def op_name(model, op) -> str:
@@ -42,12 +63,12 @@ def op_name(model, op) -> str:
     builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
     if builtin == _schema().BuiltinOperator.CUSTOM:
         return (code.customCode or b"CUSTOM").decode()
-    return _enum_names(_schema().BuiltinOperator).get(builtin, str(builtin))
+    return builtin_op_name(builtin)
 
 
 def tensor_dtype(tensor) -> str:
     """TensorType name of a tensor, lower case (e.g. 'int8', 'float32')."""
-    return _enum_names(_schema().TensorType).get(tensor.type, str(tensor.type)).lower()
+    return tensor_type_name(tensor.type).lower()
 
 
 @dataclass
@@ -91,7 +112,7 @@ def inspect_tflite(path: str | Path) -> TFLiteSummary:
     weight_dtypes: Counter[str] = Counter()
     cats = Counter({k: 0 for k in ("int8_weights", "int32_biases", "float_weights", "other_constants",
                                    "quantization_params", "tensor_names")})
-    raw = _schema().Model.GetRootAsModel(data, 0)
+    raw = read_raw(data)
     seen: set[int] = set()  # absolute positions of vectors and strings already counted (shared = once)
     params = 0
     qdq_inside = 0

@@ -269,11 +269,7 @@ class Planner:
             return
         finally:
             c.seconds += time.monotonic() - start
-        b, misses = self.budgets, []
-        if b.size_mb is not None and c.predicted_bytes > b.size_mb * MB:
-            misses.append(f"size {c.predicted_bytes / MB:.4f} MB > {b.size_mb} MB")
-        if b.latency_ms is not None and c.predicted_ms > b.latency_ms:
-            misses.append(f"latency {c.predicted_ms:.4f} ms > {b.latency_ms} ms")
+        misses = self.budgets.missed(c.predicted_bytes, c.predicted_ms)
         c.status, c.reason = ("rejected", "; ".join(misses)) if misses else ("feasible", "")
 
     def _cache_key(self, steps: list[RecipeStep]) -> str:
@@ -318,9 +314,9 @@ class Planner:
             return
         c.accuracy_drop = self._source_test - c.accuracy
         val_drop = (self._source_val or 0.0) - (c.val_accuracy or 0.0)
-        limit = self.budgets.accuracy_drop_pct
-        if limit is not None and val_drop > limit:
-            c.status, c.reason = "rejected", f"validation accuracy drop {val_drop:.2f} pt > {limit} pt"
+        misses = self.budgets.missed(accuracy_drop=val_drop, accuracy_what="validation accuracy drop")
+        if misses:
+            c.status, c.reason = "rejected", misses[0]
         logger.info("  %s: val %.2f%%, test %.2f%% (%s)%s", c.label, c.val_accuracy, c.accuracy,
                     c.status, " [cached]" if c.cached else "")
 

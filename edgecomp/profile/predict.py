@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgecomp.dtypes import bytes_per_weight
 from edgecomp.errors import ConfigError, ModelLoadError
 from edgecomp.targets import HardwareProfile
 
@@ -176,36 +177,31 @@ def predict_from_layers(layers: list[LayerCost], profile: HardwareProfile, threa
 
 
 # -- reading a .tflite graph -------------------------------------------------------------------------------
-def _enum_names(enum: type) -> dict[int, str]:
-    return {v: k for k, v in vars(enum).items() if not k.startswith("_") and isinstance(v, int)}
-
-
 def read_tflite_layers(path: str | Path) -> tuple[list[LayerCost], str]:
     """The layers of the main subgraph of a .tflite file, and the model's dtype (fp32, fp16 or int8)."""
-    from ai_edge_litert import schema_py_generated as schema
+    from edgecomp.export.tflite_inspect import builtin_op_name, read_raw, tensor_type_name
 
     path = Path(path)
     try:
         buf = path.read_bytes()
-        model = schema.Model.GetRootAs(buf, 0)
+        model = read_raw(buf)
         graph = model.Subgraphs(0)
     except Exception as exc:
         raise ModelLoadError(f"cannot read {path} as a .tflite flatbuffer: {exc}", "pass a .tflite file") from exc
-    op_names, type_names = _enum_names(schema.BuiltinOperator), _enum_names(schema.TensorType)
 
     def tensor(i: int) -> tuple[list[int], str, bool]:
         t = graph.Tensors(i)
         shape = [int(d) for d in t.ShapeAsNumpy()] if t.ShapeLength() else []
         b = model.Buffers(t.Buffer()) if t.Buffer() < model.BuffersLength() else None
         const = b is not None and (b.DataLength() > 0 or b.Size() > 0)
-        return shape, type_names.get(t.Type(), "FLOAT32"), const
+        return shape, tensor_type_name(t.Type(), unknown="FLOAT32"), const
 
     def nbytes(shape: list[int], ttype: str) -> float:
         return float(math.prod(shape)) * _TYPE_BYTES.get(ttype, 4)
 
     operators = [graph.Operators(i) for i in range(graph.OperatorsLength())]
     codes = [model.OperatorCodes(op.OpcodeIndex()) for op in operators]
-    opnames = [op_names.get(max(c.BuiltinCode(), c.DeprecatedBuiltinCode()), "CUSTOM") for c in codes]
+    opnames = [builtin_op_name(max(c.BuiltinCode(), c.DeprecatedBuiltinCode()), unknown="CUSTOM") for c in codes]
     consumers: dict[int, set[str]] = {}  # tensor index -> names of the ops that read it
     for op, opname in zip(operators, opnames):
         for j in range(op.InputsLength()):
@@ -276,7 +272,7 @@ def layers_from_torch(model: Any, input_shape: tuple[int, ...] | list[int], dtyp
     import torch
     from torch import nn
 
-    elem = 1 if dtype == "int8" else 2 if dtype == "fp16" else 4
+    elem = int(bytes_per_weight(dtype))  # activations are stored in the model's dtype too
     layers: list[LayerCost] = []
 
     def hook(module: nn.Module, inputs: tuple, output: Any) -> None:

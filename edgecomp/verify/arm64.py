@@ -24,8 +24,8 @@ from pydantic import BaseModel, Field
 
 from edgecomp.bundle import SAMPLES_NAME, FileEntry, read_manifest, sha256_of
 from edgecomp.errors import ConfigError, ParityError
+from edgecomp.export.parity import OutputParity, compare_across_machines, cross_machine_criterion
 from edgecomp.fsutil import contained
-from edgecomp.verify.compare import ATOL, MIN_COSINE, MIN_TOP1, RTOL, OutputParity, compare_output
 from edgecomp.verify.userland import DEFAULT_CPU, EmulationError, check_cpu, load_userland
 
 logger = logging.getLogger(__name__)
@@ -61,12 +61,6 @@ class VerifyReport(BaseModel):
     skipped: list[str] = Field(default_factory=list, description="Files not verified (other formats).")
     check_seconds: float = Field(description="Wall-clock time of the whole check; NOT a latency.")
     passed: bool = Field(description="True when every verified file passed.")
-
-
-def _rule(dtype: str) -> str:
-    if dtype == "fp32":
-        return f"max|arm64-host| <= {ATOL:g} + {RTOL:g}*max|host|"
-    return f"top-1 agreement >= {MIN_TOP1:.0%} and mean cosine >= {MIN_COSINE}"
 
 
 def _bundle_inputs(bundle: Path, max_samples: int | None) -> tuple[list[FileEntry], list[str], np.ndarray, str]:
@@ -164,14 +158,15 @@ def verify_bundle(bundle: str | Path, arch: str = "arm64", root: Path | None = N
 
 
 def _judge(i: int, entry: FileEntry, host: dict, arm: dict, host_out: dict, arm_out: dict) -> ArtifactParity:
-    base = {"path": entry.path, "format": entry.format, "dtype": entry.dtype, "rule": _rule(entry.dtype)}
+    base = {"path": entry.path, "format": entry.format, "dtype": entry.dtype,
+            "rule": cross_machine_criterion(entry.dtype)}
     for side, meta in (("host", host), ("arm64", arm)):
         if not meta["ok"]:
             return ArtifactParity(**base, error=f"{side}: {meta['error']}", passed=False)
     if host["n_outputs"] != arm["n_outputs"]:
         return ArtifactParity(**base, input=arm["input"], passed=False,
                               error=f"{host['n_outputs']} outputs on the host, {arm['n_outputs']} on arm64")
-    outputs = [compare_output(host_out[f"m{i}_o{j}"], arm_out[f"m{i}_o{j}"], entry.dtype, j)
+    outputs = [compare_across_machines(host_out[f"m{i}_o{j}"], arm_out[f"m{i}_o{j}"], entry.dtype, j)
                for j in range(host["n_outputs"])]
     return ArtifactParity(**base, input=arm["input"], outputs=outputs, passed=all(o.passed for o in outputs))
 
