@@ -7,7 +7,7 @@ For the default digits CNN (``digits_cnn``) and the VGG-style CNN (``vgg_digits`
 and Taylor with a global threshold) and ``prune.epruning`` (energy-based with binary DE; once free, once
 with at most half the units active). Each pruned model is fine-tuned with distillation from the unpruned
 one (time-budgeted), exported to ONNX and TFLite, and both files are run on the 360-image digits test
-split and compared with PyTorch (edgecomp.export.parity.compare). Columns: params (nonzero where they
+split and compared with PyTorch (edgecomp.export.parity.compare_to_reference). Columns: params (nonzero where they
 differ), MACs, .tflite bytes and their zlib size, PyTorch top-1, drop vs the unpruned model, parity.
 """
 
@@ -30,7 +30,7 @@ from edgecomp.bundle import deflate_size
 from edgecomp.compress.base import BuildContext, ExportOptions, get_stage
 from edgecomp.compress.recipe import parse_recipe
 from edgecomp.export.onnx import export_onnx
-from edgecomp.export.parity import compare
+from edgecomp.export.parity import compare_to_reference
 from edgecomp.export.runtime import run_artifact
 from edgecomp.export.tflite import export_tflite
 from edgecomp.finetune import accuracy, predict
@@ -75,7 +75,7 @@ def measure(label: str, method: str, model, spec, data, base_acc: float | None, 
         with contextlib.redirect_stdout(io.StringIO()):  # converters print progress bars
             art = export(model, spec, ExportOptions(), path, None)
         outputs = run_artifact(fmt, art.path, x, spec.input_shape, threads=2)
-        parity = compare(reference, outputs)
+        parity = compare_to_reference(reference, outputs)
         row[f"{fmt}_parity"] = f"{parity.status} ({parity.max_abs_err:.1e})"
         if fmt == "tflite":
             row["tflite_bytes"] = art.path.stat().st_size

@@ -39,7 +39,7 @@ from edgecomp.compress.base import BuildContext, get_stage
 from edgecomp.compress.recipe import parse_recipe
 from edgecomp.errors import EdgecompError
 from edgecomp.export.formats import EXPORTERS
-from edgecomp.export.parity import compare
+from edgecomp.export.parity import compare_to_reference
 from edgecomp.export.runtime import run_artifact
 from edgecomp.finetune import predict
 from edgecomp.profile.host import measure_host
@@ -124,7 +124,7 @@ def measure(name, model, spec, data, methods, workdir: Path, x_eval, y_eval, cal
                 rows.append({"model": name, "method": label, "format": fmt, "bytes": None, "note": exc.message})
                 continue
             out = run_artifact(fmt, art.path, x_eval, spec.input_shape)
-            p = compare(reference, out, quantized=art.dtype != "fp32")
+            p = compare_to_reference(reference, out, quantized=art.dtype != "fp32")
             acc = float((out.argmax(1) == y_eval).mean() * 100) if y_eval is not None else None
             lat = measure_host(fmt, art.path, 2, runs, 5)
             rows.append({"model": name, "method": label, "format": fmt, "dtype": art.dtype, "bytes": size_of(art.path),

@@ -25,7 +25,7 @@ import torch
 from edgecomp.compress.base import BuildContext, ExportOptions, get_stage
 from edgecomp.compress.recipe import parse_recipe
 from edgecomp.export.onnx import export_onnx
-from edgecomp.export.parity import compare
+from edgecomp.export.parity import compare_to_reference
 from edgecomp.export.runtime import run_artifact
 from edgecomp.export.tflite import export_tflite
 from edgecomp.finetune import accuracy, predict
@@ -81,7 +81,7 @@ def measure(label: str, model: torch.nn.Module, ctx: BuildContext, folder: Path,
     for fmt, exporter in (("onnx", export_onnx), ("tflite", export_tflite)):
         path = folder / f"{slug}.{fmt}"
         exporter(model, spec, ExportOptions(), path)
-        parity = compare(ref, run_artifact(fmt, path, data.x_test, spec.input_shape))
+        parity = compare_to_reference(ref, run_artifact(fmt, path, data.x_test, spec.input_shape))
         checks.append(f"{fmt}:{'ok' if parity.status == 'passed' else 'FAIL'}({parity.max_abs_err:.0e})")
         if parity.status != "passed":
             logger.error("%s %s parity failed: %s", label, fmt, parity)
