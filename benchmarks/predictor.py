@@ -68,8 +68,8 @@ def export(name: str, factory, side: int, dtype: str) -> Path:
         return path
     import torch
 
-    from edgecomp.compress._pt2e import QuantSettings
     from edgecomp.compress.base import ExportOptions
+    from edgecomp.compress.pt2e import QuantSettings
     from edgecomp.compress.quantize import ptq
     from edgecomp.export.tflite import export_tflite
     from edgecomp.spec import ModelSpec

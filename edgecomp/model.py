@@ -163,7 +163,7 @@ def load_model(
 
 
 def float_network(model: nn.Module) -> nn.Module:
-    """The float network behind ``model``: a quantized model (``compress._pt2e.QuantizedModel``) holds its
+    """The float network behind ``model``: a quantized model (``compress.pt2e.QuantizedModel``) holds its
     int8 graph as buffers next to the float network it came from; any other model is its own."""
     float_model = getattr(model, "float_model", None)
     return float_model if isinstance(float_model, nn.Module) else model

@@ -21,7 +21,9 @@ SCHEMA_FILE = REPO / "schemas" / "edgecomp.schema.json"
 # Builds in tests export afresh (a test may replace an exporter); tests of the cache turn it back on.
 os.environ.setdefault("EDGECOMP_NO_CACHE", "1")
 
-FAKE_ADB = Path(__file__).parent / "fake_adb"
+TESTS = Path(__file__).resolve().parent
+DATA = TESTS / "data"  # small committed inputs (tiny .tflite files, benchmark outputs)
+FAKE_ADB = TESTS / "fake_adb"
 _FAKE_ADB_KNOBS = ("FAKE_ADB_DEVICES", "FAKE_ADB_LOSE_AFTER", "FAKE_ADB_HANG_ON", "FAKE_BENCHMARK_GENERATION",
                    "FAKE_ADB_PACKAGES", "FAKE_ADB_APK_PACKAGE", "FAKE_APP_NO_RESULT")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from torch import nn
 
 from edgecomp.compress.base import BuildContext
@@ -33,3 +34,17 @@ def tiny_ctx(teacher: nn.Module | None, data: Dataset | None = None, with_data: 
     spec = ModelSpec(name="tiny", input_shape=[1, 1, 8, 8])
     return BuildContext(spec=spec, target=target, profile=load_profile(target.hardware),
                         data=(data or tiny_dataset()) if with_data else None, teacher=teacher)
+
+
+class TwoConvNet(nn.Module):
+    """Two conv+BN blocks and a linear head: 1x8x8 inputs, 3 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.b2(self.c2(torch.relu(self.b1(self.c1(x))))))
+        return self.head(x.mean((2, 3)))

@@ -169,37 +169,37 @@ def test_build_with_string_data_exits_2_and_writes_no_bundle(tmp_path, capsys):
 
 @pytest.mark.parametrize("quantized", [True, False])
 def test_identical_all_zero_outputs_pass_parity(quantized):
-    from edgecomp.export.parity import compare_to_reference as compare
+    from edgecomp.export.parity import compare_to_reference
 
     zeros = np.zeros((8, 10), np.float32)
-    p = compare(zeros, zeros.copy(), quantized=quantized)
+    p = compare_to_reference(zeros, zeros.copy(), quantized=quantized)
     assert (p.status, p.cosine, p.max_abs_err, p.top1_agreement) == ("passed", 1.0, 0.0, 100.0)
 
 
 def test_zero_row_against_a_non_zero_row_still_fails_quantized_parity():
-    from edgecomp.export.parity import compare_to_reference as compare
+    from edgecomp.export.parity import compare_to_reference
 
     ref = np.ones((4, 10), np.float32)
     out = ref.copy()
     out[2] = 0.0
-    p = compare(ref, out, quantized=True)
+    p = compare_to_reference(ref, out, quantized=True)
     assert p.status == "failed" and p.cosine == 0.0
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("quantized", [True, False])
 def test_non_finite_artifact_outputs_fail_with_a_note(bad, quantized):
-    from edgecomp.export.parity import compare_to_reference as compare
+    from edgecomp.export.parity import compare_to_reference
 
     ref = np.random.default_rng(0).standard_normal((6, 10)).astype(np.float32)
     out = ref.copy()
     out[3, 4] = bad
-    p = compare(ref, out, quantized=quantized)
+    p = compare_to_reference(ref, out, quantized=quantized)
     assert p.status == "failed" and "artifact's outputs hold 1 NaN/Inf value(s) of 60" in p.note
     assert "NaN/Inf" in p.summary() and p.criterion in p.summary()
-    all_nan = compare(ref, np.full_like(ref, np.nan), quantized=quantized)
+    all_nan = compare_to_reference(ref, np.full_like(ref, np.nan), quantized=quantized)
     assert all_nan.status == "failed" and "60 NaN/Inf" in all_nan.note
-    assert compare(np.full_like(ref, bad), ref, quantized=quantized).status == "failed"
+    assert compare_to_reference(np.full_like(ref, bad), ref, quantized=quantized).status == "failed"
 
 
 def test_verify_and_build_parity_share_one_cosine():

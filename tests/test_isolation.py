@@ -13,7 +13,7 @@ import pytest
 from edgecomp.profile.host import measure_host
 from edgecomp.verify import arm64
 from edgecomp.verify import userland as ul
-from tests.test_verify_arm64 import _fake_bundle
+from tests.verify.test_arm64 import _fake_bundle
 
 DATA = Path(__file__).parent / "data"
 

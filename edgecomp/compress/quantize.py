@@ -124,7 +124,7 @@ def ptq(model: nn.Module, settings, calib: np.ndarray, input_shape: list[int], s
     """Post-training quantization: export, fold BN, calibrate, convert; returns a ``QuantizedModel``."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from edgecomp.compress._pt2e import QuantizedModel, export_graph, stochastic_weights
+    from edgecomp.compress.pt2e import QuantizedModel, export_graph, stochastic_weights
 
     float_model = copy.deepcopy(model).eval()
     graph = export_graph(float_model, input_shape)
@@ -143,7 +143,7 @@ def qat(model: nn.Module, settings, ctx: BuildContext, cfg: Int8Config):
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
-    from edgecomp.compress._pt2e import QuantizedModel, export_graph, fold_batchnorm
+    from edgecomp.compress.pt2e import QuantizedModel, export_graph, fold_batchnorm
     from edgecomp.finetune import FinetuneConfig, finetune
 
     float_model = copy.deepcopy(model).eval()
@@ -174,9 +174,9 @@ def qat(model: nn.Module, settings, ctx: BuildContext, cfg: Int8Config):
 
 
 def _pt2e():
-    from edgecomp.compress import _pt2e
+    from edgecomp.compress import pt2e
 
-    return _pt2e
+    return pt2e
 
 
 def _dynamic_batch(graph: nn.Module, input_shape: list[int]) -> bool:

@@ -82,7 +82,7 @@ def export_onnx_reduced(model: nn.Module, spec: ModelSpec, options: ExportOption
     """int8 (QDQ from the reference graph, or dynamic-range) and fp16 (float16 weights, float I/O) ONNX."""
     import onnx
 
-    from edgecomp.compress._pt2e import QuantizedModel
+    from edgecomp.compress.pt2e import QuantizedModel
 
     mode = options.settings.get("mode", "static")
     notes: list[str] = []

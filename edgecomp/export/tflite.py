@@ -62,7 +62,7 @@ def _export_int8(model: nn.Module, options: ExportOptions, path: Path, example: 
     import litert_torch
     from litert_torch.quantize.quant_config import QuantConfig
 
-    from edgecomp.compress._pt2e import QuantizedModel
+    from edgecomp.compress.pt2e import QuantizedModel
     from edgecomp.export.tflite_rewrite import rewrite_file
 
     if not isinstance(model, QuantizedModel):

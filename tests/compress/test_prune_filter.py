@@ -1,31 +1,17 @@
-"""prune.filter and prune.magnitude on tiny models, and recipe validation of the pruning stages."""
+"""prune.filter on tiny models, and recipe validation of the pruning stages."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from edgecomp.compress.prune_common import NO_DATA_NOTE
 from edgecomp.compress.prune_filter import FilterPrune, choose_channels
-from edgecomp.compress.prune_magnitude import DENSE_NOTE, MagnitudePrune, magnitude_masks
 from edgecomp.compress.recipe import parse_recipe
 from edgecomp.errors import ConfigError
 from edgecomp.model import count_params
-from tests.prune_helpers import tiny_ctx
-from tests.test_prune_channels import Residual
-
-
-class _Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1, self.b1 = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
-        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
-        self.head = nn.Linear(8, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.b2(self.c2(torch.relu(self.b1(self.c1(x))))))
-        return self.head(x.mean((2, 3)))
+from tests.compress.test_channels import Residual
+from tests.prune_helpers import TwoConvNet, tiny_ctx
 
 
 @pytest.mark.parametrize("recipe, words", [
@@ -53,7 +39,7 @@ def test_good_recipe_parses():
 @pytest.mark.parametrize("criterion", ["l1", "taylor"])
 def test_filter_pruning_halves_channels_and_keeps_classifier(criterion):
     torch.manual_seed(0)
-    model = _Net().eval()
+    model = TwoConvNet().eval()
     cfg = FilterPrune.Config(ratio=0.5, criterion=criterion, finetune_epochs=1)
     result = FilterPrune().apply(model, cfg, tiny_ctx(model))
     pruned = result.model
@@ -65,7 +51,7 @@ def test_filter_pruning_halves_channels_and_keeps_classifier(criterion):
 
 
 def test_filter_l1_removes_the_smallest_filters_and_protect_and_overrides_apply():
-    model = _Net().eval()
+    model = TwoConvNet().eval()
     with torch.no_grad():
         for i in range(8):
             model.c1.weight[i].fill_(0.01 * (i + 1) * (-1) ** i)  # |filter i| grows with i
@@ -94,29 +80,3 @@ def test_filter_on_residual_and_without_data_notes_skip():
     assert NO_DATA_NOTE in result.notes
     with pytest.raises(ConfigError, match="Taylor criterion needs training data"):
         FilterPrune().apply(model, FilterPrune.Config(criterion="taylor"), tiny_ctx(model, with_data=False))
-
-
-def test_magnitude_masks_global_and_per_layer():
-    w = {"a": torch.tensor([1.0, -2.0, 3.0, -4.0]), "b": torch.tensor([0.1, 0.2, 5.0, 6.0])}
-    glob = magnitude_masks(w, 0.5, "global")
-    assert glob["a"].tolist() == [0, 0, 1, 1] and glob["b"].tolist() == [0, 0, 1, 1]
-    glob = magnitude_masks(w, 0.25, "global")
-    assert glob["a"].tolist() == [1, 1, 1, 1] and glob["b"].tolist() == [0, 0, 1, 1]
-    per = magnitude_masks(w, 0.25, "layer")
-    assert per["a"].tolist() == [0, 1, 1, 1] and per["b"].tolist() == [0, 1, 1, 1]
-
-
-def test_magnitude_pruning_reaches_sparsity_and_says_dense_files_do_not_shrink():
-    torch.manual_seed(0)
-    model = _Net().eval()
-    cfg = MagnitudePrune.Config(sparsity=0.75, steps=2, finetune_epochs=1, scope="layer")
-    result = MagnitudePrune().apply(model, cfg, tiny_ctx(model))
-    layer = result.metrics["layer_sparsity"]
-    assert set(layer) == {"c1", "c2", "head"}
-    assert all(abs(s - 0.75) < 0.05 for s in layer.values())
-    assert float((result.model.c2.weight == 0).float().mean()) == pytest.approx(layer["c2"])
-    assert count_params(result.model) == count_params(model)
-    assert DENSE_NOTE in result.notes
-    d = result.metrics["weights_deflate_bytes"]
-    assert d["after"] < d["before"]
-    assert len(result.metrics["schedule"]) == 2

@@ -6,7 +6,7 @@ import torch
 
 from edgecomp.compress.base import ExportOptions
 from edgecomp.export.formats import EXPORTERS, FILENAMES
-from edgecomp.export.parity import compare
+from edgecomp.export.parity import compare_to_reference
 from edgecomp.export.runtime import run_artifact
 from edgecomp.spec import ModelSpec
 from tests.tiny_models import MODELS, SHAPES, make
@@ -25,7 +25,7 @@ def test_export_runs_and_matches_pytorch(tmp_path, name, fmt):
     artifact = EXPORTERS[fmt](model, spec, ExportOptions(), tmp_path / FILENAMES[fmt])
     outputs = run_artifact(fmt, artifact.path, x, spec.input_shape)
 
-    parity = compare(reference, outputs)
+    parity = compare_to_reference(reference, outputs)
     assert parity.status == "passed", parity
     assert parity.top1_agreement == 100.0
     assert artifact.inputs[0].shape == spec.input_shape
@@ -46,10 +46,10 @@ def test_coreml_converts_and_is_not_claimed_runnable_on_linux(tmp_path, name):
 def test_parity_check_can_fail():
     rng = np.random.default_rng(0)
     reference = rng.standard_normal((32, 10)).astype(np.float32) * 3
-    assert compare(reference, reference + 1e-6).status == "passed"
-    assert compare(reference, reference + 1e-2).status == "failed"
+    assert compare_to_reference(reference, reference + 1e-6).status == "passed"
+    assert compare_to_reference(reference, reference + 1e-2).status == "failed"
     swapped = reference[:, ::-1].copy()
-    result = compare(reference, swapped, quantized=True)
+    result = compare_to_reference(reference, swapped, quantized=True)
     assert result.status == "failed" and result.top1_agreement < 99
 
 

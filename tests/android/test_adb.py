@@ -18,12 +18,11 @@ from edgecomp.android.device import core_mask, elf_abi, profile_on_device
 from edgecomp.cli import main
 from edgecomp.errors import DeviceError
 from edgecomp.profile.predict import read_tflite_layers
-from tests.conftest import use_fake_adb
+from tests.conftest import DATA, FAKE_ADB, use_fake_adb
 
-FAKE = Path(__file__).parent / "fake_adb"
+FAKE = FAKE_ADB
 BENCH = FAKE / "benchmark_model"
-REPO = Path(__file__).resolve().parents[1]
-TINY = Path(__file__).parent / "data" / "tiny_cnn_fp32.tflite"  # made by tests/profile_fixtures.py
+TINY = DATA / "tiny_cnn_fp32.tflite"  # made by tests/profile_fixtures.py
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import shutil
-from pathlib import Path
 
 import pytest
 import yaml
@@ -21,9 +20,9 @@ from edgecomp.profile.predict import (
     read_tflite_layers,
 )
 from edgecomp.targets import load_profile, packaged_dir
+from tests.conftest import DATA
 from tests.profile_fixtures import tiny_cnn
 
-DATA = Path(__file__).parent / "data"
 FP32, INT8 = DATA / "tiny_cnn_fp32.tflite", DATA / "tiny_cnn_int8.tflite"
 CONV1, CONV2, FC = 16 * 16 * 8 * 27, 8 * 8 * 16 * 72, 16 * 10  # MACs of tiny_cnn at 16x16
 

@@ -159,7 +159,7 @@ def test_bad_settings_are_config_errors():
 def test_rewritten_model_exports_to_onnx_with_parity(tmp_path):
     from edgecomp.compress.base import ExportOptions
     from edgecomp.export.onnx import export_onnx
-    from edgecomp.export.parity import compare_to_reference as compare
+    from edgecomp.export.parity import compare_to_reference
     from edgecomp.export.runtime import run_artifact
 
     ctx = context([1, 3, 8, 8])
@@ -168,5 +168,5 @@ def test_rewritten_model_exports_to_onnx_with_parity(tmp_path):
     with torch.no_grad():
         ref = model(torch.as_tensor(x)).numpy()
     art = export_onnx(model, ctx.spec, ExportOptions(), tmp_path / "m.onnx")
-    parity = compare(ref, run_artifact("onnx", art.path, x, ctx.spec.input_shape))
+    parity = compare_to_reference(ref, run_artifact("onnx", art.path, x, ctx.spec.input_shape))
     assert parity.status == "passed", parity

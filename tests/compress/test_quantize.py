@@ -8,8 +8,8 @@ import torch
 
 from edgecomp.cli import main
 from edgecomp.compress import _calibration as cal
-from edgecomp.compress._pt2e import HardSigmoidOps, QuantSettings
 from edgecomp.compress.base import ExportOptions
+from edgecomp.compress.pt2e import HardSigmoidOps, QuantSettings
 from edgecomp.compress.quantize import ptq
 from edgecomp.compress.recipe import parse_recipe
 from edgecomp.errors import ConfigError
@@ -119,7 +119,7 @@ def test_build_quantize_int8_end_to_end(tmp_path):
 def test_qat_with_distillation_trains_and_exports_matching_tflite(tmp_path):
     from edgecomp.compress.base import BuildContext
     from edgecomp.compress.quantize import QuantizeInt8
-    from edgecomp.export.parity import compare_to_reference as compare
+    from edgecomp.export.parity import compare_to_reference
     from edgecomp.export.tflite import export_tflite
     from edgecomp.finetune import accuracy
     from edgecomp.targets import load_profile, load_target
@@ -134,7 +134,7 @@ def test_qat_with_distillation_trains_and_exports_matching_tflite(tmp_path):
     assert accuracy(result.model, data.x_test, data.y_test) >= accuracy(model, data.x_test, data.y_test) - 1.0
     artifact = export_tflite(result.model, spec, result.export, tmp_path / "qat.tflite")
     out = run_artifact("tflite", artifact.path, data.x_test, spec.input_shape)
-    parity = compare(predict(result.model, data.x_test), out, quantized=True)
+    parity = compare_to_reference(predict(result.model, data.x_test), out, quantized=True)
     assert parity.status == "passed", parity
 
 
@@ -149,12 +149,12 @@ def _cnn_with_dropout() -> torch.nn.Module:
 
 @pytest.mark.parametrize("strip", [True, False])
 def test_dropout_before_a_layer_does_not_mis_scale_its_int8_bias(tmp_path, monkeypatch, strip):
-    from edgecomp.compress import _pt2e
+    from edgecomp.compress import pt2e
     from edgecomp.export.tflite import export_tflite
     from edgecomp.export.tflite_inspect import inspect_tflite
 
     if not strip:  # the check must see what happens without the fix
-        monkeypatch.setattr(_pt2e, "strip_dropout", lambda model: 0)
+        monkeypatch.setattr(pt2e, "strip_dropout", lambda model: 0)
     x = np.random.default_rng(0).standard_normal((64, 3, 4, 4)).astype(np.float32)
     q = ptq(_cnn_with_dropout(), QuantSettings(), x, [1, 3, 4, 4])
     path = tmp_path / "model.tflite"

@@ -18,10 +18,9 @@ from edgecomp.android.via_app import RESULT_VERSION, parse_result, profile_via_a
 from edgecomp.bundle import MANIFEST_NAME, read_manifest, sha256_of, write_json
 from edgecomp.cli import main
 from edgecomp.errors import ConfigError, DeviceError
-from tests.conftest import use_fake_adb
+from tests.conftest import FAKE_ADB, use_fake_adb
 
-FAKE = Path(__file__).parent / "fake_adb"
-REPO = Path(__file__).resolve().parents[1]
+FAKE = FAKE_ADB
 SERIAL = "FAKE0001"
 
 

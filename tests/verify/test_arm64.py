@@ -16,8 +16,7 @@ import pytest
 
 from edgecomp.bundle import SAMPLES_NAME, FileEntry, Manifest, TensorInfo, now_iso, sha256_of, write_json
 from edgecomp.errors import ConfigError, ParityError
-from edgecomp.export.parity import ATOL, RTOL
-from edgecomp.export.parity import compare_across_machines as compare_output
+from edgecomp.export.parity import ATOL, RTOL, compare_across_machines
 from edgecomp.spec import ModelSpec
 from edgecomp.verify import userland as ul
 
@@ -36,38 +35,38 @@ def test_fp32_rule_accepts_rounding_noise_and_rejects_a_real_difference():
     host = _logits()
     tol = ATOL + RTOL * float(np.abs(host).max())
     noisy = host + np.float32(tol / 4) * np.sign(np.random.default_rng(1).normal(size=host.shape)).astype(np.float32)
-    assert compare_output(host, noisy, "fp32").passed
+    assert compare_across_machines(host, noisy, "fp32").passed
     perturbed = host.copy()
     perturbed[7, 3] += np.float32(3 * tol)  # one element off by 3x the tolerance
-    result = compare_output(host, perturbed, "fp32")
+    result = compare_across_machines(host, perturbed, "fp32")
     assert not result.passed
     assert result.max_abs_err == pytest.approx(3 * tol, rel=1e-3)
-    assert not compare_output(host, np.where(host > 2, np.nan, host), "fp32").passed
+    assert not compare_across_machines(host, np.where(host > 2, np.nan, host), "fp32").passed
 
 
 def test_fp32_tolerance_scales_with_the_outputs():
     host = _logits() * 100  # large outputs: the same relative error must still pass
-    assert compare_output(host, host * (1 + 5e-4), "fp32").passed
-    assert not compare_output(host, host * (1 + 5e-3), "fp32").passed
+    assert compare_across_machines(host, host * (1 + 5e-4), "fp32").passed
+    assert not compare_across_machines(host, host * (1 + 5e-3), "fp32").passed
 
 
 def test_int8_rule_needs_top1_agreement_and_cosine():
     host = _logits()
-    assert compare_output(host, host + 0.05, "int8").passed  # rounding-like shift keeps classes
+    assert compare_across_machines(host, host + 0.05, "int8").passed  # rounding-like shift keeps classes
     flipped = host.copy()
     rows = np.arange(8)  # 2% of the samples change their top-1 class
     flipped[rows] = np.roll(host[rows], 1, axis=1)
-    result = compare_output(host, flipped, "int8")
+    result = compare_across_machines(host, flipped, "int8")
     assert result.top1_agreement == pytest.approx(0.98)
     assert not result.passed
     noise = np.random.default_rng(2).normal(0, 1.5, host.shape).astype(np.float32)
-    assert not compare_output(host, host + noise, "int8").passed  # cosine falls well under 0.99
-    assert compare_output(host, host, "int8").bit_exact
+    assert not compare_across_machines(host, host + noise, "int8").passed  # cosine falls well under 0.99
+    assert compare_across_machines(host, host, "int8").bit_exact
 
 
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="shape"):
-        compare_output(np.zeros((4, 10)), np.zeros((4, 11)), "fp32")
+        compare_across_machines(np.zeros((4, 10)), np.zeros((4, 11)), "fp32")
 
 
 def test_missing_userland_names_the_setup_command(tmp_path):

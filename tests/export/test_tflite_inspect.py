@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgecomp.compress._pt2e import QuantSettings
 from edgecomp.compress.base import ExportOptions
+from edgecomp.compress.pt2e import QuantSettings
 from edgecomp.compress.quantize import ptq
 from edgecomp.export.runtime import TFLiteRunner, run_artifact
 from edgecomp.export.tflite import export_tflite

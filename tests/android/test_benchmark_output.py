@@ -7,13 +7,12 @@ tables were shortened. ``(all same)`` follows ``tensorflow/core/util/stats_calcu
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from edgecomp.android.benchmark_output import BenchmarkOutputError, parse_benchmark_output, parse_stat
+from tests.conftest import DATA as TEST_DATA
 
-DATA = Path(__file__).parent / "data" / "benchmark_output"
+DATA = TEST_DATA / "benchmark_output"
 
 
 def _parse(name: str):
