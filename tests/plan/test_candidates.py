@@ -69,3 +69,34 @@ def test_candidate_configs_are_pinned():
 ])
 def test_custom_target_candidates_are_pinned(methods, dtypes, expected):
     assert _described(_target(methods, dtypes)) == expected
+
+
+def test_screen_predictions_are_pinned():
+    """Parameters, predicted bytes (CoreML palettizes clusters) and the budget reasons of every candidate."""
+    import torch
+    from torch import nn
+
+    from edgecomp.compress.base import BuildContext
+    from edgecomp.plan.planner import Candidate, Planner
+    from edgecomp.spec import ModelSpec
+    from edgecomp.targets import Budgets, load_profile
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(16, 10)).eval()
+    target = load_target("ios-arm64")
+    ctx = BuildContext(spec=ModelSpec(name="m", input_shape=[1, 1, 8, 8]), target=target,
+                       profile=load_profile(target.hardware))
+    planner = Planner(model, ctx, Budgets(size_mb=0.005, latency_ms=0.004), "coreml")
+    planner._overhead_bytes, planner._steps = 1234, generate(target)
+    planner.candidates = [Candidate(recipe=[s.describe() for s in r], dtype=dtype_of(r)) for r in planner._steps]
+    for i in range(len(planner.candidates)):
+        planner._screen(i)
+    got = [(c.params, c.predicted_bytes, c.reason.startswith("size")) for c in planner.candidates]
+    assert got == [(2682, 11962, True), (2682, 3916, False), (2682, 2575, False), (778, 4346, False),
+                   (778, 2012, False), (2590, 11594, True), (2590, 3824, False), (1582, 7562, True),
+                   (1582, 2816, False), (770, 4314, False), (770, 2004, False), (350, 2634, False),
+                   (350, 1584, False), (330, 2554, False), (330, 1564, False)]
+    assert planner.candidates[0].reason == "size 0.0120 MB > 0.005 MB; latency 0.0128 ms > 0.004 ms"
+    assert all(c.status == "rejected" for c in planner.candidates)
