@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import typing
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -19,7 +18,6 @@ from edgecomp.bundle import MANIFEST_SCHEMA_VERSION, Manifest
 
 SCHEMA_ID = f"urn:edgecomp:schema:manifest:v{MANIFEST_SCHEMA_VERSION}"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
-REPO_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "edgecomp.schema.json"
 
 
 def _models(root: type[BaseModel]) -> dict[str, type[BaseModel]]:

@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgecomp.errors import ConfigError, did_you_mean
 
-SCHEMA_VERSION = 1
 KINDS = ("targets", "profiles")
 PLAIN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # a file name: no '/', no leading '.' (so never '..')
 Format = Literal["onnx", "tflite", "coreml"]
