@@ -13,7 +13,7 @@ import pytest
 from edgecomp.profile.host import measure_host
 from edgecomp.verify import arm64
 from edgecomp.verify import userland as ul
-from tests.verify.test_arm64 import _fake_bundle
+from tests.bundle_helpers import fake_bundle
 
 DATA = Path(__file__).parent / "data"
 
@@ -39,7 +39,7 @@ def test_host_worker_runs_no_module_from_the_cwd_the_artifact_folder_or_pythonpa
 
 
 def test_verify_host_run_is_isolated(tmp_path, monkeypatch):
-    bundle = _fake_bundle(tmp_path / "bundle")
+    bundle = fake_bundle(tmp_path / "bundle")
     marker = tmp_path / "hijacked.txt"
     _plant(tmp_path / "cwd", marker)
     monkeypatch.chdir(tmp_path / "cwd")

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecomp.bundle import SAMPLES_NAME, FileEntry, Manifest, TensorInfo, now_iso, sha256_of, write_json
+from edgecomp.bundle import SAMPLES_NAME, FileEntry, Manifest, sha256_of, write_json
 from edgecomp.errors import ConfigError, ParityError
 from edgecomp.export.parity import ATOL, RTOL, compare_across_machines
-from edgecomp.spec import ModelSpec
 from edgecomp.verify import userland as ul
+from tests.bundle_helpers import fake_bundle
 
 # --------------------------------------------------------------------------------------------- fast
 
@@ -76,33 +76,19 @@ def test_missing_userland_names_the_setup_command(tmp_path):
     assert ul.SETUP_COMMAND in info.value.hint
 
 
-def _fake_bundle(folder: Path, samples: bool = True) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "model.onnx").write_bytes(b"not really onnx")
-    spec = ModelSpec(name="tiny", input_shape=[1, 1, 8, 8])
-    tensor = TensorInfo(name="input", shape=[1, 1, 8, 8], dtype="float32", layout="NCHW")
-    entry = FileEntry(format="onnx", path="model.onnx", bytes=15, sha256=sha256_of(folder / "model.onnx"),
-                      dtype="fp32", inputs=[tensor], outputs=[tensor])
-    write_json(folder / "edgecomp.json", Manifest(schema_version=1, edgecomp_version="0", created=now_iso(),
-                                                  target="android-arm64", model=spec, files=[entry]))
-    if samples:
-        np.savez(folder / SAMPLES_NAME, x=np.zeros((2, 1, 8, 8), np.float32))
-    return folder
-
-
 def test_bundle_errors_are_clear(tmp_path):
     from edgecomp.verify.arm64 import verify_bundle
 
     with pytest.raises(ConfigError, match="does not exist"):
         verify_bundle(tmp_path / "missing")
     with pytest.raises(ConfigError, match="no samples.npz"):
-        verify_bundle(_fake_bundle(tmp_path / "b1", samples=False))
-    changed = _fake_bundle(tmp_path / "b2")
+        verify_bundle(fake_bundle(tmp_path / "b1", samples=False))
+    changed = fake_bundle(tmp_path / "b2")
     (changed / "model.onnx").write_bytes(b"tampered")
     with pytest.raises(ConfigError, match="sha256"):
         verify_bundle(changed)
     with pytest.raises(ConfigError, match="unknown architecture"):
-        verify_bundle(_fake_bundle(tmp_path / "b3"), arch="riscv64")
+        verify_bundle(fake_bundle(tmp_path / "b3"), arch="riscv64")
 
 
 def test_cpu_specs_are_checked():
@@ -169,7 +155,7 @@ def test_cli_reports_a_missing_userland(tmp_path, capsys, monkeypatch):
     from edgecomp.cli import main
 
     monkeypatch.setenv("EDGECOMP_ARM64_ROOT", str(tmp_path / "empty"))
-    assert main(["verify", str(_fake_bundle(tmp_path / "b")), "--arch", "arm64"]) == 2
+    assert main(["verify", str(fake_bundle(tmp_path / "b")), "--arch", "arm64"]) == 2
     err = capsys.readouterr().err
     assert "no ARM64 userland" in err and ul.SETUP_COMMAND in err
 
@@ -179,12 +165,12 @@ def test_verify_opens_only_files_inside_the_bundle(tmp_path):
 
     outside = tmp_path / "outside.onnx"
     outside.write_bytes(b"not really onnx")  # the same bytes, so the sha256 in the manifest matches
-    linked = _fake_bundle(tmp_path / "b1")
+    linked = fake_bundle(tmp_path / "b1")
     (linked / "model.onnx").unlink()
     (linked / "model.onnx").symlink_to(outside)
     with pytest.raises(ConfigError, match="outside that folder"):
         verify_bundle(linked)
-    samples = _fake_bundle(tmp_path / "b2")
+    samples = fake_bundle(tmp_path / "b2")
     (samples / SAMPLES_NAME).rename(tmp_path / SAMPLES_NAME)
     (samples / SAMPLES_NAME).symlink_to(tmp_path / SAMPLES_NAME)
     with pytest.raises(ConfigError, match="outside that folder"):
@@ -196,7 +182,7 @@ def test_cli_refuses_a_folder_as_the_report_file_before_running(tmp_path, capsys
     from edgecomp.verify import arm64
 
     monkeypatch.setattr(arm64, "verify_bundle", lambda *a, **k: pytest.fail("the check started"))
-    assert main(["verify", str(_fake_bundle(tmp_path / "b")), "--out", str(tmp_path)]) == 2
+    assert main(["verify", str(fake_bundle(tmp_path / "b")), "--out", str(tmp_path)]) == 2
     assert f"error: --out {tmp_path} is a folder" in capsys.readouterr().err
 
 
@@ -370,7 +356,7 @@ def test_a_file_that_differs_fails_the_check(userland, tmp_path, monkeypatch):
 
     rng = np.random.default_rng(0)
     w = rng.normal(0, 0.3, (64, 10)).astype(np.float32)
-    bundle = _fake_bundle(tmp_path / "b", samples=False)
+    bundle = fake_bundle(tmp_path / "b", samples=False)
     _matmul_onnx(bundle / "model.onnx", w, "n")
     manifest = Manifest.model_validate_json((bundle / "edgecomp.json").read_text())
     entry = manifest.files[0].model_copy(update={"sha256": sha256_of(bundle / "model.onnx")})
