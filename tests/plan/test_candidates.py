@@ -100,3 +100,30 @@ def test_screen_predictions_are_pinned():
                    (350, 1584, False), (330, 2554, False), (330, 1564, False)]
     assert planner.candidates[0].reason == "size 0.0120 MB > 0.005 MB; latency 0.0128 ms > 0.004 ms"
     assert all(c.status == "rejected" for c in planner.candidates)
+
+
+def test_a_new_stage_joins_the_search_by_describing_itself():
+    """The planner learns a stage's part of the search from the registry alone (it names no stage)."""
+    from edgecomp.compress.base import REGISTRY, Stage, StageConfig
+
+    class Shrink(Stage):
+        name = "test.shrink"
+        search_rank = 15  # between separable (10) and lowrank (20)
+
+        class Config(StageConfig):
+            factor: int = 2
+
+        @classmethod
+        def search_space(cls):
+            return [[(cls.name, {"factor": 2})], [(cls.name, {"factor": 4})]]
+
+        def apply(self, model, cfg, ctx):
+            raise NotImplementedError
+
+    try:
+        target = _target(["lowrank", "test.shrink", "separable", I8], ["fp32", "int8"])
+        assert _described(target) == [[], [I8]] + _with_int8([["separable"], ["test.shrink"],
+                                                              ["test.shrink(factor=4)"], ["lowrank"]])
+        assert all(is_structural(s) for r in generate(target) for s in r if s.name == Shrink.name)
+    finally:
+        REGISTRY.pop(Shrink.name, None)
