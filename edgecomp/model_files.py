@@ -32,7 +32,9 @@ def model_file_kind(path: Path) -> str:
         )
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
-    if path.suffix == ".pt2" or any(n.endswith("serialized_exported_program.json") or "/models/" in n
+    # a .pt2 archive has a top-level models/ folder; a TorchScript archive may hold code/.../models/ (e.g.
+    # code/__torch__/torchvision/models/mobilenetv2.py), so only the second path component counts
+    if path.suffix == ".pt2" or any(n.endswith("serialized_exported_program.json") or n.split("/")[1:2] == ["models"]
                                     for n in names):
         return "pt2"
     if any(n.endswith(("constants.pkl", "code/__torch__.py")) or "/code/" in n for n in names):

@@ -48,3 +48,35 @@ def test_counts_match_hand_computation():
     model = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(4 * 5 * 5, 3))
     assert count_params(model) == (2 * 4 * 9 + 4) + (100 * 3 + 3)
     assert count_macs(model, [1, 2, 5, 5]) == 4 * 25 * (2 * 9) + 100 * 3
+
+
+def test_torchscript_whose_code_lives_under_a_models_package_is_torchscript(tmp_path):
+    # torchvision's models script to code/__torch__/torchvision/models/...: that '/models/' is not .pt2's models/
+    from edgecomp.model_files import model_file_kind
+
+    net = make("plain").eval()
+    path = tmp_path / "net.pt"
+    torch.jit.save(torch.jit.trace(net, torch.zeros(1, 3, 8, 8)), path)
+    renamed = tmp_path / "vision.pt"
+    import zipfile
+
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(renamed, "w") as dst:
+        for info in src.infolist():
+            name = info.filename.replace("/code/__torch__/", "/code/__torch__/torchvision/models/", 1)
+            dst.writestr(name, src.read(info.filename))
+    assert any("/models/" in n for n in zipfile.ZipFile(renamed).namelist())
+    assert model_file_kind(renamed) == "torchscript"
+    assert model_file_kind(path) == "torchscript"
+
+
+def test_planner_refuses_a_torchscript_model_with_a_hint(tmp_path):
+    from edgecomp.build import BuildOptions, build
+    from edgecomp.errors import ConfigError
+
+    path = tmp_path / "net.pt"
+    torch.jit.save(torch.jit.trace(make("plain").eval(), torch.zeros(1, 3, 8, 8)), path)
+    with pytest.raises(ConfigError, match="planner cannot search a TorchScript model") as exc:
+        build(str(path), "android-arm64", BuildOptions(input_shape=[1, 3, 8, 8], formats=["onnx"],
+                                                       out=tmp_path / "out"))
+    assert "--recipe" in exc.value.hint
+    assert not (tmp_path / "out").exists()

@@ -34,7 +34,7 @@ from edgecomp import __version__
 from edgecomp.compress.base import BuildContext, ExportOptions
 from edgecomp.compress.pipeline import apply_recipe
 from edgecomp.compress.recipe import RecipeStep
-from edgecomp.errors import EdgecompError, InfeasibleBudgetError
+from edgecomp.errors import ConfigError, EdgecompError, InfeasibleBudgetError
 from edgecomp.finetune import FinetunePolicy, accuracy
 from edgecomp.model import count_macs, count_params
 from edgecomp.plan.candidates import bytes_per_param, dtype_of, generate, is_structural
@@ -102,6 +102,11 @@ class Planner:
     # -- public -------------------------------------------------------------------------------------------
     def search(self) -> None:
         """Screen and evaluate candidates; afterwards ``next_choice`` hands them out best first."""
+        if isinstance(self.model, torch.jit.ScriptModule):
+            # screening hooks every layer to predict latency and rewrites modules; a ScriptModule allows neither
+            raise ConfigError("the planner cannot search a TorchScript model: its layers cannot be hooked or "
+                              "rewritten", "pass --recipe (e.g. --recipe \"\" to export it as is, or "
+                              "--recipe quantize.int8), or the model as a .pt2 or package.module:factory")
         start = time.monotonic()
         data = self.ctx.data
         if data is not None:
