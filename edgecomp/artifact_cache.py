@@ -104,6 +104,21 @@ def array_digest(*arrays: np.ndarray | None) -> str:
     return digest.hexdigest()
 
 
+def package_versions() -> dict[str, str]:
+    """Versions of edgecomp and of the converters and runtimes it drives (the ones installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from edgecomp import __version__
+
+    out = {"edgecomp": __version__}
+    for pkg in ("torch", "onnx", "onnxruntime", "litert-torch", "ai-edge-litert", "coremltools"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
 def artifact_key(model, fmt: str, parts: dict[str, Any]) -> str:
     """The cache key of exporting ``model`` to ``fmt``: SHA-256 of its digest and every JSON-able part."""
     payload = {"key_version": KEY_VERSION, "format": fmt, "model": model_digest(model), **parts}

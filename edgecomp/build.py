@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecomp import __version__
-from edgecomp.artifact_cache import ArtifactCache, array_digest, artifact_key, cache_enabled
+from edgecomp.artifact_cache import ArtifactCache, array_digest, artifact_key, cache_enabled, package_versions
 from edgecomp.bundle import (
     MANIFEST_NAME,
     SAMPLES_NAME,
@@ -77,18 +77,6 @@ class BuildOptions:
     cache: bool = True  # reuse identical exports (and their parity and host timings) from the artifact cache
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"edgecomp": __version__}
-    for pkg in ("torch", "onnx", "onnxruntime", "litert-torch", "ai-edge-litert", "coremltools"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
 def _parity_inputs(loaded: LoadedModel, seed: int) -> tuple[np.ndarray, np.ndarray | None, str]:
     if loaded.data is not None:
         x, y = loaded.data.x_test[:MAX_PARITY_SAMPLES], loaded.data.y_test[:MAX_PARITY_SAMPLES]
@@ -144,7 +132,7 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
                        seed=opts.seed, threads=opts.threads or 2)
     base = BuildReport(
         edgecomp_version=__version__, created=now_iso(), target=tgt.name, hardware=profile.name,
-        budgets=budgets.model_dump(), model=src, environment=_versions(),
+        budgets=budgets.model_dump(), model=src, environment=package_versions(),
     )
     dest = Path(opts.out) if opts.out else Path("build") / f"{spec.name}-{tgt.name}"
     check_bundle_destination(dest, opts.force)  # before any work: never replace someone's folder

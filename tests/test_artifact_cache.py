@@ -24,7 +24,8 @@ def _net(seed: int = 0) -> nn.Module:
 
 def _key(model=None, fmt="onnx", **changes):
     """build's own cache key for the default target, with ``changes`` to its inputs."""
-    from edgecomp.build import BuildOptions, _cache_key, _versions
+    from edgecomp.artifact_cache import package_versions
+    from edgecomp.build import BuildOptions, _cache_key
     from edgecomp.compress.base import BuildContext, ExportOptions
     from edgecomp.spec import ModelSpec
     from edgecomp.targets import load_profile, load_target
@@ -36,11 +37,12 @@ def _key(model=None, fmt="onnx", **changes):
                        export=changes.get("export", ExportOptions()), threads=opts.threads or 2)
     x = np.zeros((4, 1, 8, 8), np.float32)
     return _cache_key(fmt, model if model is not None else _net(), ctx, opts,
-                      changes.get("calibration", x), x, None, changes.get("versions", _versions()))
+                      changes.get("calibration", x), x, None, changes.get("versions", package_versions()))
 
 
 def test_key_is_stable_for_identical_input_and_changes_with_any_input():
-    from edgecomp.build import BuildOptions, _versions
+    from edgecomp.artifact_cache import package_versions
+    from edgecomp.build import BuildOptions
     from edgecomp.compress.base import ExportOptions
 
     base = _key()
@@ -48,7 +50,7 @@ def test_key_is_stable_for_identical_input_and_changes_with_any_input():
     tweaked = _net()
     with torch.no_grad():
         tweaked[4].bias[0] += 1e-6
-    bumped = {**_versions(), "edgecomp": "9.9.9"}
+    bumped = {**package_versions(), "edgecomp": "9.9.9"}
     pruned = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(108, 10))
     others = {
         "weights": _key(tweaked),
@@ -61,7 +63,7 @@ def test_key_is_stable_for_identical_input_and_changes_with_any_input():
         "threads": _key(opts=BuildOptions(threads=1)),
         "calibration data": _key(calibration=np.ones((4, 1, 8, 8), np.float32)),
         "edgecomp version": _key(versions=bumped),
-        "converter version": _key(versions={**_versions(), "onnx": "0.0.1"}),
+        "converter version": _key(versions={**package_versions(), "onnx": "0.0.1"}),
     }
     for what, key in others.items():
         assert key != base, f"a change of {what} did not change the key"

@@ -228,16 +228,10 @@ class Planner:
         """Where the source model's format overhead is kept (None without a cache folder)."""
         if self.cache_dir is None:
             return None
-        from importlib.metadata import PackageNotFoundError, version
+        from edgecomp.artifact_cache import artifact_key, package_versions
 
-        from edgecomp.artifact_cache import artifact_key
-
-        versions = {"edgecomp": __version__}
-        for pkg in ("torch", "onnx", "litert-torch", "coremltools"):
-            with contextlib.suppress(PackageNotFoundError):
-                versions[pkg] = version(pkg)
-        key = artifact_key(self.model, self.primary_format,
-                           {"spec": self.ctx.spec.model_dump(), "versions": versions, "what": "overhead"})
+        key = artifact_key(self.model, self.primary_format, {"spec": self.ctx.spec.model_dump(),
+                                                             "versions": package_versions(), "what": "overhead"})
         return self.cache_dir / f"overhead-{key[:32]}.json"
 
     def _export_overhead(self) -> int:
