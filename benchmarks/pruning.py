@@ -63,9 +63,9 @@ def _nonzero(model: torch.nn.Module) -> int:
 def measure(label: str, method: str, model, spec, data, base_acc: float | None, folder: Path, seconds: float,
             metrics: dict) -> dict:
     """Export ``model`` to ONNX and TFLite, check both against PyTorch on the test split, return a row."""
-    x = data.x_test
+    x = data.arrays("test")[0]
     reference = predict(model, x)
-    acc = accuracy(model, x, data.y_test)
+    acc = accuracy(model, x, data.arrays("test")[1])
     row = {"model": label, "method": method, "params": count_params(model), "nonzero": _nonzero(model),
            "macs": count_macs(model, spec.input_shape), "acc": acc,
            "drop": 0.0 if base_acc is None else base_acc - acc, "seconds": seconds,
@@ -87,7 +87,7 @@ def run(label: str, recipes: dict[str, str], folder: Path) -> list[dict]:
     """Apply every recipe to a fresh copy of zoo model ``label`` and measure it."""
     model, spec, data = load_zoo_model(label)
     target = load_target("android-arm64")
-    base_acc = accuracy(model, data.x_test, data.y_test)
+    base_acc = accuracy(model, *data.arrays("test"))
     rows = []
     for method, recipe in recipes.items():
         ctx = BuildContext(spec=spec, target=target, profile=load_profile(target.hardware), data=data,

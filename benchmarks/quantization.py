@@ -195,7 +195,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model, spec, data = load_zoo_model("digits_cnn")
-        rows += measure("digits_cnn", model, spec, data, DIGITS_METHODS, work, data.x_test, data.y_test,
+        rows += measure("digits_cnn", model, spec, data, DIGITS_METHODS, work, *data.arrays("test"),
                         data.calibration(256), args.runs)
         fp32_digits = next(r["bytes"] for r in rows if r["method"] == "fp32" and r["format"] == "tflite")
         more, n = extra_rows("digits_cnn", model, spec, data, fp32_digits, work)

@@ -75,20 +75,20 @@ def run_recipe(model: torch.nn.Module, recipe: str, ctx: BuildContext) -> torch.
 def measure(label: str, model: torch.nn.Module, ctx: BuildContext, folder: Path, seconds: float) -> Row:
     """Export to ONNX and TFLite, check parity of both on the test set, time the .tflite on the host."""
     data, spec = ctx.data, ctx.spec
-    ref = predict(model, data.x_test)
+    ref = predict(model, data.arrays("test")[0])
     slug = "".join(c if c.isalnum() else "_" for c in label)
     checks = []
     for fmt, exporter in (("onnx", export_onnx), ("tflite", export_tflite)):
         path = folder / f"{slug}.{fmt}"
         exporter(model, spec, ExportOptions(), path)
-        parity = compare_to_reference(ref, run_artifact(fmt, path, data.x_test, spec.input_shape))
+        parity = compare_to_reference(ref, run_artifact(fmt, path, data.arrays("test")[0], spec.input_shape))
         checks.append(f"{fmt}:{'ok' if parity.status == 'passed' else 'FAIL'}({parity.max_abs_err:.0e})")
         if parity.status != "passed":
             logger.error("%s %s parity failed: %s", label, fmt, parity)
     tfl = folder / f"{slug}.tflite"
     latency = measure_host("tflite", tfl, threads=2, runs=500, warmup=50)
     return Row(label, count_params(model), count_macs(model, spec.input_shape), tfl.stat().st_size,
-               accuracy(model, data.x_test, data.y_test), latency.p50_ms, " ".join(checks), seconds)
+               accuracy(model, *data.arrays("test")), latency.p50_ms, " ".join(checks), seconds)
 
 
 def table(rows: list[Row]) -> str:
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.manual_seed(0)
             rewritten = run_recipe(model, recipe, ctx)
             rows.append(measure(label, rewritten, ctx, folder, time.monotonic() - t0))
-    print(f"VGG-style digits CNN ({spec.input_shape}), digits test set n={len(data.y_test)}; "
+    print(f"VGG-style digits CNN ({spec.input_shape}), digits test set n={data.size('test')}; "
           f"LiteRT fp32 host p50 over 500 runs, 2 threads; FT = {args.epochs} epochs; one run, "
           f"{time.monotonic() - start:.0f} s")
     print(table(rows))

@@ -38,7 +38,8 @@ from edgecomp.export.coreml import MACOS_NOTE
 from edgecomp.export.formats import EXPORTERS, FILENAMES
 from edgecomp.export.parity import compare_to_reference, not_run
 from edgecomp.export.runtime import run_artifact
-from edgecomp.finetune import accuracy, predict
+from edgecomp.finetune import predict
+from edgecomp.metrics import evaluate
 from edgecomp.model import LoadedModel, count_macs, count_params, float_network, load_model
 from edgecomp.profile.host import measure_host
 from edgecomp.quiet import captured_output
@@ -59,7 +60,9 @@ class BuildOptions:
     recipe: str | list[RecipeStep] | None = None
     input_shape: list[int] | None = None
     weights: str | None = None
-    data: str | None = None
+    data: str | None = None  # --data: .npz, image folder or dataset factory (edgecomp.data.sources)
+    metric: str | None = None  # --metric: top1 (default), top5 or module:fn (edgecomp.metrics)
+    preprocess: object | None = None  # image-folder preprocessing (edgecomp.data.preprocess.Preprocess)
     hardware: str | None = None
     budgets: Budgets | None = None
     formats: list[str] | None = None
@@ -79,11 +82,17 @@ class BuildOptions:
 
 def _parity_inputs(loaded: LoadedModel, seed: int) -> tuple[np.ndarray, np.ndarray | None, str]:
     if loaded.data is not None:
-        x, y = loaded.data.x_test[:MAX_PARITY_SAMPLES], loaded.data.y_test[:MAX_PARITY_SAMPLES]
-        return x, y, f"{len(x)} images of the {loaded.data.name} test split"
+        x, targets = loaded.data.sample("test", MAX_PARITY_SAMPLES)
+        y = np.asarray([int(t) for t in targets]) if _all_class_indices(targets) else None
+        return x, y, f"{len(x)} inputs of the {loaded.data.name} test split"
     shape = [64, *loaded.spec.input_shape[1:]]
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
     return x, None, f"{len(x)} random normal inputs (no evaluation data given; pass --data for real inputs)"
+
+
+def _all_class_indices(targets: list) -> bool:
+    """Whether every target is one integer class index (then parity also compares top-1 agreement)."""
+    return all(np.ndim(t) == 0 and np.issubdtype(np.asarray(t).dtype, np.integer) for t in targets)
 
 
 def _steps(recipe: str | list[RecipeStep] | None) -> list[RecipeStep]:
@@ -198,14 +207,22 @@ def _load(model: str | None, target: str, opts: BuildOptions):
     logger.info("[load] %s", model or "built-in default model")
     loaded = load_model(model, opts.input_shape, opts.weights)
     if opts.data:
-        from edgecomp.data import load_npz
+        from edgecomp.data.sources import load_data
 
-        loaded.data = load_npz(opts.data, opts.seed)
+        loaded.data = load_data(opts.data, opts.seed, opts.preprocess)
+    if loaded.data is not None:
+        from edgecomp.data.checks import check_data_fits, spec_with_data
+        from edgecomp.metrics import load_metric
+
+        if opts.metric or loaded.data.metric is None:
+            loaded.data.metric = load_metric(opts.metric)
+        check_data_fits(loaded.module, loaded.spec, loaded.data)
+        loaded.spec = spec_with_data(loaded.spec, loaded.data)
     spec, data = loaded.spec, loaded.data
     src = ModelRecord(
         name=spec.name, source=loaded.source, params=count_params(loaded.module),
         macs=count_macs(loaded.module, spec.input_shape),
-        accuracy=accuracy(loaded.module, data.x_test, data.y_test) if data is not None else None,
+        accuracy=evaluate(loaded.module, data, "test") if data is not None else None,
     )
     logger.info("  %s: %d params, %d MACs, accuracy %s", spec.name, src.params, src.macs,
                 "n/a" if src.accuracy is None else f"{src.accuracy:.2f}%")

@@ -1,9 +1,9 @@
 """Training, evaluation and knowledge-distillation fine-tuning, shared by every lossy stage.
 
-``finetune`` trains a student on the training split with cross-entropy to the labels and, when a
-teacher is given, temperature-softened KL to the teacher (Hinton et al. 2015). It stops early when
-validation accuracy stops improving, respects an epoch and a time budget, logs progress, and returns
-the best weights seen on the validation split.
+``finetune`` trains a student on the training split, streamed in mini-batches, with the data's loss
+(cross-entropy to class labels by default) and, when a teacher is given, temperature-softened KL to the
+teacher (Hinton et al. 2015). It stops early when the validation metric stops improving, respects an epoch
+and a time budget, logs progress, and returns the best weights seen on the validation split.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from edgecomp.data import Dataset
+from edgecomp.errors import ConfigError
+from edgecomp.metrics import first_output, load_metric
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ class FinetunePolicy:
     """Return at once without training: the planner's cheap, structure-only screen."""
     max_epochs: int | None = None
     """Run at most this many epochs (None: each stage's own setting)."""
+    deadline: float | None = None
+    """``time.monotonic()`` value at which every fine-tune stops (the planner's --search-time), or None."""
 
 
 class FinetuneConfig(BaseModel):
@@ -58,21 +63,22 @@ class FinetuneResult:
 
     epochs: int
     best_val_accuracy: float
+    """Best validation value of the data's metric (top-1 % by default)."""
     history: list[dict] = field(default_factory=list)
     stopped: str = "epochs"
 
 
 def predict(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    """Model outputs for ``x`` in eval mode, as a float32 numpy array."""
+    """The model's first output for ``x`` in eval mode, as a float32 numpy array."""
     model.eval()
     xs = torch.as_tensor(x, dtype=torch.float32)
     with torch.no_grad():
-        outs = [model(xs[i : i + batch_size]) for i in range(0, len(xs), batch_size)]
+        outs = [first_output(model(xs[i : i + batch_size])) for i in range(0, len(xs), batch_size)]
     return torch.cat(outs).numpy()
 
 
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 accuracy in percent."""
+    """Top-1 accuracy in percent on in-memory arrays."""
     return float((predict(model, x).argmax(1) == y).mean() * 100.0)
 
 
@@ -84,11 +90,55 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     ) * (t * t)
 
 
+def _tensors(outputs: Any) -> list[torch.Tensor]:
+    """A model's outputs as a flat list of tensors (one for a plain classifier)."""
+    if isinstance(outputs, torch.Tensor):
+        return [outputs]
+    if isinstance(outputs, dict):
+        outputs = list(outputs.values())
+    return [t for o in outputs for t in _tensors(o)]
+
+
+def is_class_targets(targets: Any) -> bool:
+    """Whether ``targets`` is a batch of integer class indices (what cross-entropy and top-k need)."""
+    return isinstance(targets, torch.Tensor) and targets.ndim == 1 and not targets.is_floating_point() \
+        and targets.dtype != torch.bool
+
+
+def task_loss(outputs: Any, targets: Any, data: Dataset) -> torch.Tensor | None:
+    """The loss to the targets: the data's own loss, else cross-entropy of the first output to class targets.
+
+    None when neither applies (targets that are not class indices and no loss given): distillation alone.
+    """
+    if data.loss is not None:
+        return data.loss(outputs, targets)
+    if is_class_targets(targets):
+        return F.cross_entropy(first_output(outputs), targets)
+    return None
+
+
+def distill_loss(student: Any, teacher: Any, temperature: float) -> torch.Tensor:
+    """Distillation to every output: KL at ``temperature`` on the first (logits), mean squared error on the rest."""
+    s, t = _tensors(student), _tensors(teacher)
+    loss = kd_loss(s[0], t[0], temperature) if s[0].ndim == 2 else F.mse_loss(s[0], t[0])
+    for a, b in zip(s[1:], t[1:], strict=True):
+        loss = loss + F.mse_loss(a, b)
+    return loss
+
+
 def _val_stats(model: nn.Module, data: Dataset) -> tuple[float, float]:
-    """Validation accuracy (percent) and mean cross-entropy, from one pass."""
-    logits = predict(model, data.x_val)
-    acc = float((logits.argmax(1) == data.y_val).mean() * 100.0)
-    return acc, float(F.cross_entropy(torch.as_tensor(logits), torch.as_tensor(data.y_val)))
+    """The validation metric and the mean task loss (NaN where there is none), from one pass."""
+    metric = (data.metric or load_metric(None)).make()
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for x, y in data.batches("val"):
+            out = model(x)
+            metric.update(out, y)
+            loss = task_loss(out, y, data)
+            if loss is not None:
+                total, count = total + float(loss) * len(x), count + len(x)
+    return float(metric.compute()), (total / count if count else float("nan"))
 
 
 def finetune(
@@ -101,14 +151,17 @@ def finetune(
     extra_params: Iterable[nn.Parameter] = (),
     policy: FinetunePolicy | None = None,
 ) -> FinetuneResult:
-    """Train ``model`` in place on ``data.x_train`` (with distillation when ``teacher`` is given).
+    """Train ``model`` in place on the training split, streamed in mini-batches (with distillation when
+    ``teacher`` is given), keeping the weights with the best validation metric.
 
-    ``extra_loss(model)`` adds a regulariser; ``on_batch(model)`` runs after each optimiser step (e.g. to
-    re-apply a pruning mask). The weights with the best validation accuracy are restored at the end.
-    ``extra_loss`` runs after both the student's and the teacher's forward pass on the batch, so forward
-    hooks on either model hold that batch's features (hint losses rely on this); ``extra_params`` (e.g.
-    a hint loss's regressors) are optimised alongside the model's parameters but are not part of it.
-    ``policy`` (a build's ``ctx.finetune_policy``) may skip the fine-tune or cap its epochs.
+    The loss is the data's own (``data.loss``) or cross-entropy to class targets, mixed with distillation to
+    the teacher by ``cfg.alpha``; targets that are not class indices with no loss given train by distillation
+    alone (a teacher is then required). ``extra_loss(model)`` adds a regulariser; ``on_batch(model)`` runs
+    after each optimiser step (e.g. to re-apply a pruning mask). ``extra_loss`` runs after both the
+    student's and the teacher's forward pass on the batch, so forward hooks on either model hold that
+    batch's features (hint losses rely on this); ``extra_params`` (e.g. a hint loss's regressors) are
+    optimised alongside the model's parameters but are not part of it. ``policy`` (a build's
+    ``ctx.finetune_policy``) may skip the fine-tune, cap its epochs or stop it at a deadline.
     """
     cfg = cfg or FinetuneConfig()
     policy = policy or FinetunePolicy()
@@ -117,8 +170,6 @@ def finetune(
     if policy.max_epochs is not None and cfg.epochs > policy.max_epochs:
         cfg = cfg.model_copy(update={"epochs": policy.max_epochs})
     gen = torch.Generator().manual_seed(cfg.seed)
-    x = torch.as_tensor(data.x_train)
-    y = torch.as_tensor(data.y_train)
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if teacher is not None:
@@ -127,19 +178,22 @@ def finetune(
     bad, history = 0, []
     start, stopped = time.monotonic(), "epochs"
     epoch = 0
+    n_train = data.size("train")
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        perm = torch.randperm(len(x), generator=gen)
         total = 0.0
-        for i in range(0, len(x), cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
-            xb, yb = x[idx], y[idx]
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
+        for xb, yb in data.batches("train", cfg.batch_size, shuffle=True, generator=gen):
+            out = model(xb)
+            loss = task_loss(out, yb, data)
             if teacher is not None:
                 with torch.no_grad():
-                    t_logits = teacher(xb)
-                loss = (1 - cfg.alpha) * loss + cfg.alpha * kd_loss(logits, t_logits, cfg.temperature)
+                    t_out = teacher(xb)
+                kd = distill_loss(out, t_out, cfg.temperature)
+                loss = kd if loss is None else (1 - cfg.alpha) * loss + cfg.alpha * kd
+            elif loss is None:
+                raise ConfigError("the data's targets are not class indices and no loss was given, so there is "
+                                  "nothing to fine-tune against",
+                                  "return a 'loss' with the dataset factory's splits, or fine-tune with a teacher")
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
             opt.zero_grad()
@@ -147,14 +201,19 @@ def finetune(
             opt.step()
             if on_batch is not None:
                 on_batch(model)
-            total += float(loss.detach()) * len(idx)
+            total += float(loss.detach()) * len(xb)
+            if policy.deadline is not None and time.monotonic() > policy.deadline:
+                break
         val, val_loss = _val_stats(model, data)
-        history.append({"epoch": epoch, "loss": total / len(x), "val_accuracy": val, "val_loss": val_loss})
-        logger.debug("epoch %d loss %.4f val %.2f%%", epoch, total / len(x), val)
+        history.append({"epoch": epoch, "loss": total / n_train, "val_metric": val, "val_loss": val_loss})
+        logger.debug("epoch %d loss %.4f val %.2f", epoch, total / n_train, val)
         if val > best_acc or (cfg.ties_by_loss and val == best_acc and val_loss < best_loss):
             best_acc, best_loss, best_state, bad = val, val_loss, copy.deepcopy(model.state_dict()), 0
         else:
             bad += 1
+        if policy.deadline is not None and time.monotonic() > policy.deadline:
+            stopped = "search-deadline"
+            break
         if bad >= cfg.patience:
             stopped = "early-stopping"
             break
@@ -165,5 +224,5 @@ def finetune(
     if final_acc < best_acc or (cfg.ties_by_loss and final_acc == best_acc and final_loss > best_loss):
         model.load_state_dict(best_state)
     model.eval()
-    logger.info("  fine-tuned %d epochs (%s), best val accuracy %.2f%%", epoch, stopped, best_acc)
+    logger.info("  fine-tuned %d epochs (%s), best validation metric %.2f", epoch, stopped, best_acc)
     return FinetuneResult(epoch, best_acc, history, stopped)

@@ -14,11 +14,8 @@ Pickled modules and checkpoints are never unpickled. Every model's weights must 
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +28,7 @@ from edgecomp.model_files import load_model_file, model_file_kind
 from edgecomp.model_sandbox import trial_load
 from edgecomp.model_vetting import check_finite
 from edgecomp.spec import ModelSpec
+from edgecomp.user_code import call_user, import_attribute
 
 logger = logging.getLogger(__name__)
 
@@ -62,27 +60,10 @@ def _spec(name: str, shape: list[int] | None, source: str) -> ModelSpec:
 
 
 def _load_factory(ref: str, weights: str | None) -> nn.Module:
-    module_part, _, attr = ref.rpartition(":")
-    if module_part.endswith(".py"):
-        path = Path(module_part)
-        if not path.is_file():
-            raise ModelLoadError(f"model file not found: {path}", "check the path before ':factory'")
-        spec = importlib.util.spec_from_file_location(f"edgecomp_user_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            raise ModelLoadError(f"importing {path} failed: {exc!r}", "fix the error in that file") from exc
-    else:
-        try:
-            module = importlib.import_module(module_part)
-        except ImportError as exc:
-            raise ModelLoadError(f"cannot import '{module_part}': {exc}", "is the package installed?") from exc
-    factory = getattr(module, attr, None)
-    if factory is None or not callable(factory):
-        raise ModelLoadError(f"'{attr}' is not a callable in {module_part}", "name a function or class")
-    model = factory()
+    factory = import_attribute(ref, "model factory", ModelLoadError)
+    if not callable(factory):
+        raise ModelLoadError(f"'{ref}' is not a callable", "name a function or class")
+    model = call_user(factory, ref, "model factory", ModelLoadError)
     if not isinstance(model, nn.Module):
         raise ModelLoadError(f"{ref} returned {type(model).__name__}, not a torch.nn.Module", "return an nn.Module")
     if weights:

@@ -21,6 +21,24 @@ class Normalization(BaseModel):
     std: list[float] = Field(default_factory=lambda: [1.0], description="Per-channel divisor applied last.")
 
 
+class ImagePreprocess(BaseModel):
+    """How an image file becomes the model's input before normalisation: decode, colour order, resize, crop, layout.
+
+    Recorded in edgecomp.json (with ``ModelSpec.normalization``) so the demo app and ``edgecomp verify`` feed the
+    model exactly what calibration, fine-tuning and evaluation fed it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channels: Literal["RGB", "BGR", "L"] = Field("RGB", description="Channel order after decoding (L: grayscale).")
+    resize: list[int] | None = Field(
+        None, description="[S]: scale the shorter side to S keeping the aspect ratio; [H, W]: resize to exactly H x W."
+    )
+    center_crop: list[int] | None = Field(None, description="[H, W] cut from the centre after resizing.")
+    interpolation: Literal["bilinear", "nearest", "bicubic"] = Field("bilinear", description="Resampling filter.")
+    layout: Literal["NCHW", "NHWC"] = Field("NCHW", description="Layout of the tensor handed to the model.")
+
+
 class ModelSpec(BaseModel):
     """A model's name and I/O contract: input shape and layout, normalisation, labels."""
 
@@ -34,4 +52,7 @@ class ModelSpec(BaseModel):
     output_name: str = Field("logits", description="Name of the output tensor in exported models.")
     task: Literal["classification", "other"] = Field("classification", description="What the output means.")
     normalization: Normalization | None = Field(None, description="Pre-processing, if known.")
+    image_preprocess: ImagePreprocess | None = Field(
+        None, description="How image files were turned into inputs (image-folder data), if known."
+    )
     labels: list[str] | None = Field(None, description="Class names in output order, if known.")

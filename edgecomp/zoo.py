@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from edgecomp import data as data_mod
-from edgecomp.finetune import FinetuneConfig, accuracy, finetune
+from edgecomp.finetune import FinetuneConfig, finetune
+from edgecomp.metrics import evaluate
 from edgecomp.spec import ModelSpec, Normalization
 
 logger = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ def load_zoo_model(name: str = DEFAULT_MODEL) -> tuple[nn.Module, ModelSpec, dat
     logger.info("training the built-in model '%s' on scikit-learn digits (first use, cached after)", name)
     start = time.monotonic()
     finetune(model, dataset, cfg)
-    acc = accuracy(model, dataset.x_test, dataset.y_test)
+    acc = evaluate(model, dataset, "test")
     logger.info("  trained in %.1f s, test accuracy %.2f%%; cached at %s", time.monotonic() - start, acc, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")

@@ -25,7 +25,7 @@ def tiny_dataset(n: int = 96, seed: int = 0) -> Dataset:
         else:
             x[i, 0, np.arange(8), np.arange(8)] += 2
     a, b = int(0.6 * n), int(0.8 * n)
-    return Dataset("tiny", x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:])
+    return Dataset.from_arrays("tiny", x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:])
 
 
 def tiny_ctx(teacher: nn.Module | None, data: Dataset | None = None, with_data: bool = True) -> BuildContext:

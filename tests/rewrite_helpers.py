@@ -27,4 +27,4 @@ def teacher_dataset(teacher: nn.Module, in_shape: tuple[int, ...], n: int = 600,
         y = teacher.eval()(x).argmax(1)
     x_np, y_np = x.numpy().astype(np.float32), y.numpy().astype(np.int64)
     a, b = int(0.6 * n), int(0.8 * n)
-    return Dataset("toy", x_np[:a], y_np[:a], x_np[a:b], y_np[a:b], x_np[b:], y_np[b:])
+    return Dataset.from_arrays("toy", x_np[:a], y_np[:a], x_np[a:b], y_np[a:b], x_np[b:], y_np[b:])

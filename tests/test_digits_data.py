@@ -16,6 +16,7 @@ def test_digits_arrays_equal_scikit_learns_load_digits():
 
 def test_digits_splits_are_disjoint_and_normalised():
     data = digits(seed=0)
-    assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (1078, 359, 360)
-    assert data.x_train.shape[1:] == (1, 8, 8) and data.x_train.dtype == np.float32
+    assert (data.size("train"), data.size("val"), data.size("test")) == (1078, 359, 360)
+    x_train = data.arrays("train")[0]
+    assert x_train.shape[1:] == (1, 8, 8) and x_train.dtype == np.float32
     assert data.num_classes == 10

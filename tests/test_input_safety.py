@@ -62,8 +62,8 @@ def _npz(tmp_path: Path, **arrays) -> Path:
 
 def test_good_data_loads_without_copying_float32_inputs(tmp_path, good_arrays):
     ds = load_npz(_npz(tmp_path, **good_arrays))
-    assert (len(ds.x_train), len(ds.x_val), len(ds.x_test)) == (12, 4, 4)
-    assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int64
+    assert (ds.size("train"), ds.size("val"), ds.size("test")) == (12, 4, 4)
+    assert ds.arrays("train")[0].dtype == np.float32 and ds.arrays("train")[1].dtype == np.int64
 
 
 def test_npz_bomb_is_refused_before_anything_big_is_allocated(tmp_path, monkeypatch):
@@ -150,7 +150,7 @@ def test_train_test_form_checks_both_pairs(tmp_path, good_arrays):
     with pytest.raises(ConfigError, match=r"x_test inputs are \[1, 2, 8\]"):
         load_npz(_npz(tmp_path, x_train=x, y_train=y, x_test=x.reshape(20, 1, 2, 8), y_test=y))
     ds = load_npz(_npz(tmp_path, x_train=x, y_train=y, x_test=x, y_test=y.astype(np.float64)))
-    assert (len(ds.x_train), len(ds.x_val), ds.y_test.dtype) == (16, 4, np.int64)
+    assert (ds.size("train"), ds.size("val"), ds.arrays("test")[1].dtype) == (16, 4, np.int64)
 
 
 def test_build_with_string_data_exits_2_and_writes_no_bundle(tmp_path, capsys):

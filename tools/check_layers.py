@@ -22,10 +22,10 @@ PACKAGE = "edgecomp"
 # The one written-down order, bottom first. A module belongs to the layer of its longest listed prefix.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("edgecomp", "edgecomp.errors", "edgecomp.spec", "edgecomp.quiet", "edgecomp.fsutil",
-              "edgecomp.timings", "edgecomp.dtypes")),
+              "edgecomp.timings", "edgecomp.dtypes", "edgecomp.user_code")),
     ("records", ("edgecomp.records",)),
     ("targets", ("edgecomp.targets",)),
-    ("data-model", ("edgecomp.data", "edgecomp.finetune", "edgecomp.model", "edgecomp.model_files",
+    ("data-model", ("edgecomp.data", "edgecomp.metrics", "edgecomp.finetune", "edgecomp.model", "edgecomp.model_files",
                     "edgecomp.model_sandbox", "edgecomp.model_vetting", "edgecomp.zoo", "edgecomp.bundle",
                     "edgecomp.schema", "edgecomp.artifact_cache")),
     ("compress", ("edgecomp.compress",)),

@@ -80,7 +80,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", help='compression stages, e.g. "prune.filter(ratio=0.5) -> quantize.int8"')
     p.add_argument("--input-shape", type=_shape, help="input shape N,C,H,W when the model does not say")
     p.add_argument("--weights", help="state_dict for a factory model (loaded with weights_only=True)")
-    p.add_argument("--data", help=".npz with x,y (or x_train,y_train,x_test,y_test) for calibration/evaluation")
+    p.add_argument("--data", help="data for calibration, fine-tuning and evaluation: a folder of images in class "
+                                  "folders, a .npz (x,y or x_train,y_train,x_test,y_test), or a dataset factory "
+                                  "package.module:fn / file.py:fn returning torch datasets")
+    p.add_argument("--metric", help="how to score the model: top1 (default), top5, or package.module:fn / "
+                                    "file.py:fn (fn(batches) -> float, higher is better; or a class with "
+                                    "update/compute)")
     p.add_argument("--hardware", help="hardware profile for predictions (default: the target's)")
     p.add_argument("--formats", help="comma-separated subset of the target's formats")
     p.add_argument("--threads", type=_at_least_one, help="threads for host runtimes (default 2)")
@@ -92,7 +97,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for everything random (default 0)")
     p.add_argument("--max-size", type=SIZE, help="size budget, e.g. 2MB or 500kB (default: the target's)")
     p.add_argument("--max-latency", type=LATENCY, help="latency budget on the hardware, e.g. 10ms")
-    p.add_argument("--max-accuracy-drop", type=float, help="largest top-1 drop in points, e.g. 1")
+    p.add_argument("--max-accuracy-drop", type=float, help="largest drop of the metric in its points (top-1: percentage points), e.g. 1")
     p.add_argument("--search-time", type=DURATION, default=600.0, help="planner search time, e.g. 10m (default)")
     p.add_argument("--max-finetune-epochs", type=int, help="cap on every recovery fine-tune (faster search)")
     p.add_argument("--fresh-search", action="store_true",
@@ -115,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--threads must be at least 1", "pass --threads 1 or more")
     opts = BuildOptions(
         out=args.out, recipe=args.recipe, input_shape=args.input_shape, weights=args.weights, data=args.data,
+        metric=args.metric,
         hardware=args.hardware, formats=args.formats.split(",") if args.formats else None,
         threads=args.threads, runs=args.runs, seed=args.seed, skip_failed_formats=args.skip_failed_formats,
         allow_parity_failure=args.allow_parity_failure, search_time_s=args.search_time,

@@ -168,7 +168,8 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 2
 
 def tune(model: nn.Module, cfg: TuneConfig, ctx: BuildContext, notes: list[str]) -> dict[str, Any]:
     """Recalibrate BatchNorm and fine-tune ``model`` in place per ``cfg`` (distilling from ``ctx.teacher``)."""
-    from edgecomp.finetune import FinetuneConfig, accuracy, finetune
+    from edgecomp.finetune import FinetuneConfig, finetune
+    from edgecomp.metrics import evaluate
 
     if ctx.data is None:
         if cfg.epochs or cfg.recalibrate_bn:
@@ -177,15 +178,15 @@ def tune(model: nn.Module, cfg: TuneConfig, ctx: BuildContext, notes: list[str])
         return {"epochs": 0, "skipped": "no data"}
     record: dict[str, Any] = {}
     if cfg.recalibrate_bn:
-        x = torch.as_tensor(ctx.data.calibration(min(len(ctx.data.x_train), 2048), ctx.seed))
+        x = torch.as_tensor(ctx.data.calibration(min(ctx.data.size("train"), 2048), ctx.seed))
         record["bn_recalibrated"] = recalibrate_batchnorm(model, x)
-        record["val_accuracy_recalibrated"] = accuracy(model, ctx.data.x_val, ctx.data.y_val)
+        record["val_accuracy_recalibrated"] = evaluate(model, ctx.data, "val")
     if cfg.epochs == 0:
         return {**record, "epochs": 0}
     teacher = ctx.teacher if cfg.distill else None
     if cfg.distill and teacher is None:
         notes.append("no teacher in the build context: fine-tuned on labels only")
-    before = accuracy(model, ctx.data.x_val, ctx.data.y_val)
+    before = evaluate(model, ctx.data, "val")
     ft = FinetuneConfig(epochs=cfg.epochs, lr=cfg.lr, temperature=cfg.temperature, alpha=cfg.alpha,
                         patience=cfg.patience, time_budget_s=cfg.time_budget_s, seed=ctx.seed, ties_by_loss=True)
     result = finetune(model, ctx.data, ft, teacher=teacher, policy=ctx.finetune_policy)

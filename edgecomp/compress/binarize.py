@@ -75,7 +75,8 @@ class Binarize(Stage):
         """Binarize the chosen layers, train through the sign, and bake ±alpha into the weights."""
         from edgecomp.compress.ecz import encode_state_dict
         from edgecomp.errors import ConfigError
-        from edgecomp.finetune import FinetuneConfig, accuracy, finetune
+        from edgecomp.finetune import FinetuneConfig, finetune
+        from edgecomp.metrics import evaluate
 
         model = copy.deepcopy(model).eval()
         notes: list[str] = []
@@ -96,7 +97,7 @@ class Binarize(Stage):
             parametrize.register_parametrization(m, "weight", BinarizeSTE(cfg.clip))
         metrics: dict = {"binarized_layers": [n for n, _ in chosen], "float_layers": sorted(keep)}
         if ctx.data is not None:
-            metrics["val_accuracy_binarized_untrained"] = accuracy(model, ctx.data.x_val, ctx.data.y_val)
+            metrics["val_accuracy_binarized_untrained"] = evaluate(model, ctx.data, "val")
             if cfg.epochs:
                 ft = finetune(model, ctx.data, FinetuneConfig(epochs=cfg.epochs, lr=cfg.lr, patience=cfg.patience,
                                                               seed=ctx.seed), teacher=ctx.teacher,

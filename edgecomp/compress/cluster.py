@@ -118,7 +118,8 @@ class Cluster(Stage):
     def apply(self, model: nn.Module, cfg: Config, ctx: BuildContext) -> StageResult:
         """Cluster every conv/linear weight, fine-tune the centroids, and bake the shared values in."""
         from edgecomp.compress.ecz import encode_state_dict
-        from edgecomp.finetune import FinetuneConfig, accuracy, finetune
+        from edgecomp.finetune import FinetuneConfig, finetune
+        from edgecomp.metrics import evaluate
 
         model = copy.deepcopy(model).eval()
         notes: list[str] = []
@@ -141,7 +142,7 @@ class Cluster(Stage):
                            "centroids": len(codebook)})
         metrics: dict = {"bits": cfg.bits, "folded_bn": len(folded)}
         if ctx.data is not None:
-            metrics["val_accuracy_after_kmeans"] = accuracy(model, ctx.data.x_val, ctx.data.y_val)
+            metrics["val_accuracy_after_kmeans"] = evaluate(model, ctx.data, "val")
             if cfg.epochs:
                 ft = finetune(model, ctx.data, FinetuneConfig(epochs=cfg.epochs, lr=cfg.lr, patience=5, seed=ctx.seed),
                               teacher=ctx.teacher, policy=ctx.finetune_policy)

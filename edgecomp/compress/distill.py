@@ -14,7 +14,6 @@ import copy
 import logging
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -27,13 +26,21 @@ from edgecomp.finetune import FinetunePolicy
 logger = logging.getLogger(__name__)
 
 
-def kl_to_teacher(student: nn.Module, teacher: nn.Module, x: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean KL(teacher || student) of the softened output distributions over ``x`` (nats per sample)."""
-    from edgecomp.finetune import predict
+def kl_to_teacher(student: nn.Module, teacher: nn.Module, data, split: str = "val",
+                  temperature: float = 1.0) -> float:
+    """Mean KL(teacher || student) of the softened first-output distributions over ``split`` of ``data``
+    (nats per sample), streamed in mini-batches."""
+    from edgecomp.metrics import first_output
 
-    s = torch.as_tensor(predict(student, x)) / temperature
-    t = torch.as_tensor(predict(teacher, x)) / temperature
-    return float(F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean"))
+    total, count = 0.0, 0
+    student.eval(), teacher.eval()
+    with torch.no_grad():
+        for x, _ in data.batches(split):
+            s = first_output(student(x)) / temperature
+            t = first_output(teacher(x)) / temperature
+            total += float(F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="sum"))
+            count += len(x)
+    return total / max(count, 1)
 
 
 def _regressor(s_shape: torch.Size, t_shape: torch.Size) -> nn.Module | None:
@@ -115,15 +122,16 @@ def distill(student: nn.Module, teacher: nn.Module, data, cfg: Distill.Config, s
 
     ``policy`` (a build's ``ctx.finetune_policy``) may skip the training or cap its epochs.
     """
-    from edgecomp.finetune import FinetuneConfig, accuracy, finetune
+    from edgecomp.finetune import FinetuneConfig, finetune
+    from edgecomp.metrics import evaluate
 
     record: dict[str, Any] = {
-        "kl_before": kl_to_teacher(student, teacher, data.x_val, cfg.temperature),
-        "val_accuracy_before": accuracy(student, data.x_val, data.y_val),
+        "kl_before": kl_to_teacher(student, teacher, data, "val", cfg.temperature),
+        "val_accuracy_before": evaluate(student, data, "val"),
     }
     hints = None
     if cfg.hint_layers:
-        hints = HintLoss(student, teacher, cfg.hint_layers, cfg.hint_weight, torch.as_tensor(data.x_train[:2]))
+        hints = HintLoss(student, teacher, cfg.hint_layers, cfg.hint_weight, torch.as_tensor(data.sample("train", 2)[0]))
     ft = FinetuneConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, temperature=cfg.temperature,
                         alpha=cfg.alpha, patience=cfg.patience, time_budget_s=cfg.time_budget_s, seed=seed,
                         ties_by_loss=True)
@@ -135,8 +143,8 @@ def distill(student: nn.Module, teacher: nn.Module, data, cfg: Distill.Config, s
             hints.close()
     record.update(
         epochs=result.epochs, stopped=result.stopped, best_val_accuracy=result.best_val_accuracy,
-        kl_after=kl_to_teacher(student, teacher, data.x_val, cfg.temperature),
-        val_accuracy_after=accuracy(student, data.x_val, data.y_val),
+        kl_after=kl_to_teacher(student, teacher, data, "val", cfg.temperature),
+        val_accuracy_after=evaluate(student, data, "val"),
     )
     return record
 

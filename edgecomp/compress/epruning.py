@@ -38,6 +38,7 @@ from edgecomp.compress.base import BuildContext, Stage, StageResult
 from edgecomp.compress.channels import ChannelMasker, channel_groups, remove_channels, split_state
 from edgecomp.compress.prune_common import RecoveryConfig, eval_accuracy, example_input, probe_input, recover
 from edgecomp.errors import ConfigError
+from edgecomp.metrics import evaluate
 from edgecomp.model import count_params
 
 logger = logging.getLogger(__name__)
@@ -203,7 +204,6 @@ class EPruning(Stage):
     def _search(self, model: nn.Module, groups, pop: np.ndarray, cfg: EPruningConfig, ctx: BuildContext,
                 rng: np.random.Generator, max_active: int | None) -> tuple[dict, str]:
         data = ctx.data
-        x, y = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
         gen = torch.Generator().manual_seed(ctx.seed)
         masker = ChannelMasker(model, groups)
@@ -221,14 +221,11 @@ class EPruning(Stage):
         try:
             for epoch in range(1, cfg.max_epochs + 1):
                 model.train()
-                perm = torch.randperm(len(x), generator=gen)
                 sums = {"energy": 0.0, "mean_energy": 0.0, "loss": 0.0}
                 batches = 0
-                for i in range(0, len(x), cfg.batch_size):
-                    idx = perm[i:i + cfg.batch_size]
-                    if len(idx) < 2:
+                for xb, yb in data.batches("train", cfg.batch_size, shuffle=True, generator=gen):
+                    if len(xb) < 2:
                         continue
-                    xb, yb = x[idx], y[idx]
                     parent_e = energies(pop, xb, yb)
                     children = evolve(pop, cfg.mutation, cfg.crossover, rng, max_active)
                     pop, pop_e = select(pop, parent_e, children, energies(children, xb, yb))
@@ -244,7 +241,7 @@ class EPruning(Stage):
                     batches += 1
                 delta_s = state_convergence(pop_e)
                 model.eval()
-                val = eval_masked_accuracy(model, data.x_val, data.y_val)
+                val = evaluate(model, data, "val")  # with the masks its hooks apply
                 record = {k: v / batches for k, v in sums.items()}
                 record.update({"epoch": epoch, "delta_s": delta_s, "active_units": int(best.sum()),
                                "val_accuracy": val, "seconds": time.monotonic() - start})
@@ -267,9 +264,3 @@ class EPruning(Stage):
             masker.remove()
         return {"epochs": epochs, "population": pop, "best": best}, stopped
 
-
-def eval_masked_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 (percent) of ``model`` as it currently runs (with whatever mask its hooks apply)."""
-    with torch.no_grad():
-        logits = model(torch.as_tensor(x))
-    return float((logits.argmax(1).numpy() == y).mean() * 100.0)

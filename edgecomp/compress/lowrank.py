@@ -178,9 +178,9 @@ class LowRank(Stage):
         log_table("lowrank", records)
         metrics = {**summarize(records), "layers": [r.as_dict() for r in records]}
         if ctx.data is not None:
-            from edgecomp.finetune import accuracy
+            from edgecomp.metrics import evaluate
 
-            metrics["test_accuracy_rewritten"] = accuracy(model, ctx.data.x_test, ctx.data.y_test)
+            metrics["test_accuracy_rewritten"] = evaluate(model, ctx.data, "test")
         metrics["finetune"] = tune(model, cfg, ctx, notes)
         s = summarize(records)
         if s["rewritten"]:

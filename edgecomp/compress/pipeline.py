@@ -12,7 +12,7 @@ from edgecomp.compress.base import BuildContext, ExportOptions, get_stage
 from edgecomp.compress.recipe import RecipeStep
 from edgecomp.dtypes import bytes_per_weight
 from edgecomp.errors import ConfigError
-from edgecomp.finetune import accuracy
+from edgecomp.metrics import evaluate
 from edgecomp.model import count_macs, count_params
 from edgecomp.records import StageRecord
 
@@ -39,7 +39,7 @@ def apply_recipe(model: nn.Module, steps: list[RecipeStep], ctx: BuildContext
         model = result.model.eval()
         if result.export is not None:
             ctx.export = result.export
-        acc = accuracy(model, ctx.data.x_test, ctx.data.y_test) if ctx.data is not None else None
+        acc = evaluate(model, ctx.data, "test") if ctx.data is not None else None
         params = count_params(model)
         record = StageRecord(
             name=step.name, config=step.config.model_dump(mode="json"), seconds=seconds,

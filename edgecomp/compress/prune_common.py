@@ -16,7 +16,8 @@ from pydantic import Field
 from torch import nn
 
 from edgecomp.compress.base import BuildContext, StageConfig
-from edgecomp.finetune import FinetuneConfig, accuracy, finetune
+from edgecomp.finetune import FinetuneConfig, finetune
+from edgecomp.metrics import evaluate
 
 logger = logging.getLogger(__name__)
 NO_DATA_NOTE = "no training data was given, so the pruned model was not fine-tuned (pass --data to recover accuracy)"
@@ -39,14 +40,14 @@ def example_input(ctx: BuildContext) -> torch.Tensor:
 def probe_input(ctx: BuildContext, n: int = 16) -> torch.Tensor:
     """Real inputs when there is data (a few test images), else seeded random normal ones."""
     if ctx.data is not None:
-        return torch.as_tensor(ctx.data.x_test[:n])
+        return torch.as_tensor(ctx.data.sample("test", n)[0])
     gen = torch.Generator().manual_seed(ctx.seed)
     return torch.randn([n, *ctx.spec.input_shape[1:]], generator=gen)
 
 
 def eval_accuracy(model: nn.Module, ctx: BuildContext) -> float | None:
     """Top-1 on the test split in percent, or None without data."""
-    return None if ctx.data is None else accuracy(model, ctx.data.x_test, ctx.data.y_test)
+    return None if ctx.data is None else evaluate(model, ctx.data, "test")
 
 
 def recover(model: nn.Module, cfg: RecoveryConfig, ctx: BuildContext, metrics: dict[str, Any], notes: list[str],

@@ -20,7 +20,6 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
@@ -28,6 +27,7 @@ from edgecomp.compress.base import BuildContext, SearchRecipe, Stage, StageResul
 from edgecomp.compress.channels import ChannelGroup, channel_groups, matches, remove_channels
 from edgecomp.compress.prune_common import RecoveryConfig, eval_accuracy, example_input, probe_input, recover
 from edgecomp.errors import ConfigError
+from edgecomp.finetune import task_loss
 from edgecomp.model import count_params
 
 logger = logging.getLogger(__name__)
@@ -76,12 +76,14 @@ def _importance(model: nn.Module, dg, groups: list[ChannelGroup], cfg: FilterPru
         imp = tp.importance.GroupTaylorImportance(normalizer=normalizer)
         model.zero_grad()
         model.eval()
-        x, y = torch.as_tensor(ctx.data.x_train), torch.as_tensor(ctx.data.y_train)
-        for i in range(cfg.taylor_batches):
-            xb, yb = x[i * 64:(i + 1) * 64], y[i * 64:(i + 1) * 64]
-            if len(xb) == 0:
+        for i, (xb, yb) in enumerate(ctx.data.batches("train", 64)):
+            if i >= cfg.taylor_batches:
                 break
-            F.cross_entropy(model(xb), yb).backward()
+            loss = task_loss(model(xb), yb, ctx.data)
+            if loss is None:
+                raise ConfigError("the Taylor criterion needs a loss, and the data's targets are not class "
+                                  "indices", "return a 'loss' from the dataset factory, or use criterion='l1'")
+            loss.backward()
     modules = dict(model.named_modules())
     scores = {}
     for g in groups:

@@ -190,11 +190,11 @@ def _dynamic_batch(graph: nn.Module, input_shape: list[int]) -> bool:
 
 
 def _val_accuracy(model: nn.Module, ctx: BuildContext) -> float | None:
-    from edgecomp.finetune import accuracy
+    from edgecomp.metrics import evaluate
 
     if ctx.data is None:
         return None
-    return accuracy(model, ctx.data.x_val, ctx.data.y_val)
+    return evaluate(model, ctx.data, "val")
 
 
 class QuantizeInt8(Stage):

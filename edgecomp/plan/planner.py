@@ -35,7 +35,8 @@ from edgecomp.compress.base import BuildContext, ExportOptions
 from edgecomp.compress.pipeline import apply_recipe
 from edgecomp.compress.recipe import RecipeStep
 from edgecomp.errors import ConfigError, EdgecompError, InfeasibleBudgetError
-from edgecomp.finetune import FinetunePolicy, accuracy
+from edgecomp.finetune import FinetunePolicy
+from edgecomp.metrics import evaluate
 from edgecomp.model import count_macs, count_params
 from edgecomp.plan.candidates import bytes_per_param, dtype_of, generate, is_structural
 from edgecomp.profile.predict import layers_from_torch, predict_from_layers
@@ -110,8 +111,8 @@ class Planner:
         start = time.monotonic()
         data = self.ctx.data
         if data is not None:
-            self._source_val = accuracy(self.model, data.x_val, data.y_val)
-            self._source_test = accuracy(self.model, data.x_test, data.y_test)
+            self._source_val = evaluate(self.model, data, "val")
+            self._source_test = evaluate(self.model, data, "test")
         self._overhead_bytes = self._measure_overhead()
         self._steps = generate(self.ctx.target)
         self.candidates = [Candidate(recipe=[s.describe() for s in steps], dtype=dtype_of(steps))
@@ -278,8 +279,8 @@ class Planner:
         digest.update(buf.getvalue())
         data = self.ctx.data
         if data is not None:
-            digest.update(data.x_train.tobytes()[:1 << 20])
-            digest.update(data.y_train.tobytes())
+            digest.update(data.fingerprint().encode())  # every split, in full
+            digest.update((data.metric.name if data.metric else "top1").encode())
         digest.update(json.dumps([s.describe() for s in steps] + [self.ctx.seed, self.max_finetune_epochs,
                                                                   __version__]).encode())
         return digest.hexdigest()[:24]
@@ -302,8 +303,8 @@ class Planner:
             c.seconds += time.monotonic() - start
             self._models[i] = evaluated
             if data is not None:
-                c.val_accuracy = accuracy(evaluated.model, data.x_val, data.y_val)
-                c.accuracy = accuracy(evaluated.model, data.x_test, data.y_test)
+                c.val_accuracy = evaluate(evaluated.model, data, "val")
+                c.accuracy = evaluate(evaluated.model, data, "test")
             if cache_file is not None:
                 cache_file.parent.mkdir(parents=True, exist_ok=True)
                 cache_file.write_text(json.dumps({"recipe": c.recipe, "val_accuracy": c.val_accuracy,

@@ -28,13 +28,13 @@ def test_distillation_lowers_the_students_kl_to_the_teacher():
     data = teacher_dataset(teacher, (8,))
     student = _mlp(8, 1)
     ctx = context([1, 8], data=data, teacher=teacher)
-    before = kl_to_teacher(student, teacher, data.x_val, 4.0)
+    before = kl_to_teacher(student, teacher, data, "val", 4.0)
     result = Distill().apply(student, Distill.Config(epochs=15, lr=1e-2, patience=15), ctx)
-    after = kl_to_teacher(result.model, teacher, data.x_val, 4.0)
+    after = kl_to_teacher(result.model, teacher, data, "val", 4.0)
     assert result.metrics["kl_before"] == pytest.approx(before)
     assert result.metrics["kl_after"] == pytest.approx(after)
     assert after < 0.5 * before
-    assert kl_to_teacher(student, teacher, data.x_val, 4.0) == pytest.approx(before)  # input untouched
+    assert kl_to_teacher(student, teacher, data, "val", 4.0) == pytest.approx(before)  # input untouched
     assert "KL to teacher" in result.notes[0]
 
 
@@ -42,7 +42,7 @@ def test_hint_loss_trains_a_regressor_and_removes_its_hooks():
     teacher = _teacher()
     data = teacher_dataset(teacher, (8,))
     student = _mlp(8, 2)
-    x = torch.as_tensor(data.x_train[:4])
+    x = torch.as_tensor(data.arrays("train")[0][:4])
     hints = HintLoss(student, teacher, ["1"], 1.0, x)
     assert len(hints.parameters()) == 2  # Linear(8 -> 32) weight and bias: widths differ
     student(x)

@@ -131,10 +131,10 @@ def test_qat_with_distillation_trains_and_exports_matching_tflite(tmp_path):
     step = parse_recipe("quantize.int8(qat='always', qat_epochs=1)")[0]
     result = QuantizeInt8().apply(model, step.config, ctx)
     assert result.metrics["method"] == "qat"
-    assert accuracy(result.model, data.x_test, data.y_test) >= accuracy(model, data.x_test, data.y_test) - 1.0
+    assert accuracy(result.model, *data.arrays("test")) >= accuracy(model, *data.arrays("test")) - 1.0
     artifact = export_tflite(result.model, spec, result.export, tmp_path / "qat.tflite")
-    out = run_artifact("tflite", artifact.path, data.x_test, spec.input_shape)
-    parity = compare_to_reference(predict(result.model, data.x_test), out, quantized=True)
+    out = run_artifact("tflite", artifact.path, data.arrays("test")[0], spec.input_shape)
+    parity = compare_to_reference(predict(result.model, data.arrays("test")[0]), out, quantized=True)
     assert parity.status == "passed", parity
 
 

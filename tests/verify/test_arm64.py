@@ -297,7 +297,7 @@ def _int8_bundle_from(fp32: Path, dest: Path) -> Path:
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     prepared = prepare_pt2e(torch.export.export(model.eval(), example).module(), quantizer)
     with torch.no_grad():
-        for row in torch.from_numpy(np.asarray(data.x_train[:256], np.float32)).split(1):
+        for row in torch.from_numpy(np.asarray(data.arrays("train")[0][:256], np.float32)).split(1):
             prepared(row)
     quantized = convert_pt2e(prepared, fold_quantize=False)
     dest.mkdir(parents=True)

@@ -1,7 +1,7 @@
-"""Calibration, fine-tuning and evaluation data: the bundled digits set, or a user's .npz file.
+"""A user's dataset as one .npz file of arrays already normalised the way the model expects.
 
-Arrays are already normalised the way the model expects (float32, NCHW); ``Dataset`` keeps three
-splits: ``train`` for fine-tuning and calibration, ``val`` for early stopping, ``test`` for reporting.
+Every array's header is checked before anything is loaded (dtype, declared against real size, total size
+against the memory there is); the arrays become an in-memory ``Dataset`` (``edgecomp.data.base``).
 """
 
 from __future__ import annotations
@@ -16,69 +16,13 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npformat
 
+from edgecomp.data.base import Dataset
 from edgecomp.errors import ConfigError
 
-DIGITS_MEAN = 0.3
-DIGITS_STD = 0.4
-DIGITS_SCALE = 1.0 / 16.0
 MAX_DATA_BYTES = 4 * 1024**3
 """Most bytes of arrays a --data file may hold (4 GiB; less when memory is short, see max_data_bytes)."""
 MAX_DATA_BYTES_ENV = "EDGECOMP_MAX_DATA_BYTES"
 SAVE_HINT = "save it with numpy.savez(path, x=inputs, y=labels) or savez_compressed"
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Three splits of (inputs, integer labels); inputs are normalised float32 NCHW arrays."""
-
-    name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes (largest label + 1 over all splits)."""
-        return int(max(self.y_train.max(), self.y_val.max(), self.y_test.max())) + 1
-
-    def calibration(self, n: int = 256, seed: int = 0) -> np.ndarray:
-        """A fixed random subset of the training inputs, for calibrating quantization."""
-        rng = np.random.default_rng(seed)
-        idx = rng.permutation(len(self.x_train))[:n]
-        return self.x_train[idx]
-
-
-def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """(images N x 8 x 8, labels) of scikit-learn's digits, read from the CSV file scikit-learn ships.
-
-    Reading the file directly is what ``sklearn.datasets.load_digits`` does, without importing scikit-learn
-    and SciPy (2.4 s of a rebuild's start-up); where the file is not found, ``load_digits`` reads it.
-    """
-    import importlib.util
-
-    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
-    csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
-    if csv is not None and csv.is_file():
-        data = np.loadtxt(csv, delimiter=",")
-        return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    return bunch.images, bunch.target
-
-
-def digits(seed: int = 0) -> Dataset:
-    """scikit-learn's bundled 8x8 digits (1,797 images, no download), split 60/20/20 with a fixed seed."""
-    images, target = _digits_arrays()
-    x = ((images.astype(np.float32) * DIGITS_SCALE - DIGITS_MEAN) / DIGITS_STD)[:, None, :, :]
-    y = target.astype(np.int64)
-    idx = np.random.default_rng(seed).permutation(len(x))
-    n_train, n_val = int(0.6 * len(x)), int(0.2 * len(x))
-    tr, va, te = idx[:n_train], idx[n_train : n_train + n_val], idx[n_train + n_val :]
-    return Dataset("digits", x[tr], y[tr], x[va], y[va], x[te], y[te])
 
 
 def max_data_bytes() -> int:
@@ -234,7 +178,8 @@ def _train_test(path: Path, arrays: dict[str, np.ndarray]) -> Dataset:
         raise _bad(path, f"x_train holds {len(x_tr)} input; a fifth of it is kept for validation",
                    "store at least 2 training inputs (a few thousand for useful fine-tuning)")
     n_val = max(1, len(x_tr) // 5)
-    return Dataset(path.stem, x_tr[n_val:], y_tr[n_val:], x_tr[:n_val], y_tr[:n_val], x_te, y_te)
+    return Dataset.from_arrays(path.stem, x_tr[n_val:], y_tr[n_val:], x_tr[:n_val], y_tr[:n_val], x_te, y_te,
+                               source=f"arrays from {path.name}")
 
 
 def _split_60_20_20(path: Path, arrays: dict[str, np.ndarray], seed: int) -> Dataset:
@@ -246,4 +191,5 @@ def _split_60_20_20(path: Path, arrays: dict[str, np.ndarray], seed: int) -> Dat
                    "store at least 5 inputs in x (a few thousand for useful numbers)")
     idx = np.random.default_rng(seed).permutation(len(x))
     tr, va, te = idx[:n_tr], idx[n_tr : n_tr + n_va], idx[n_tr + n_va :]
-    return Dataset(path.stem, x[tr], y[tr], x[va], y[va], x[te], y[te])
+    return Dataset.from_arrays(path.stem, x[tr], y[tr], x[va], y[va], x[te], y[te],
+                               source=f"arrays from {path.name} (split 60/20/20, seed {seed})")
