@@ -90,6 +90,12 @@ def _parity_inputs(loaded: LoadedModel, seed: int) -> tuple[np.ndarray, np.ndarr
     return x, None, f"{len(x)} random normal inputs (no evaluation data given; pass --data for real inputs)"
 
 
+def _describe_data(data) -> str:
+    """One line about the evaluation data: where it came from and the split sizes."""
+    sizes = "/".join(f"{data.size(s):,}" for s in ("train", "val", "test"))
+    return f"{data.source or data.name} (train/val/test {sizes})"
+
+
 def _all_class_indices(targets: list) -> bool:
     """Whether every target is one integer class index (then parity also compares top-1 agreement)."""
     return all(np.ndim(t) == 0 and np.issubdtype(np.asarray(t).dtype, np.integer) for t in targets)
@@ -223,9 +229,15 @@ def _load(model: str | None, target: str, opts: BuildOptions):
         name=spec.name, source=loaded.source, params=count_params(loaded.module),
         macs=count_macs(loaded.module, spec.input_shape),
         accuracy=evaluate(loaded.module, data, "test") if data is not None else None,
+        metric=data.metric.name if data is not None else None,
+        data=_describe_data(data) if data is not None else None,
     )
-    logger.info("  %s: %d params, %d MACs, accuracy %s", spec.name, src.params, src.macs,
-                "n/a" if src.accuracy is None else f"{src.accuracy:.2f}%")
+    if data is not None:
+        for note in data.notes:
+            logger.warning("  data: %s", note)
+    logger.info("  %s: %d params, %d MACs, %s", spec.name, src.params, src.macs,
+                "accuracy not measured (no --data)" if src.accuracy is None
+                else f"{data.metric.name} {src.accuracy:.2f}{data.metric.unit} on the test split")
     return loaded, tgt, profile, formats, budgets, steps, src
 
 

@@ -69,7 +69,9 @@ class ModelRecord(BaseModel):
     source: str = Field(description="Where the model came from (file, factory or built-in).")
     params: int = Field(description="Parameter count.")
     macs: int = Field(description="Multiply-accumulates per inference.")
-    accuracy: float | None = Field(None, description="Top-1 on the test split, percent, if data is known.")
+    accuracy: float | None = Field(None, description="The metric on the test split (top-1 % by default), if data is known.")
+    metric: str | None = Field(None, description="Name of the metric in 'accuracy' (top1, top5 or the user's), if data is known.")
+    data: str | None = Field(None, description="What the evaluation data was (source, sizes), if any.")
 
 
 class StageRecord(BaseModel):
