@@ -7,8 +7,13 @@ left singular vectors of W's output- and input-channel unfoldings (HOSVD) and th
 them; ``iterations`` HOOI sweeps then refine the factors. The first 1x1 has no bias, so it commutes
 with zero padding and striding and the block computes exactly the convolution with the Tucker kernel.
 
-Ranks come from a fixed ``rank``, a ``rank_ratio`` of the full rank, or the ``energy`` (fraction of
-squared singular values) kept per unfolding. A layer is rewritten only when that costs fewer MACs.
+By default each layer's ranks come from an error budget: the ranks with the fewest MACs whose relative
+reconstruction error is at most ``max_error`` (for a Linear exact from its singular values; for a conv
+the HOSVD error of every (r_out, r_in) pair at once, from the energy of the full core's leading blocks;
+HOOI sweeps only lower it, so the reported error always meets the budget). Instead, a fixed ``rank``, a
+``rank_ratio`` of the full rank, or the ``energy`` (fraction of squared singular values) kept per
+unfolding may be given. A layer is rewritten only when that saves at least ``min_saving`` of its MACs;
+otherwise it is kept, with a note saying why.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections import OrderedDict
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from edgecomp.compress._rewrite import (
@@ -135,14 +140,30 @@ class LowRank(Stage):
     class Config(TuneConfig):
         """Settings of the low-rank factorisation and its fine-tune."""
 
-        energy: float = Field(0.9, gt=0, le=1, description="Keep this fraction of squared singular values per unfolding.")
+        max_error: float = Field(0.5, gt=0, lt=1, description="Per layer: the cheapest ranks with relative error <= this.")
+        energy: float | None = Field(None, gt=0, le=1, description="Keep this fraction of squared singular values "
+                                     "per unfolding (instead of max_error).")
         rank_ratio: float | None = Field(None, gt=0, le=1, description="Rank as a fraction of full rank (overrides energy).")
         rank: int | None = Field(None, ge=1, description="Fixed rank for every layer (overrides rank_ratio and energy).")
+        min_saving: float = Field(0.2, ge=0, lt=1, description="Keep a layer whose rewrite saves less than this share of its MACs.")
         kinds: list[Literal["linear", "conv"]] = Field(["linear", "conv"], description="Layer kinds to factorise.")
         iterations: int = Field(2, ge=0, description="HOOI refinement sweeps after the HOSVD (convs).")
         min_in_channels: int = Field(4, ge=1, description="Keep convs with fewer input channels (e.g. the stem).")
         layers: list[str] | None = Field(None, description="Layer names (fnmatch patterns) to consider; default all.")
         exclude: list[str] = Field(default_factory=list, description="Layer names (fnmatch patterns) to leave alone.")
+
+        @model_validator(mode="after")
+        def _one_choice(self) -> LowRank.Config:
+            given = [k for k in ("rank", "rank_ratio", "energy", "max_error") if k in self.model_fields_set
+                     and getattr(self, k) is not None]
+            if len(given) > 1:
+                raise ValueError(f"give one of rank, rank_ratio, energy or max_error, not both {' and '.join(given)}")
+            return self
+
+        @property
+        def fixed(self) -> bool:
+            """Whether the ranks come from rank, rank_ratio or energy rather than the error budget."""
+            return self.rank is not None or self.rank_ratio is not None or self.energy is not None
 
     def apply(self, model: nn.Module, cfg: Config, ctx: BuildContext) -> StageResult:
         """Factorise the chosen layers where that saves MACs, report per layer, then fine-tune."""
@@ -165,16 +186,19 @@ class LowRank(Stage):
                 if mod.groups != 1:
                     notes.append(f"{name}: {reason}")
                 continue
-            block, rank, err = self._factorise(mod, cfg)
+            block, rank, err = self._factorise(mod, cfg, shapes.inputs[name], shapes.outputs[name])
             macs = block_macs(block, shapes.inputs[name])
             rec.rank, rec.rel_error = rank, err
-            if macs >= rec.macs_before:
-                rec.status, rec.note = "kept", f"rank {rank} would cost {macs} MACs >= {rec.macs_before}"
+            if macs > (1 - cfg.min_saving) * rec.macs_before or macs >= rec.macs_before:
+                how = "would cost" if macs >= rec.macs_before else \
+                    f"would save only {1 - macs / rec.macs_before:.0%} (min_saving={cfg.min_saving}):"
+                rec.status, rec.note = "kept", f"rank {rank} (error {err:.2f}) {how} {macs} MACs of {rec.macs_before}"
+                notes.append(f"{name}: kept ({rec.note})")
                 continue
             set_module(model, name, block)
             rec.status, rec.macs_after, rec.params_after = "rewritten", macs, n_params(block)
         if not any(r.status == "rewritten" for r in records):
-            notes.append("no layer was factorised (none would save MACs at these ranks)")
+            notes.append(f"no layer was factorised (none would save {cfg.min_saving:.0%} of its MACs at these ranks)")
         log_table("lowrank", records)
         metrics = {**summarize(records), "layers": [r.as_dict() for r in records]}
         if ctx.data is not None:
@@ -189,17 +213,63 @@ class LowRank(Stage):
         return StageResult(model.eval(), metrics, notes)
 
     @staticmethod
-    def _factorise(mod: nn.Module, cfg: Config) -> tuple[nn.Sequential, object, float]:
+    def _factorise(mod: nn.Module, cfg: Config, in_shape: list[int], out_shape: list[int]
+                   ) -> tuple[nn.Sequential, object, float]:
         w = mod.weight.detach().double()
         if isinstance(mod, nn.Linear):
-            r = rank_for(torch.linalg.svdvals(w), cfg.rank, cfg.rank_ratio, cfg.energy)
+            s = torch.linalg.svdvals(w)
+            r = rank_for(s, cfg.rank, cfg.rank_ratio, cfg.energy) if cfg.fixed else budget_rank(s, cfg.max_error)
             block, err = make_svd_linear(mod, r)
             return block, r, err
         n, m = w.shape[:2]
-        r_out = rank_for(torch.linalg.svdvals(w.reshape(n, -1)), cfg.rank, cfg.rank_ratio, cfg.energy)
-        r_in = rank_for(torch.linalg.svdvals(w.transpose(0, 1).reshape(m, -1)), cfg.rank, cfg.rank_ratio, cfg.energy)
+        if cfg.fixed:
+            r_out = rank_for(torch.linalg.svdvals(w.reshape(n, -1)), cfg.rank, cfg.rank_ratio, cfg.energy)
+            r_in = rank_for(torch.linalg.svdvals(w.transpose(0, 1).reshape(m, -1)), cfg.rank, cfg.rank_ratio,
+                            cfg.energy)
+        else:
+            r_out, r_in = budget_tucker_ranks(w, cfg.max_error, _pixels(in_shape), _pixels(out_shape))
         block, err = make_tucker_conv(mod, r_out, r_in, cfg.iterations)
         return block, [r_out, r_in], err
+
+
+def _pixels(shape: list[int]) -> int:
+    """Batch times spatial positions of an NCHW shape."""
+    return shape[0] * shape[2] * shape[3]
+
+
+def _residual_energy(s: torch.Tensor) -> torch.Tensor:
+    """Share of squared singular values dropped when keeping r = 0 .. len(s) of them (index r)."""
+    e = s.double() ** 2
+    total = float(e.sum())
+    tail = torch.cat([e.flip(0).cumsum(0).flip(0), e.new_zeros(1)])
+    return tail / total if total > 0 else torch.zeros_like(tail)
+
+
+def budget_rank(s: torch.Tensor, max_error: float) -> int:
+    """Smallest rank whose truncated SVD has relative error <= ``max_error`` (singular values ``s``)."""
+    fits = torch.nonzero(_residual_energy(s)[1:] <= max_error**2 + 1e-12)
+    return int(fits[0]) + 1
+
+
+def budget_tucker_ranks(weight: torch.Tensor, max_error: float, pixels_in: int, pixels_out: int) -> tuple[int, int]:
+    """The Tucker-2 ranks (r_out, r_in) with the fewest MACs whose HOSVD error is <= ``max_error``.
+
+    With the full factor bases of both unfoldings, the core's energy kept by ranks (r_out, r_in) is the
+    sum of its leading r_out x r_in block, so one 2-D prefix sum gives every pair's error. MACs are those
+    of the block 1x1 (M -> r_in) -> k x k (r_in -> r_out) -> 1x1 (r_out -> N) for the given pixel counts.
+    """
+    w = weight.detach().double()
+    n, m, kh, kw = w.shape
+    u_out, u_in = _leading(w.reshape(n, -1), n), _leading(w.transpose(0, 1).reshape(m, -1), m)
+    kept = (torch.einsum("nmhw,nr,ms->rshw", w, u_out, u_in) ** 2).sum((2, 3)).cumsum(0).cumsum(1)
+    total = float((w**2).sum())
+    err2 = 1 - kept / total if total > 0 else torch.zeros_like(kept)
+    r_out = torch.arange(1, kept.shape[0] + 1, dtype=torch.float64)[:, None]
+    r_in = torch.arange(1, kept.shape[1] + 1, dtype=torch.float64)[None, :]
+    macs = pixels_in * m * r_in + pixels_out * (r_out * r_in * kh * kw + r_out * n)
+    macs = torch.where(err2 <= max_error**2 + 1e-9, macs, torch.tensor(float("inf"), dtype=torch.float64))
+    best = int(torch.argmin(macs))
+    return best // kept.shape[1] + 1, best % kept.shape[1] + 1
 
 
 def _conv_reason(conv: nn.Conv2d, min_in_channels: int) -> str:

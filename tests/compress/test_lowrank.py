@@ -11,6 +11,7 @@ from torch import nn
 
 from edgecomp.compress.lowrank import (
     LowRank,
+    budget_rank,
     make_svd_linear,
     make_tucker_conv,
     rank_for,
@@ -112,3 +113,40 @@ def test_stage_skips_grouped_convs_and_keeps_layers_that_would_not_save_macs():
     assert kept["conv"]["status"] == "kept" and "MACs" in kept["conv"]["note"]
     assert isinstance(full.model.conv, nn.Conv2d)
     assert result.model(torch.randn(2, 16, 6, 6)).shape == (2, 10)
+
+
+def test_default_ranks_are_the_cheapest_within_the_error_budget():
+    torch.manual_seed(5)
+    model = ConvNet().eval()
+    cfg = LowRank.Config(epochs=0)
+    assert not cfg.fixed and cfg.distill
+    result = LowRank().apply(model, cfg, context([1, 16, 6, 6]))
+    conv = next(r for r in result.metrics["layers"] if r["name"] == "conv")
+    assert conv["status"] == "rewritten" and conv["rel_error"] <= cfg.max_error
+    r_out, r_in = conv["rank"]
+    w = model.conv.weight
+    assert tucker2_factors(w, r_out, r_in)[3] <= cfg.max_error  # HOSVD alone meets it; HOOI only lowers it
+    macs = 36 * 16 * r_in + 36 * (r_out * r_in * 9 + r_out * 32)
+    assert conv["macs_after"] == macs
+    for a, b in itertools.product(range(1, 33), range(1, 17)):  # no cheaper pair meets the budget
+        if 36 * 16 * b + 36 * (a * b * 9 + a * 32) < macs:
+            assert tucker2_factors(w, a, b)[3] > cfg.max_error, (a, b)
+    head = next(r for r in result.metrics["layers"] if r["name"] == "head")
+    assert head["status"] == "rewritten" and head["rel_error"] <= cfg.max_error
+    strict = LowRank().apply(model, LowRank.Config(epochs=0, min_saving=0.9), context([1, 16, 6, 6]))
+    for r in strict.metrics["layers"]:  # no layer saves 90 % within the budget: each is kept, and said so
+        if r["name"] != "grouped":
+            assert r["status"] == "kept" and "min_saving=0.9" in r["note"], r
+            assert any(n.startswith(f"{r['name']}: kept") for n in strict.notes)
+    s = torch.linalg.svdvals(model.head.weight.detach())
+    assert svd_factors(model.head.weight, budget_rank(s, 0.5))[2] <= 0.5 < svd_factors(
+        model.head.weight, budget_rank(s, 0.5) - 1)[2]
+
+
+def test_one_rank_choice_at_a_time():
+    from edgecomp.compress.recipe import make_step
+    from edgecomp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not both"):
+        make_step("lowrank", {"energy": 0.9, "max_error": 0.3})
+    assert make_step("lowrank", {"energy": 0.9}).config.fixed

@@ -170,3 +170,75 @@ def test_rewritten_model_exports_to_onnx_with_parity(tmp_path):
     art = export_onnx(model, ctx.spec, ExportOptions(), tmp_path / "m.onnx")
     parity = compare_to_reference(ref, run_artifact("onnx", art.path, x, ctx.spec.input_shape))
     assert parity.status == "passed", parity
+
+
+def _dense_net() -> nn.Module:
+    """Two 3x3 convs with random (full-spectrum) kernels: rank 1 loses most of each (error > 0.7)."""
+    torch.manual_seed(4)
+    return nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 64, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
+
+
+def test_default_rank_comes_from_the_error_budget_not_rank_1():
+    model, ctx = _dense_net(), context([1, 8, 6, 6])
+    assert Separable.Config().rank is None and Separable.Config().mode == "max_error"
+    rank1 = Separable().apply(model, Separable.Config(rank=1, epochs=0), ctx).metrics["layers"]
+    assert all(r["rel_error"] > 0.7 for r in rank1 if r["status"] == "rewritten")  # what rank 1 used to do
+    cfg = Separable.Config(epochs=0)
+    for min_saving in (cfg.min_saving, 0.6):  # the default, then one that the rank within budget cannot meet
+        cfg = Separable.Config(epochs=0, min_saving=min_saving)
+        result = Separable().apply(model, cfg, ctx)
+        convs = [r for r in result.metrics["layers"] if r["kind"] == "conv"]
+        for r in convs:
+            errors = separable_errors(model.get_submodule(r["name"]).weight)
+            smallest = next(i for i, e in enumerate(errors, 1) if e <= cfg.max_error)
+            saving = 1 - smallest * (9 + r["shape"][0]) / (9 * r["shape"][0])  # (M r (k*k + N)) / (M k*k N)
+            if saving >= min_saving:  # the smallest rank within the budget, rewritten
+                assert r["status"] == "rewritten" and r["rank"] == smallest > 1 and r["rel_error"] <= cfg.max_error
+            else:  # it would save too little, so the layer is left alone and the notes say why
+                assert r["status"] == "kept" and "meets max_error" in r["note"] and "saves only" in r["note"]
+                assert any(n.startswith(f"{r['name']}: kept") for n in result.notes)
+                assert isinstance(result.model.get_submodule(r["name"]), nn.Conv2d)
+        assert {r["status"] for r in convs} == ({"rewritten"} if min_saving == 0.2 else {"kept"})
+
+
+def test_one_budget_at_a_time():
+    with pytest.raises(ConfigError, match="not both rank and max_error"):
+        make_step("separable", {"rank": 1, "max_error": 0.3})
+    assert make_step("separable", {"rank": 2}).config.mode == "rank"
+    assert make_step("separable", {"mac_reduction": 2}).config.mode == "mac_reduction"
+
+
+def test_fine_tune_distils_from_the_teacher_by_default():
+    from tests.rewrite_helpers import teacher_dataset
+
+    assert Separable.Config().distill
+    teacher = _dense_net()
+    calls = []
+    teacher.register_forward_hook(lambda m, *_: calls.append(m is teacher))  # the student copies the hook
+    data = teacher_dataset(teacher, (8, 6, 6), n=200)
+    calls.clear()
+    result = Separable().apply(teacher, Separable.Config(epochs=1), context([1, 8, 6, 6], data, teacher))
+    assert result.metrics["finetune"]["distilled"] is True
+    assert any(calls)  # the teacher ran on the training batches
+    calls.clear()
+    Separable().apply(teacher, Separable.Config(epochs=1, distill=False), context([1, 8, 6, 6], data, teacher))
+    assert calls and not any(calls)  # only the student ran
+
+
+def test_default_stays_within_one_point_on_the_digits_model():
+    """The default model's separable rewrite at its defaults, fine-tune capped at 4 epochs (rank 1 loses ~5 pt)."""
+    from edgecomp.compress.base import BuildContext
+    from edgecomp.finetune import FinetunePolicy
+    from edgecomp.metrics import evaluate
+    from edgecomp.targets import load_profile, load_target
+    from edgecomp.zoo import load_zoo_model
+
+    model, spec, data = load_zoo_model("digits_cnn")
+    target = load_target("android-arm64")
+    ctx = BuildContext(spec=spec, target=target, profile=load_profile(target.hardware), data=data, teacher=model,
+                       finetune_policy=FinetunePolicy(max_epochs=4))
+    torch.manual_seed(0)
+    result = Separable().apply(model, Separable.Config(), ctx)
+    assert result.metrics["rewritten"] >= 1 and result.metrics["macs_after"] < result.metrics["macs_before"] / 2
+    assert evaluate(result.model, data, "test") >= evaluate(model, data, "test") - 1.0

@@ -94,10 +94,12 @@ def test_screen_predictions_are_pinned():
     for i in range(len(planner.candidates)):
         planner._screen(i)
     got = [(c.params, c.predicted_bytes, c.reason.startswith("size")) for c in planner.candidates]
-    assert got == [(2682, 11962, True), (2682, 3916, False), (2682, 2575, False), (778, 4346, False),
-                   (778, 2012, False), (2590, 11594, True), (2590, 3824, False), (1582, 7562, True),
+    # separable's and lowrank's error budgets (max_error=0.5) find no rank of this random conv that saves
+    # min_saving of its MACs, so separable keeps it; lowrank factorises only the head
+    assert got == [(2682, 11962, True), (2682, 3916, False), (2682, 2575, False), (2682, 11962, True),
+                   (2682, 3916, False), (2182, 9962, True), (2182, 3416, False), (1582, 7562, True),
                    (1582, 2816, False), (770, 4314, False), (770, 2004, False), (350, 2634, False),
-                   (350, 1584, False), (330, 2554, False), (330, 1564, False)]
+                   (350, 1584, False), (770, 4314, False), (770, 2004, False)]
     assert planner.candidates[0].reason == "size 0.0120 MB > 0.005 MB; latency 0.0128 ms > 0.004 ms"
     assert all(c.status == "rejected" for c in planner.candidates)
 
