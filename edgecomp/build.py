@@ -43,7 +43,7 @@ from edgecomp.metrics import evaluate
 from edgecomp.model import LoadedModel, count_macs, count_params, float_network, load_model
 from edgecomp.profile.host import measure_host
 from edgecomp.quiet import captured_output
-from edgecomp.records import ArtifactRecord, BuildReport, Latency, ModelRecord
+from edgecomp.records import ACCURACY_NOT_MEASURED, ArtifactRecord, BuildReport, Latency, ModelRecord
 from edgecomp.report.html import render_html
 from edgecomp.targets import Budgets, Target, load_profile, load_target
 from edgecomp.timings import Timings
@@ -223,9 +223,10 @@ def _load(model: str | None, target: str, opts: BuildOptions):
         name=spec.name, source=loaded.source, params=count_params(loaded.module),
         macs=count_macs(loaded.module, spec.input_shape),
         accuracy=evaluate(loaded.module, data, "test") if data is not None else None,
+        accuracy_note=ACCURACY_NOT_MEASURED if data is None else None,
     )
     logger.info("  %s: %d params, %d MACs, accuracy %s", spec.name, src.params, src.macs,
-                "n/a" if src.accuracy is None else f"{src.accuracy:.2f}%")
+                "not measured (no --data)" if src.accuracy is None else f"{src.accuracy:.2f}%")
     return loaded, tgt, profile, formats, budgets, steps, src
 
 

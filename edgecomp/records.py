@@ -62,6 +62,10 @@ class Latency(BaseModel):
     source: str = Field(description="measured:host, measured:device:<serial> or predicted:<profile>.")
 
 
+ACCURACY_NOT_MEASURED = "accuracy not measured"
+"""What the report says in place of an accuracy when the build had no data (no --data)."""
+
+
 class ModelRecord(BaseModel):
     """The source model as loaded."""
 
@@ -70,6 +74,7 @@ class ModelRecord(BaseModel):
     params: int = Field(description="Parameter count.")
     macs: int = Field(description="Multiply-accumulates per inference.")
     accuracy: float | None = Field(None, description="Top-1 on the test split, percent, if data is known.")
+    accuracy_note: str | None = Field(None, description="'accuracy not measured' when the build had no data.")
 
 
 class StageRecord(BaseModel):
@@ -81,6 +86,7 @@ class StageRecord(BaseModel):
     params: int = Field(description="Parameter count after the stage.")
     macs: int = Field(description="MACs per inference after the stage.")
     accuracy: float | None = Field(None, description="Top-1 on the test split after the stage, percent.")
+    accuracy_note: str | None = Field(None, description="'accuracy not measured' when the build had no data.")
     weight_bytes: int | None = Field(
         None, description="Parameters x bytes per weight of the dtype the model now exports with (an estimate; "
                           "artifacts[] hold the real file sizes).")
