@@ -93,7 +93,7 @@ def batchnorm_mismatch(model: nn.Module, x: np.ndarray | torch.Tensor) -> float:
 
 
 def synthesize_from_batchnorm(
-    model: nn.Module, input_shape: list[int], n: int = 32, * batch_size: int = 32, steps: int = 200,
+    model: nn.Module, input_shape: list[int], n: int = 32, *, batch_size: int = 32, steps: int = 200,
     lr: float = 0.2, seed: int = 0, time_budget_s: float = 30.0,
 ) -> Synthesized | None:
     """Up to ``n`` inputs whose per-BN-layer batch statistics match the running ones; None without BN layers.
