@@ -66,7 +66,7 @@ def run_case(tree: Path, extra: list[str], timeout: float, full: bool) -> tuple[
                 try:
                     at, line = lines.get(timeout=max(0.1, start + timeout - time.monotonic()))
                 except queue.Empty:
-                    return timeout, f"no decision after {timeout:.0f} s (still evaluating)", evaluated
+                    return timeout, f"no decision after {timeout:.0f} s (still searching)", evaluated
                 if line is None:
                     proc.wait()
                     outcome = f"exit {proc.returncode}: {error}" if proc.returncode else "built"
