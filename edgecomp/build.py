@@ -43,7 +43,7 @@ from edgecomp.metrics import evaluate
 from edgecomp.model import LoadedModel, count_macs, count_params, float_network, load_model
 from edgecomp.profile.host import measure_host
 from edgecomp.quiet import captured_output
-from edgecomp.records import ArtifactRecord, BuildReport, Latency, ModelRecord
+from edgecomp.records import ACCURACY_NOT_MEASURED, ArtifactRecord, BuildReport, Latency, ModelRecord
 from edgecomp.report.html import render_html
 from edgecomp.targets import Budgets, Target, load_profile, load_target
 from edgecomp.timings import Timings
@@ -231,12 +231,13 @@ def _load(model: str | None, target: str, opts: BuildOptions):
         accuracy=evaluate(loaded.module, data, "test") if data is not None else None,
         metric=data.metric.name if data is not None else None,
         data=_describe_data(data) if data is not None else None,
+        accuracy_note=ACCURACY_NOT_MEASURED if data is None else None,
     )
     if data is not None:
         for note in data.notes:
             logger.warning("  data: %s", note)
     logger.info("  %s: %d params, %d MACs, %s", spec.name, src.params, src.macs,
-                "accuracy not measured (no --data)" if src.accuracy is None
+                f"{ACCURACY_NOT_MEASURED} (no --data)" if src.accuracy is None
                 else f"{data.metric.name} {src.accuracy:.2f}{data.metric.unit} on the test split")
     return loaded, tgt, profile, formats, budgets, steps, src
 

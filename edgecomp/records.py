@@ -62,6 +62,10 @@ class Latency(BaseModel):
     source: str = Field(description="measured:host, measured:device:<serial> or predicted:<profile>.")
 
 
+ACCURACY_NOT_MEASURED = "accuracy not measured"
+"""What the report says in place of an accuracy when the build had no data (no --data)."""
+
+
 class ModelRecord(BaseModel):
     """The source model as loaded."""
 
@@ -72,6 +76,7 @@ class ModelRecord(BaseModel):
     accuracy: float | None = Field(None, description="The metric on the test split (top-1 % by default), if data is known.")
     metric: str | None = Field(None, description="Name of the metric in 'accuracy' (top1, top5 or the user's), if data is known.")
     data: str | None = Field(None, description="What the evaluation data was (source, sizes), if any.")
+    accuracy_note: str | None = Field(None, description="'accuracy not measured' when the build had no data.")
 
 
 class StageRecord(BaseModel):
@@ -83,6 +88,7 @@ class StageRecord(BaseModel):
     params: int = Field(description="Parameter count after the stage.")
     macs: int = Field(description="MACs per inference after the stage.")
     accuracy: float | None = Field(None, description="Top-1 on the test split after the stage, percent.")
+    accuracy_note: str | None = Field(None, description="'accuracy not measured' when the build had no data.")
     weight_bytes: int | None = Field(
         None, description="Parameters x bytes per weight of the dtype the model now exports with (an estimate; "
                           "artifacts[] hold the real file sizes).")

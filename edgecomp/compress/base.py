@@ -87,6 +87,10 @@ class Stage(ABC):
     """Where the stage's ``search_space`` comes in the planner's candidate list (lower first)."""
     search_appends: ClassVar[bool] = False
     """Whether the planner also tries every structural candidate followed by this stage (e.g. int8)."""
+    needs_data: ClassVar[bool] = True
+    """Whether the stage's loss can only be known (and recovered) with data: without ``--data`` the planner
+    tries only stages that set this False, whose error is bounded without data (fp16, int8 calibrated from
+    batch-norm statistics)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

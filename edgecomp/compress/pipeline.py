@@ -14,7 +14,7 @@ from edgecomp.dtypes import bytes_per_weight
 from edgecomp.errors import ConfigError
 from edgecomp.metrics import evaluate
 from edgecomp.model import count_macs, count_params
-from edgecomp.records import StageRecord
+from edgecomp.records import ACCURACY_NOT_MEASURED, StageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +44,11 @@ def apply_recipe(model: nn.Module, steps: list[RecipeStep], ctx: BuildContext
         record = StageRecord(
             name=step.name, config=step.config.model_dump(mode="json"), seconds=seconds,
             params=params, macs=count_macs(model, ctx.spec.input_shape), accuracy=acc,
+            accuracy_note=ACCURACY_NOT_MEASURED if ctx.data is None else None,
             weight_bytes=round(params * bytes_per_weight(ctx.export.dtype)),
             metrics=result.metrics, notes=result.notes,
         )
         logger.info("  %s: %d params, %d MACs, accuracy %s, %.1f s", step.name, record.params, record.macs,
-                    "n/a" if acc is None else f"{acc:.2f}%", seconds)
+                    "not measured" if acc is None else f"{acc:.2f}%", seconds)
         records.append(record)
     return model, records, ctx.export

@@ -30,6 +30,7 @@ from edgecomp.compress.base import BuildContext, SearchRecipe, Stage, StageConfi
 from edgecomp.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+DATAFREE_SAMPLES = 32  # inputs synthesised from BN statistics when there is no data (compress/datafree.py)
 
 
 class Int8Config(StageConfig):
@@ -101,15 +102,26 @@ def _load_images(folder: Path, input_shape: list[int], norm, n: int) -> np.ndarr
     return np.stack(out).astype(np.float32)
 
 
-def _calibration_inputs(cfg: Int8Config, ctx: BuildContext) -> np.ndarray:
+def _calibration_inputs(cfg: Int8Config, ctx: BuildContext, model: nn.Module) -> tuple[np.ndarray, str]:
+    """Calibration inputs and where they came from: calibration_data, the data, BN statistics or random."""
     if cfg.calibration_data:
         return load_calibration(cfg.calibration_data, ctx.spec.input_shape, ctx.spec.normalization,
-                                cfg.calibration_samples)
+                                cfg.calibration_samples), f"calibration_data {cfg.calibration_data}"
     if ctx.data is not None:
-        return ctx.data.calibration(cfg.calibration_samples, seed=ctx.seed)
-    logger.warning("no calibration data: calibrating on random normal inputs (pass --data or calibration_data)")
+        return ctx.data.calibration(cfg.calibration_samples, seed=ctx.seed), f"the {ctx.data.name} train split"
+    from edgecomp.compress.datafree import synthesize_from_batchnorm
+
+    synth = synthesize_from_batchnorm(model, ctx.spec.input_shape,
+                                      min(cfg.calibration_samples, DATAFREE_SAMPLES), seed=ctx.seed)
+    if synth is not None:
+        return synth.inputs, (f"{len(synth.inputs)} inputs synthesised from {synth.bn_layers} batch-norm layers' "
+                              f"running statistics (no data; {synth.steps} Adam steps, {synth.stopped}, "
+                              f"mismatch {synth.loss_start:.3g} -> {synth.loss_end:.3g})")
+    logger.warning("no calibration data and no batch-norm layer to synthesise inputs from: calibrating on "
+                   "random normal inputs (pass --data or calibration_data)")
     shape = [cfg.calibration_samples, *ctx.spec.input_shape[1:]]
-    return np.random.default_rng(ctx.seed).standard_normal(shape).astype(np.float32)
+    return (np.random.default_rng(ctx.seed).standard_normal(shape).astype(np.float32),
+            "random normal inputs (no data, and no batch-norm layer to synthesise inputs from)")
 
 
 def _calibrate(prepared: nn.Module, x: np.ndarray, batch: int) -> None:
@@ -206,6 +218,7 @@ class QuantizeInt8(Stage):
     export_dtype = "int8"
     search_rank = 10
     search_appends = True
+    needs_data = False  # calibrates on inputs synthesised from batch-norm statistics without data
 
     @classmethod
     def search_space(cls) -> list[SearchRecipe]:
@@ -221,10 +234,12 @@ class QuantizeInt8(Stage):
         settings = _pt2e().QuantSettings(
             calibration=cfg.calibration, percentile=cfg.percentile, per_channel=cfg.weights == "per-channel",
             fixed_point=cfg.fixed_point)
-        calib = _calibration_inputs(cfg, ctx)
+        calib, calib_source = _calibration_inputs(cfg, ctx, model)
         float_acc = _val_accuracy(model, ctx)
         max_drop = cfg.max_drop if cfg.max_drop is not None else (ctx.target.budgets.accuracy_drop_pct or 1.0)
-        notes, metrics = [], {"calibration_inputs": len(calib)}
+        notes, metrics = [], {"calibration_inputs": len(calib), "calibration_source": calib_source}
+        if ctx.data is None and not cfg.calibration_data:
+            notes.append(f"calibrated on {calib_source}")
         quantized = None
         if cfg.qat != "always":
             quantized = ptq(model, settings, calib, ctx.spec.input_shape, ctx.seed, cfg.rounding == "stochastic")
@@ -267,6 +282,7 @@ class QuantizeDynamic(Stage):
     Config = DynamicConfig
     structural = False
     export_dtype = "int8"
+    needs_data = False  # weights rounded per channel; activations quantized at run time from their own range
 
     def supports(self, target) -> bool:
         """Only for targets whose runtime takes int8 models."""
@@ -302,6 +318,13 @@ class QuantizeFP16(Stage):
     Config = FP16Config
     structural = False
     export_dtype = "fp16"
+    search_rank = 5  # before int8: half the bytes at a far smaller error
+    needs_data = False  # float16 rounding: relative error <= 2^-11 per weight
+
+    @classmethod
+    def search_space(cls) -> list[SearchRecipe]:
+        """The planner tries fp16 weights alone (where the target lists quantize.fp16)."""
+        return [[(cls.name, {})]]
 
     def supports(self, target) -> bool:
         """Only for targets that list fp16."""

@@ -5,6 +5,8 @@ with, its bytes per parameter and its ``search_space`` (see ``compress/base.py``
 untouched model first, then the value-only stages' recipes, then every structural recipe alone and
 followed by each ``search_appends`` stage (int8), each group in ``search_rank`` order. Recipes whose
 stages are not installed, not allowed by the target or not supported by it are simply not generated.
+Without data (``data_free``) only stages that declare ``needs_data = False`` take part: what the planner
+can bound without measuring accuracy (fp16, int8 calibrated from batch-norm statistics).
 """
 
 from __future__ import annotations
@@ -29,16 +31,20 @@ def _step(name: str, kwargs: dict[str, Any]) -> RecipeStep | None:
         return None
 
 
-def _usable_stages(target: Target) -> dict[str, type[Stage]]:
-    """The stages ``target`` allows, that are installed and that support it, by name."""
+def _usable_stages(target: Target, data_free: bool = False) -> dict[str, type[Stage]]:
+    """The stages ``target`` allows, that are installed and that support it (and need no data), by name."""
     installed = set(stage_names())
     stages = {name: get_stage(name) for name in target.methods if name in installed}
-    return {name: cls for name, cls in stages.items() if cls().supports(target)}
+    return {name: cls for name, cls in stages.items()
+            if cls().supports(target) and not (data_free and cls.needs_data)}
 
 
-def generate(target: Target) -> list[list[RecipeStep]]:
-    """All candidate recipes for ``target``: the untouched model first, then single methods, then chains."""
-    usable = _usable_stages(target)
+def generate(target: Target, data_free: bool = False) -> list[list[RecipeStep]]:
+    """All candidate recipes for ``target``: the untouched model first, then single methods, then chains.
+
+    With ``data_free``, only recipes whose every stage needs no data (``Stage.needs_data`` False).
+    """
+    usable = _usable_stages(target, data_free)
     leads = sorted(usable.values(), key=lambda cls: (cls.search_rank, cls.name))
 
     def recipes(structural: bool) -> list[SearchRecipe]:

@@ -10,6 +10,14 @@
 3. **Rank** what meets every budget: most accurate first (validation split); ties go to the smaller,
    then the faster. The build exports the winner and re-checks the real numbers; if they miss, it
    asks for the next (``Planner.next_choice``).
+
+``search_time_s`` bounds the whole search: no evaluation starts after it, and every recovery fine-tune
+stops at it (``FinetunePolicy.deadline``); candidates whose evaluation ran into it are marked ``cut_short``.
+
+Without data the planner never guesses: it only generates candidates whose stages need no data
+(``Stage.needs_data``: the untouched model, fp16, int8 calibrated from batch-norm statistics), chooses the
+least invasive one that fits, reports "accuracy not measured", and when none can fit it says so at once,
+before any export, naming ``--data``.
 """
 
 from __future__ import annotations
@@ -40,12 +48,15 @@ from edgecomp.metrics import evaluate
 from edgecomp.model import count_macs, count_params
 from edgecomp.plan.candidates import bytes_per_param, dtype_of, generate, is_structural
 from edgecomp.profile.predict import layers_from_torch, predict_from_layers
-from edgecomp.records import StageRecord
+from edgecomp.records import ACCURACY_NOT_MEASURED, StageRecord
 from edgecomp.targets import Budgets
 
 logger = logging.getLogger(__name__)
 REAL_EXPORT = "real export: "  # how a chosen candidate's reason starts when its real export missed
 MB = 1e6
+NO_DATA_NOTE = ("No --data: only candidates whose error is bounded without data were considered (the untouched "
+                "model, fp16 weights, int8 calibrated from batch-norm statistics); accuracy not measured. Pass "
+                "--data to let the planner evaluate pruning, rewrites and clustering.")
 
 
 class Candidate(BaseModel):
@@ -66,6 +77,9 @@ class Candidate(BaseModel):
     reason: str = Field("", description="Why it has that status.")
     seconds: float = Field(0.0, description="Time spent on it (screen and evaluation).")
     cached: bool = Field(False, description="Whether its evaluation came from the cache.")
+    cut_short: bool = Field(False, description="Its evaluation ran into the --search-time deadline, where every "
+                                               "fine-tune stops: its accuracy may be below a full fine-tune's.")
+    accuracy_note: str | None = Field(None, description="'accuracy not measured' when the build had no data.")
     pareto: bool = Field(False, description="On the size-latency-accuracy Pareto front of evaluated ones.")
 
     @property
@@ -98,6 +112,7 @@ class Planner:
     _overhead_bytes: int = 0
     _source_val: float | None = None
     _source_test: float | None = None
+    _deadline: float | None = None
     notes: list[str] = field(default_factory=list)
 
     # -- public -------------------------------------------------------------------------------------------
@@ -109,14 +124,19 @@ class Planner:
                               "rewritten", "pass --recipe (e.g. --recipe \"\" to export it as is, or "
                               "--recipe quantize.int8), or the model as a .pt2 or package.module:factory")
         start = time.monotonic()
+        self._deadline = start + self.search_time_s
         data = self.ctx.data
         if data is not None:
             self._source_val = evaluate(self.model, data, "val")
             self._source_test = evaluate(self.model, data, "test")
-        self._overhead_bytes = self._measure_overhead()
-        self._steps = generate(self.ctx.target)
-        self.candidates = [Candidate(recipe=[s.describe() for s in steps], dtype=dtype_of(steps))
+        self._steps = generate(self.ctx.target, data_free=data is None)
+        note = ACCURACY_NOT_MEASURED if data is None else None
+        self.candidates = [Candidate(recipe=[s.describe() for s in steps], dtype=dtype_of(steps), accuracy_note=note)
                            for steps in self._steps]
+        if data is None:
+            self.notes.append(NO_DATA_NOTE)
+            self._refuse_at_once_without_data()
+        self._overhead_bytes = self._measure_overhead()
         self._screen(0)
         base = self.candidates[0]
         if base.status == "feasible":
@@ -130,11 +150,16 @@ class Planner:
                     base.reason, len(self.candidates) - 1)
         for i in range(1, len(self.candidates)):
             self._screen(i)
+        if data is None:  # nothing to evaluate: next_choice builds the least invasive one that fits
+            for c in self.candidates[1:]:
+                if c.status == "feasible":
+                    c.reason = f"{ACCURACY_NOT_MEASURED} (no --data)"
+            return
         order = sorted((i for i, c in enumerate(self.candidates) if c.status == "feasible" and i),
                        key=lambda i: -(self.candidates[i].params or 0))
         for n, i in enumerate(order, 1):
             c = self.candidates[i]
-            if time.monotonic() - start > self.search_time_s:
+            if time.monotonic() > self._deadline:
                 c.status, c.reason = "not-evaluated", f"search time of {self.search_time_s:.0f} s used up"
                 continue
             logger.info("[plan %d/%d] evaluating %s", n, len(order), c.label)
@@ -146,9 +171,12 @@ class Planner:
         feasible = [i for i, c in enumerate(self.candidates) if c.status == "feasible"]
         if not feasible:
             return None
-        best = min(feasible, key=lambda i: (-round(self.candidates[i].val_accuracy or 0.0, 2),
-                                            self.candidates[i].predicted_bytes or 0,
-                                            self.candidates[i].predicted_ms or 0.0))
+        if self.ctx.data is None:  # accuracy unknown: the least invasive that fits (candidates come in that order)
+            best = feasible[0]
+        else:
+            best = min(feasible, key=lambda i: (-round(self.candidates[i].val_accuracy or 0.0, 2),
+                                                self.candidates[i].predicted_bytes or 0,
+                                                self.candidates[i].predicted_ms or 0.0))
         c = self.candidates[best]
         c.status = "chosen"
         return c, self._steps[best], self._materialize(best)
@@ -159,6 +187,8 @@ class Planner:
 
     def infeasible_error(self) -> InfeasibleBudgetError:
         """The error for 'nothing fits', naming the best reachable numbers and the budget to relax."""
+        if self.ctx.data is None:
+            return self._no_data_error(lower_bound=False)
         screened = [c for c in self.candidates if c.predicted_bytes is not None]
         # evaluated candidates all met the predicted size and latency (those whose real export then missed a
         # budget are left out); accuracy is judged on validation
@@ -193,6 +223,45 @@ class Planner:
         return InfeasibleBudgetError(
             f"no candidate meets the budgets ({self._budget_text()}); best reachable: " + "; ".join(parts),
             "relax " + (" or ".join(relax) if relax else "the budgets") + ", or allow more methods in the target",
+        )
+
+    # -- without data -----------------------------------------------------------------------------------------
+    def _refuse_at_once_without_data(self) -> None:
+        """Raise before any export when no data-free candidate fits even without the format's own bytes.
+
+        The format overhead (a real export of the source model, the slowest step for a large model) only
+        adds bytes, so predictions without it are lower bounds: if every candidate misses a budget then,
+        nothing data-free can fit. Statuses are reset so the full screen can follow otherwise.
+        """
+        for i in range(len(self.candidates)):
+            self._screen(i)
+        if all(c.status in ("rejected", "failed") for c in self.candidates):
+            raise self._no_data_error(lower_bound=True)
+        for c in self.candidates:
+            c.status, c.reason, c.seconds = "pending", "", 0.0
+
+    def _no_data_error(self, lower_bound: bool) -> InfeasibleBudgetError:
+        """'Nothing data-free fits': what each data-free option reaches, and --data as the way forward."""
+        reach = "; ".join(
+            f"{c.label}: {c.predicted_bytes / MB:.4f} MB, {c.predicted_ms:.3f} ms on {self.ctx.profile.name}"
+            + (f" ({c.reason})" if c.reason.startswith(REAL_EXPORT) else "")
+            for c in self.candidates if c.predicted_bytes is not None and c.predicted_ms is not None)
+        if lower_bound:
+            reach += f" (weights only: the {self.primary_format} file adds its own bytes)"
+        b = self.budgets
+        relax = []
+        smallest = min((c.predicted_bytes for c in self.candidates if c.predicted_bytes is not None), default=None)
+        fastest = min((c.predicted_ms for c in self.candidates if c.predicted_ms is not None), default=None)
+        if b.size_mb is not None and smallest is not None and smallest > b.size_mb * MB:
+            relax.append(f"--max-size above {smallest / MB:.4f}MB")
+        if b.latency_ms is not None and fastest is not None and fastest > b.latency_ms:
+            relax.append(f"--max-latency above {fastest:.3f}ms")
+        return InfeasibleBudgetError(
+            f"without --data no candidate can meet the budgets ({self._budget_text()}): the planner only tries "
+            f"what it can bound without data, and that reaches {reach or 'nothing (every candidate failed)'}",
+            "pass --data (an image folder, a .npz or package.module:factory) so the planner can evaluate "
+            "pruning, low-rank and separable rewrites and clustering"
+            + (f"; or relax {' or '.join(relax)}" if relax else "") + "; or run a recipe of your own with --recipe",
         )
 
     # -- steps ----------------------------------------------------------------------------------------------
@@ -296,16 +365,18 @@ class Planner:
         else:
             start = time.monotonic()
             try:
-                evaluated = self._run(steps)
+                evaluated = self._run(steps, self._deadline)
             except EdgecompError as exc:
                 c.status, c.reason = "failed", exc.message
                 return
             c.seconds += time.monotonic() - start
+            # a fine-tune running at the deadline stopped there: the result depends on timing, so it is not cached
+            c.cut_short = self._deadline is not None and time.monotonic() > self._deadline
             self._models[i] = evaluated
             if data is not None:
                 c.val_accuracy = evaluate(evaluated.model, data, "val")
                 c.accuracy = evaluate(evaluated.model, data, "test")
-            if cache_file is not None:
+            if cache_file is not None and not c.cut_short:
                 cache_file.parent.mkdir(parents=True, exist_ok=True)
                 cache_file.write_text(json.dumps({"recipe": c.recipe, "val_accuracy": c.val_accuracy,
                                                   "accuracy": c.accuracy}))
@@ -320,14 +391,15 @@ class Planner:
         logger.info("  %s: val %.2f%%, test %.2f%% (%s)%s", c.label, c.val_accuracy, c.accuracy,
                     c.status, " [cached]" if c.cached else "")
 
-    def _run(self, steps: list[RecipeStep]) -> _Evaluated:
+    def _run(self, steps: list[RecipeStep], deadline: float | None = None) -> _Evaluated:
         torch.manual_seed(self.ctx.seed)
-        ctx = replace(self.ctx, finetune_policy=FinetunePolicy(max_epochs=self.max_finetune_epochs))
+        policy = FinetunePolicy(max_epochs=self.max_finetune_epochs, deadline=deadline)
+        ctx = replace(self.ctx, finetune_policy=policy)
         model, stages, export = apply_recipe(copy.deepcopy(self.model), steps, ctx)
         return _Evaluated(model, stages, export)
 
     def _materialize(self, i: int) -> _Evaluated:
-        if i not in self._models:  # evaluated from the cache: build it for real now
+        if i not in self._models:  # from the cache (a full run: no deadline) or, without data, not yet run
             self._models[i] = self._run(self._steps[i])
         return self._models[i]
 

@@ -13,6 +13,11 @@ def fmt(v: float | None, spec: str = ".3f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def fmt_accuracy(v: float | None, note: str | None = None) -> str:
+    """An accuracy with two decimals, else its note ('accuracy not measured' without data), else ``-``."""
+    return format(v, ".2f") if v is not None else (note or "-")
+
+
 def console_table(report: BuildReport) -> str:
     """The closing table printed by the CLI: one row per artifact."""
     rows = [("format", "dtype", "MB", "parity", "max abs err", "top-1 agree", "acc %", "p50 ms", "source")]
@@ -34,6 +39,9 @@ def console_table(report: BuildReport) -> str:
               for a in report.artifacts if a.cached]
     machines = sorted({a.latency.machine for a in report.artifacts if a.latency and a.latency.machine})
     lines += [f"measured:host = {m}" for m in machines]
+    if report.model.accuracy_note:
+        lines.append(f"{report.model.accuracy_note}: no --data, so neither the source model nor any stage was "
+                     "evaluated (pass --data to measure it)")
     return "\n".join(lines)
 
 
@@ -70,11 +78,17 @@ def explain_plan(report: BuildReport) -> str:
     chosen = by_status.get("chosen", [])
     for c in chosen:
         feasible = len(by_status.get("feasible", [])) + 1
-        acc = f"val accuracy {c['val_accuracy']:.2f}%" if c.get("val_accuracy") is not None else "accuracy n/a"
+        measured = c.get("val_accuracy") is not None
+        acc = f"val accuracy {c['val_accuracy']:.2f}%" if measured else (c.get("accuracy_note") or "accuracy n/a")
+        why = "the most accurate" if measured else "the least invasive"
         lines.append(f"  chosen   {label(c)}: {acc}, predicted {c['predicted_bytes'] / 1e6:.4f} MB, "
-                     f"{c['predicted_ms']:.4f} ms; the most accurate of {feasible} that meet every budget")
+                     f"{c['predicted_ms']:.4f} ms; {why} of {feasible} that meet every budget")
     for note in (report.planner or {}).get("notes", []):
         lines.append(f"  note     {note}")
+    cut = [label(c) for c in cands if c.get("cut_short")]
+    if cut:
+        lines.append(f"  cut short by --search-time ({len(cut)}; their fine-tunes stopped at the deadline, so their "
+                     f"accuracy may be below a full fine-tune's): {', '.join(cut)}")
     for status in ("feasible", "rejected", "failed", "not-evaluated"):
         group = by_status.get(status, [])
         reasons = {c["reason"] for c in group}

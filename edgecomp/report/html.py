@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 
 from edgecomp.records import BuildReport
-from edgecomp.report.console import explain_plan, fmt, plan_candidates
+from edgecomp.report.console import explain_plan, fmt, fmt_accuracy, plan_candidates
 from edgecomp.report.plots import planner_plot, stage_plot
 from edgecomp.timings import phase_bars_html
 
@@ -30,10 +30,11 @@ def render_html(report: BuildReport, extra_sections: list[str] | None = None) ->
             rows.append(f"<tr><td></td><td colspan='8'><i>{esc('; '.join(notes))}</i></td></tr>")
     stage_rows = "".join(
         f"<tr><td>{esc(s.name)}</td><td>{s.params:,}</td><td>{s.macs:,}</td>"
-        f"<td>{'-' if s.weight_bytes is None else f'{s.weight_bytes:,}'}</td><td>{fmt(s.accuracy, '.2f')}</td>"
+        f"<td>{'-' if s.weight_bytes is None else f'{s.weight_bytes:,}'}</td><td>{fmt_accuracy(s.accuracy, s.accuracy_note)}</td>"
         f"<td>{s.seconds:.1f}</td><td>{esc('; '.join(s.notes))}</td></tr>" for s in report.stages
     )
     m = report.model
+    source_accuracy = f"accuracy {m.accuracy:.2f}%" if m.accuracy is not None else (m.accuracy_note or "accuracy -")
     sections = (planner_section(report) + phase_bars_html(report.phases, report.build_seconds)
                 + "".join(extra_sections or []))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>edgecomp: {esc(m.name)} for {esc(report.target)}</title>
@@ -41,11 +42,11 @@ def render_html(report: BuildReport, extra_sections: list[str] | None = None) ->
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#eee}}img{{max-width:100%}}</style></head><body>
 <h1>{esc(m.name)} &rarr; {esc(report.target)}</h1>
 <p>Hardware profile <b>{esc(report.hardware)}</b>; recipe <b>{esc(' -> '.join(report.recipe) or 'none (fp32 export)')}</b>;
-source model {m.params:,} parameters, {m.macs:,} MACs, accuracy {fmt(m.accuracy, '.2f')}%. Built {esc(report.created)}.</p>
+source model {m.params:,} parameters, {m.macs:,} MACs, {esc(source_accuracy)}. Built {esc(report.created)}.</p>
 <h2>Artifacts</h2><table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{''.join(rows)}</table>
 <p>Parity inputs: {esc(report.parity_inputs)}</p>
 <h2>Stages</h2><table><tr><th>stage</th><th>params</th><th>MACs</th><th>weight bytes</th><th>accuracy %</th><th>seconds</th><th>notes</th></tr>
-<tr><td>source</td><td>{m.params:,}</td><td>{m.macs:,}</td><td>{4 * m.params:,}</td><td>{fmt(m.accuracy, '.2f')}</td><td></td><td></td></tr>{stage_rows}</table>
+<tr><td>source</td><td>{m.params:,}</td><td>{m.macs:,}</td><td>{4 * m.params:,}</td><td>{fmt_accuracy(m.accuracy, m.accuracy_note)}</td><td></td><td></td></tr>{stage_rows}</table>
 <img alt="params, MACs, bytes and accuracy per stage" src="data:image/png;base64,{stage_plot(report)}">
 {sections}
 </body></html>
@@ -63,8 +64,9 @@ def planner_section(report: BuildReport) -> str:
             " -> ".join(c["recipe"]) or "fp32 (untouched)", c["status"], c.get("params") or "-",
             fmt((c.get("predicted_bytes") or 0) / 1e6 if c.get("predicted_bytes") else None, ".4f"),
             fmt((c.get("real_bytes") or 0) / 1e6 if c.get("real_bytes") else None, ".4f"),
-            fmt(c.get("predicted_ms"), ".4f"), fmt(c.get("val_accuracy"), ".2f"), fmt(c.get("accuracy_drop"), ".2f"),
-            "yes" if c.get("pareto") else "", c["reason"])) + "</tr>" for c in cands)
+            fmt(c.get("predicted_ms"), ".4f"), fmt_accuracy(c.get("val_accuracy"), c.get("accuracy_note")),
+            fmt(c.get("accuracy_drop"), ".2f"), "yes" if c.get("pareto") else "",
+            c["reason"] + (" (cut short by --search-time)" if c.get("cut_short") else ""))) + "</tr>" for c in cands)
     plot = planner_plot(report)
     img = f'<img alt="planner candidates" src="data:image/png;base64,{plot}">' if plot else ""
     head = ["recipe", "status", "params", "pred. MB", "real MB", "pred. ms", "val acc %", "acc drop pt", "Pareto",

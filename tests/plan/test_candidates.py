@@ -65,7 +65,7 @@ def test_candidate_configs_are_pinned():
     ([I8, "prune.filter"], ["fp32"], [[], [PF3], [PF5], [PF7]]),  # int8 needs a target that runs int8
     (["separable", I8], ["fp32", "int8"], [[], [I8], ["separable"], ["separable", I8]]),
     (["binarize", "distill", "quantize.fp16", "quantize.dynamic", "prune.epruning"], ["fp32", "fp16", "int8"],
-     [[]]),
+     [[], ["quantize.fp16"]]),  # fp16 joins the search where a target lists it (a data-free option)
 ])
 def test_custom_target_candidates_are_pinned(methods, dtypes, expected):
     assert _described(_target(methods, dtypes)) == expected
