@@ -92,7 +92,8 @@ def _parity_inputs(loaded: LoadedModel, seed: int) -> tuple[np.ndarray, np.ndarr
 
 def _all_class_indices(targets: list) -> bool:
     """Whether every target is one integer class index (then parity also compares top-1 agreement)."""
-    return all(np.ndim(t) == 0 and np.issubdtype(np.asarray(t).dtype, np.integer) for t in targets)
+    return all(not isinstance(t, (tuple, list, dict))  # e.g. (class, box) of a detection-style model
+               and np.ndim(t) == 0 and np.issubdtype(np.asarray(t).dtype, np.integer) for t in targets)
 
 
 def _steps(recipe: str | list[RecipeStep] | None) -> list[RecipeStep]:
@@ -223,6 +224,7 @@ def _load(model: str | None, target: str, opts: BuildOptions):
         name=spec.name, source=loaded.source, params=count_params(loaded.module),
         macs=count_macs(loaded.module, spec.input_shape),
         accuracy=evaluate(loaded.module, data, "test") if data is not None else None,
+        metric=data.metric.name if data is not None and data.metric is not None else None,
     )
     logger.info("  %s: %d params, %d MACs, accuracy %s", spec.name, src.params, src.macs,
                 "n/a" if src.accuracy is None else f"{src.accuracy:.2f}%")

@@ -101,7 +101,9 @@ class ModelRecord(BaseModel):
     source: str = Field(description="Where the model came from (file, factory or built-in).")
     params: int = Field(description="Parameter count.")
     macs: int = Field(description="Multiply-accumulates per inference.")
-    accuracy: float | None = Field(None, description="Top-1 on the test split, percent, if data is known.")
+    accuracy: float | None = Field(None, description="The metric on the test split (top-1 %, or the user's "
+                                                      "--metric), if data is known.")
+    metric: str | None = Field(None, description="Name of the metric behind every accuracy figure, if data is known.")
 
 
 class StageRecord(BaseModel):
