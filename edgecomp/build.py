@@ -349,7 +349,10 @@ def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model,
     if y is not None:
         record.accuracy = float((outputs[0].argmax(1) == y).mean() * 100.0)
     elif ctx.data is not None:
-        record.accuracy = _artifact_metric(outputs, ctx.data, len(x))
+        try:
+            record.accuracy = _artifact_metric(outputs, ctx.data, len(x))
+        except Exception as exc:  # noqa: BLE001 -- the metric scored the PyTorch model; say why not this file
+            record.notes.append(f"metric not measured on this file: {type(exc).__name__}: {exc}")
     p = record.parity
     logger.info("  %s: parity %s (%s)", artifact.format, p.status, p.summary())
     if p.status == "failed" and not opts.allow_parity_failure:

@@ -133,7 +133,8 @@ class ArtifactRecord(BaseModel):
     sha256: str | None = Field(None, description="SHA-256 of the file.")
     export_seconds: float | None = Field(None, description="Time the exporter took.")
     parity: Parity | None = Field(None, description="Parity against the PyTorch model.")
-    accuracy: float | None = Field(None, description="Top-1 of this artifact on the parity inputs, percent.")
+    accuracy: float | None = Field(None, description="Top-1 (percent) of this artifact on the parity inputs, or the "
+                                                      "data's metric when the targets are not class indices.")
     latency: Latency | None = Field(None, description="Host (or device) latency, measured.")
     predicted_latency: Latency | None = Field(None, description="Latency predicted for the target hardware.")
     details: dict[str, Any] = Field(default_factory=dict, description="Format-specific facts (e.g. byte breakdown).")
