@@ -37,8 +37,8 @@ from edgecomp.export.common import ExportedArtifact
 from edgecomp.export.coreml import MACOS_NOTE
 from edgecomp.export.formats import EXPORTERS, FILENAMES
 from edgecomp.export.parity import compare_to_reference, not_run
-from edgecomp.export.runtime import run_artifact
-from edgecomp.finetune import predict
+from edgecomp.export.runtime import run_artifact_outputs
+from edgecomp.finetune import predict_all
 from edgecomp.metrics import evaluate
 from edgecomp.model import LoadedModel, count_macs, count_params, float_network, load_model
 from edgecomp.profile.host import measure_host
@@ -98,7 +98,8 @@ def _describe_data(data) -> str:
 
 def _all_class_indices(targets: list) -> bool:
     """Whether every target is one integer class index (then parity also compares top-1 agreement)."""
-    return all(np.ndim(t) == 0 and np.issubdtype(np.asarray(t).dtype, np.integer) for t in targets)
+    return all(not isinstance(t, (tuple, list, dict))  # e.g. (class, box) of a detection-style model
+               and np.ndim(t) == 0 and np.issubdtype(np.asarray(t).dtype, np.integer) for t in targets)
 
 
 def _steps(recipe: str | list[RecipeStep] | None) -> list[RecipeStep]:
@@ -248,7 +249,7 @@ def _write_bundle(report: BuildReport, loaded: LoadedModel, final, ctx: BuildCon
     timings = timings or Timings()
     with timings.phase("parity:reference"):
         x, y, report.parity_inputs = _parity_inputs(loaded, opts.seed)
-        reference = predict(final, x)
+        reference = predict_all(final, x)  # one array per output, in order
         data = ctx.data
         calibration = data.calibration(seed=opts.seed) if data is not None else x
     cache = ArtifactCache() if cache_enabled(opts.cache) else None
@@ -286,12 +287,14 @@ def _write_bundle(report: BuildReport, loaded: LoadedModel, final, ctx: BuildCon
             raise ExportError("no format could be exported", "see the errors above")
         if ctx.export.settings.get("compressed_form"):  # model.ecz, written by cluster/binarize (compress/ecz.py)
             from edgecomp.export.ecz import bundle_record
-            report.artifacts.append(bundle_record(final, folder, reference, x, report.artifacts, y))
+            report.artifacts.append(bundle_record(final, folder, reference, x, report.artifacts, y,
+                                                  ctx.spec.output_names(), ctx.spec.output_kinds()))
         if planned is not None:
             _check_real_numbers(report, final, ctx, *planned)
         with timings.phase("bundle"):
+            more = {f"y_torch_{j}": r for j, r in enumerate(reference[1:], 1)}  # outputs after the first
             np.savez_compressed(folder / SAMPLES_NAME, x=x, y=y if y is not None else np.zeros(0, np.int64),
-                                y_torch=reference)
+                                y_torch=reference[0], **more)
             manifest = Manifest(schema_version=1, edgecomp_version=__version__, created=report.created,
                                 target=ctx.target.name, model=ctx.spec, files=files)
             write_json(folder / MANIFEST_NAME, manifest)
@@ -336,7 +339,7 @@ def _check_real_numbers(report: BuildReport, final, ctx: BuildContext, planner, 
         raise BudgetMissed("; ".join(misses))
 
 
-def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model, reference: np.ndarray,
+def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model, reference: list[np.ndarray],
                        x: np.ndarray, y: np.ndarray | None, ctx: BuildContext, opts: BuildOptions,
                        folder: Path, timings: Timings) -> ArtifactRecord:
     """The record of an exported artifact: size, parity (+ accuracy), predicted and host latency."""
@@ -352,10 +355,16 @@ def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model,
         logger.info("  %s: parity not run (%s)", artifact.format, record.parity.note)
         return record
     with timings.phase(f"parity:{artifact.format}"):
-        outputs = run_artifact(artifact.format, artifact.path, x, ctx.spec.input_shape, ctx.threads)
-        record.parity = compare_to_reference(reference, outputs, quantized=artifact.dtype != "fp32")
+        outputs = run_artifact_outputs(artifact.format, artifact.path, x, ctx.spec.input_shape, ctx.threads)
+        record.parity = compare_to_reference(reference, outputs, quantized=artifact.dtype != "fp32",
+                                             names=ctx.spec.output_names(), kinds=ctx.spec.output_kinds())
     if y is not None:
-        record.accuracy = float((outputs.argmax(1) == y).mean() * 100.0)
+        record.accuracy = float((outputs[0].argmax(1) == y).mean() * 100.0)
+    elif ctx.data is not None:
+        try:
+            record.accuracy = _artifact_metric(outputs, ctx.data, len(x))
+        except Exception as exc:  # noqa: BLE001 -- the metric scored the PyTorch model; say why not this file
+            record.notes.append(f"metric not measured on this file: {type(exc).__name__}: {exc}")
     p = record.parity
     logger.info("  %s: parity %s (%s)", artifact.format, p.status, p.summary())
     if p.status == "failed" and not opts.allow_parity_failure:
@@ -375,6 +384,22 @@ def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model,
     except EdgecompError as exc:
         record.notes.append(f"host latency not measured: {exc.message}")
     return record
+
+
+def _artifact_metric(outputs: list[np.ndarray], data, n: int) -> float:
+    """The data's metric of an artifact's outputs on the parity inputs (the first ``n`` of the test split), for
+    targets that are not class indices (e.g. class + box): outputs go to the metric as the model returns them."""
+    import torch
+    from torch.utils.data import default_collate
+
+    from edgecomp.metrics import load_metric
+
+    _, targets = data.sample("test", n)
+    metric = (data.metric or load_metric(None)).make()
+    for i in range(0, n, 256):
+        batch = [torch.as_tensor(o[i : i + 256]) for o in outputs]
+        metric.update(batch[0] if len(batch) == 1 else tuple(batch), default_collate(targets[i : i + 256]))
+    return float(metric.compute())
 
 
 def _predict(artifact: ExportedArtifact, model, ctx: BuildContext) -> Latency | None:

@@ -77,6 +77,15 @@ def predict(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 25
     return torch.cat(outs).numpy()
 
 
+def predict_all(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 256) -> list[np.ndarray]:
+    """Every output of the model for ``x`` in eval mode, in order, each a float32 numpy array (one row per input)."""
+    model.eval()
+    xs = torch.as_tensor(x, dtype=torch.float32)
+    with torch.no_grad():
+        batches = [_tensors(model(xs[i : i + batch_size])) for i in range(0, len(xs), batch_size)]
+    return [torch.cat([b[j] for b in batches]).float().numpy() for j in range(len(batches[0]))]
+
+
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 accuracy in percent on in-memory arrays."""
     return float((predict(model, x).argmax(1) == y).mean() * 100.0)

@@ -27,7 +27,7 @@ from edgecomp.errors import ModelLoadError
 from edgecomp.model_files import load_model_file, model_file_kind
 from edgecomp.model_sandbox import trial_load
 from edgecomp.model_vetting import check_finite
-from edgecomp.spec import ModelSpec
+from edgecomp.spec import ModelSpec, OutputSpec
 from edgecomp.user_code import call_user, import_attribute
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def load_model(
         module, spec, data = load_zoo_model()
         if input_shape:
             logger.warning("--input-shape is ignored for the built-in model (%s)", spec.input_shape)
-        return LoadedModel(module, spec, data, f"built-in:{spec.name}")
+        return LoadedModel(module, with_outputs(module, spec), data, f"built-in:{spec.name}")
     from edgecomp.zoo import ZOO
 
     if ref in ZOO:
@@ -120,7 +120,7 @@ def load_model(
 
         module, spec, data = load_zoo_model(ref)
         check_finite(module, ref)
-        return LoadedModel(module, spec, data, f"built-in:{ref}")
+        return LoadedModel(module, with_outputs(module, spec), data, f"built-in:{ref}")
     if ":" in ref and not Path(ref).exists():
         module = _load_factory(ref, weights)
         shape = input_shape or getattr(module, "input_shape", None)
@@ -134,13 +134,59 @@ def load_model(
     check_finite(module, ref)
     try:
         with torch.no_grad():
-            module(torch.zeros(spec.input_shape))
+            outputs = module(torch.zeros(spec.input_shape))
     except Exception as exc:
         raise ModelLoadError(
             f"the model fails on an input of shape {spec.input_shape}: {exc}",
             "check --input-shape against what the model expects",
         ) from exc
-    return LoadedModel(module, spec, None, ref)
+    return LoadedModel(module, with_outputs(module, spec, outputs), None, ref)
+
+
+def output_tensors(outputs: object) -> list[torch.Tensor]:
+    """A model's outputs as a flat list of tensors in order (a tuple, list or dict of tensors, or one tensor)."""
+    if isinstance(outputs, torch.Tensor):
+        return [outputs]
+    if isinstance(outputs, dict):
+        outputs = list(outputs.values())
+    if isinstance(outputs, (tuple, list)):
+        return [t for o in outputs for t in output_tensors(o)]
+    raise ModelLoadError(f"the model returned a {type(outputs).__name__}, not tensors",
+                         "return a tensor, or a tuple of tensors for a model with several outputs")
+
+
+def with_outputs(module: nn.Module, spec: ModelSpec, outputs: object = None) -> ModelSpec:
+    """``spec`` with ``outputs`` filled in: name, shape and kind of every output, from one run of the model.
+
+    Names: the module's ``output_names`` attribute if it has one, else a dict's keys, else ``spec.output_name``
+    for a single output and ``output_0``, ``output_1``, ... for several. Kinds: the module's ``output_kinds``
+    attribute, else 'logits' for a first output of shape (batch, classes) of a classifier and 'values' otherwise.
+    """
+    if outputs is None:
+        with torch.no_grad():
+            outputs = module.eval()(torch.zeros(spec.input_shape))
+    tensors = output_tensors(outputs)
+    names = getattr(module, "output_names", None)
+    if names is None and isinstance(outputs, dict) and len(outputs) == len(tensors):
+        names = [str(k) for k in outputs]
+    if names is None:
+        names = [spec.output_name] if len(tensors) == 1 else [f"output_{j}" for j in range(len(tensors))]
+    kinds = getattr(module, "output_kinds", None)
+    if kinds is None:
+        first_logits = spec.task == "classification" and tensors[0].ndim == 2 and tensors[0].shape[1] > 1
+        kinds = ["logits" if j == 0 and first_logits else "values" for j in range(len(tensors))]
+    names, kinds = [str(n) for n in names], [str(k) for k in kinds]
+    if len(names) != len(tensors) or len(kinds) != len(tensors) or len(set(names)) != len(names):
+        raise ModelLoadError(f"the model returns {len(tensors)} outputs but declares output_names {names} and "
+                             f"output_kinds {kinds}", "give one distinct name and one kind per output, in order")
+    if any(k not in ("logits", "values") for k in kinds):
+        raise ModelLoadError(f"output_kinds {kinds} of the model: each must be 'logits' or 'values'",
+                             "mark class scores 'logits' and anything else 'values'")
+    specs = [OutputSpec(name=n, shape=list(t.shape), kind=k) for n, t, k in zip(names, tensors, kinds, strict=True)]
+    update = {"outputs": specs}
+    if len(specs) == 1:
+        update["output_name"] = specs[0].name
+    return spec.model_copy(update=update)
 
 
 def float_network(model: nn.Module) -> nn.Module:

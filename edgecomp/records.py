@@ -15,8 +15,27 @@ from pydantic import BaseModel, Field
 from edgecomp.timings import Phase
 
 
+class OutputCheck(BaseModel):
+    """Parity of one output tensor of a model with several outputs, under that output's own rule."""
+
+    name: str = Field(description="Output name (the model spec's outputs[].name).")
+    kind: Literal["logits", "values"] = Field(description="logits: class scores (top-1 compared); values: other.")
+    status: Literal["passed", "failed"] = Field(description="Outcome for this output.")
+    shape: list[int] = Field(default_factory=list, description="Shape of the compared outputs, samples first.")
+    max_abs_err: float | None = Field(None, description="Largest elementwise |artifact - torch| of this output.")
+    max_rel_err: float | None = Field(None, description="max_abs_err divided by max |torch output| of this output.")
+    top1_agreement: float | None = Field(None, description="Percent of inputs whose argmax agrees (logits only).")
+    cosine: float | None = Field(None, description="Smallest per-sample cosine similarity of this output.")
+    criterion: str = Field("", description="The rule applied to this output.")
+    note: str = Field("", description="What failed, if anything.")
+
+
 class Parity(BaseModel):
-    """Result of comparing an artifact's outputs with PyTorch's on the same inputs."""
+    """Result of comparing an artifact's outputs with PyTorch's on the same inputs.
+
+    For a model with several outputs, ``outputs`` holds each output's check; the top-level numbers are the worst
+    over them (largest errors, smallest cosine and top-1 agreement of the logits) and any failed output fails it.
+    """
 
     status: Literal["passed", "failed", "not-run"] = Field(description="Outcome of the check.")
     max_abs_err: float | None = Field(None, description="Largest elementwise |artifact - torch|.")
@@ -26,19 +45,32 @@ class Parity(BaseModel):
     samples: int = Field(0, description="Number of inputs compared.")
     criterion: str = Field("", description="The rule applied, e.g. 'allclose(atol=1e-4, rtol=1e-3)'.")
     note: str = Field("", description="Why the check was not run, or what failed.")
+    outputs: list[OutputCheck] = Field(default_factory=list,
+                                       description="Each output's check, for a model with several outputs.")
 
     def summary(self) -> str:
-        """One line of what was measured (and the note, if any), for logs and error messages."""
-        parts = []
-        if self.max_abs_err is not None:
-            parts.append(f"max abs err {self.max_abs_err:.3e}")
-        if self.top1_agreement is not None:
-            parts.append(f"top-1 agreement {self.top1_agreement:.1f}%")
-        if self.cosine is not None:
-            parts.append(f"min cosine {self.cosine:.4f}")
-        if self.note:
-            parts.append(self.note)
-        return ", ".join(parts) + (f"; rule {self.criterion}" if self.criterion else "")
+        """One line of what was measured (and the note, if any), for logs and error messages; per output for a
+        model with several outputs."""
+        if self.outputs:
+            per_output = [f"{o.name} {o.status}: " + _measured(o.max_abs_err, o.top1_agreement, o.cosine, o.note)
+                          + (f" (rule {o.criterion})" if o.criterion else "") for o in self.outputs]
+            return "; ".join(per_output)
+        text = _measured(self.max_abs_err, self.top1_agreement, self.cosine, self.note)
+        return text + (f"; rule {self.criterion}" if self.criterion else "")
+
+
+def _measured(max_abs_err: float | None, top1: float | None, cosine: float | None, note: str) -> str:
+    """What a parity check measured, in words: errors, agreement, cosine and the note."""
+    parts = []
+    if max_abs_err is not None:
+        parts.append(f"max abs err {max_abs_err:.3e}")
+    if top1 is not None:
+        parts.append(f"top-1 agreement {top1:.1f}%")
+    if cosine is not None:
+        parts.append(f"min cosine {cosine:.4f}")
+    if note:
+        parts.append(note)
+    return ", ".join(parts)
 
 
 class Latency(BaseModel):
@@ -107,7 +139,8 @@ class ArtifactRecord(BaseModel):
     sha256: str | None = Field(None, description="SHA-256 of the file.")
     export_seconds: float | None = Field(None, description="Time the exporter took.")
     parity: Parity | None = Field(None, description="Parity against the PyTorch model.")
-    accuracy: float | None = Field(None, description="Top-1 of this artifact on the parity inputs, percent.")
+    accuracy: float | None = Field(None, description="Top-1 (percent) of this artifact on the parity inputs, or the "
+                                                      "data's metric when the targets are not class indices.")
     latency: Latency | None = Field(None, description="Host (or device) latency, measured.")
     predicted_latency: Latency | None = Field(None, description="Latency predicted for the target hardware.")
     details: dict[str, Any] = Field(default_factory=dict, description="Format-specific facts (e.g. byte breakdown).")

@@ -39,6 +39,18 @@ class ImagePreprocess(BaseModel):
     layout: Literal["NCHW", "NHWC"] = Field("NCHW", description="Layout of the tensor handed to the model.")
 
 
+class OutputSpec(BaseModel):
+    """One output tensor of the PyTorch model, in the order the model returns them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Name of the output tensor in exported models (ONNX, CoreML).")
+    shape: list[int] = Field(description="Shape for the spec's input shape, batch first, e.g. [1, 10].")
+    kind: Literal["logits", "values"] = Field(
+        "values", description="logits: class scores (argmax = class; parity also compares top-1); values: anything "
+                              "else (box coordinates, embeddings), compared value by value.")
+
+
 class ModelSpec(BaseModel):
     """A model's name and I/O contract: input shape and layout, normalisation, labels."""
 
@@ -49,10 +61,21 @@ class ModelSpec(BaseModel):
     input_shape: list[int] = Field(description="Input shape in the model's layout, batch first, e.g. [1, 1, 8, 8].")
     layout: Literal["NCHW", "NHWC", "NC"] = Field("NCHW", description="Input layout of the PyTorch model.")
     dtype: Literal["float32"] = Field("float32", description="Input dtype of the PyTorch model.")
-    output_name: str = Field("logits", description="Name of the output tensor in exported models.")
+    output_name: str = Field("logits", description="Name of the output tensor in exported models (one output).")
+    outputs: list[OutputSpec] | None = Field(
+        None, description="Every output tensor in order (name, shape, kind), filled in when the model is loaded; "
+                          "None: one output called output_name.")
     task: Literal["classification", "other"] = Field("classification", description="What the output means.")
     normalization: Normalization | None = Field(None, description="Pre-processing, if known.")
     image_preprocess: ImagePreprocess | None = Field(
         None, description="How image files were turned into inputs (image-folder data), if known."
     )
     labels: list[str] | None = Field(None, description="Class names in output order, if known.")
+
+    def output_names(self) -> list[str]:
+        """Names of the model's outputs in order: those of ``outputs``, else ``[output_name]``."""
+        return [o.name for o in self.outputs] if self.outputs else [self.output_name]
+
+    def output_kinds(self) -> list[str] | None:
+        """Kind of each output in order ('logits' or 'values'), or None when ``outputs`` is not known."""
+        return [o.kind for o in self.outputs] if self.outputs else None

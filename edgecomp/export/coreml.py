@@ -46,7 +46,7 @@ def export_coreml(model: nn.Module, spec: ModelSpec, options: ExportOptions, pat
         mlmodel = ct.convert(
             traced,
             inputs=[ct.TensorType(name=spec.input_name, shape=tuple(spec.input_shape))],
-            outputs=[ct.TensorType(name=spec.output_name)],
+            outputs=[ct.TensorType(name=name) for name in spec.output_names()],
             convert_to="mlprogram",
             compute_precision=ct.precision.FLOAT16 if options.dtype == "fp16" else ct.precision.FLOAT32,
             minimum_deployment_target=ct.target.iOS15,

@@ -16,19 +16,20 @@ import torch
 from edgecomp.bundle import sha256_of
 from edgecomp.compress.ecz import ECZ_NAME, EczError, read_ecz, write_ecz
 from edgecomp.export.parity import compare_to_reference
-from edgecomp.finetune import predict
+from edgecomp.finetune import predict_all
 from edgecomp.records import ArtifactRecord
 
 logger = logging.getLogger(__name__)
 
 
-def bundle_record(model: torch.nn.Module, folder: Path, reference: np.ndarray, x: np.ndarray,
-                  artifacts: list, y: np.ndarray | None = None) -> ArtifactRecord:
+def bundle_record(model: torch.nn.Module, folder: Path, reference: np.ndarray | list[np.ndarray], x: np.ndarray,
+                  artifacts: list, y: np.ndarray | None = None, names: list[str] | None = None,
+                  kinds: list[str] | None = None) -> ArtifactRecord:
     """Write ``model.ecz`` into a bundle folder, prove it decodes exactly, and return its ArtifactRecord.
 
     The decoded weights are compared tensor by tensor with the model's (any difference is an
     EczError) and loaded into a copy of the model whose outputs on ``x`` are compared with
-    ``reference``; ``details`` hold the byte breakdown and the ratio to each fp32 model file.
+    ``reference`` (one array per output, named ``names``, of ``kinds``); ``details`` hold the byte breakdown and the ratio to each fp32 model file.
     """
     path = Path(folder) / ECZ_NAME
     state = model.state_dict()
@@ -47,11 +48,11 @@ def bundle_record(model: torch.nn.Module, folder: Path, reference: np.ndarray, x
     for a in artifacts:
         if a.bytes and a.dtype == "fp32":
             details[f"ratio_{a.format}_fp32_to_ecz"] = a.bytes / summary.bytes
-    outputs = predict(clone, x)
+    outputs = predict_all(clone, x)
     record = ArtifactRecord(
         format="ecz", path=ECZ_NAME, dtype="compressed", bytes=summary.bytes, sha256=sha256_of(path),
-        parity=compare_to_reference(reference, outputs), details=details,
-        accuracy=None if y is None else float((outputs.argmax(1) == y).mean() * 100.0),
+        parity=compare_to_reference(reference, outputs, names=names, kinds=kinds), details=details,
+        accuracy=None if y is None else float((outputs[0].argmax(1) == y).mean() * 100.0),
         notes=[("edgecomp's compressed weights (codebooks + Huffman-coded indices and sparse positions, packed "
                "binary weights): not a runtime format; edgecomp.compress.ecz.read_ecz rebuilds the exact "
                "state_dict, the graph is in the bundle's model files"),

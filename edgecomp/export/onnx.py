@@ -50,7 +50,7 @@ def export_onnx(model: nn.Module, spec: ModelSpec, options: ExportOptions, path:
 
 
 def _torch_onnx_export(model: nn.Module, example: tuple, path: Path, spec: ModelSpec) -> None:
-    names = {"input_names": [spec.input_name], "output_names": [spec.output_name]}
+    names = {"input_names": [spec.input_name], "output_names": spec.output_names()}
     if isinstance(model, torch.jit.ScriptModule):
         torch.onnx.export(model, example, str(path), dynamo=False, opset_version=OPSET, **names)
         return

@@ -6,6 +6,10 @@ There are two rules because they answer two questions, and their thresholds diff
   model computes, on real evaluation inputs? fp32 artifacts must match elementwise within
   ``ATOL + RTOL * |reference|`` like ``numpy.allclose``; quantized artifacts are judged against their own
   fake-quant reference by top-1 agreement (percent) and the *smallest* per-sample cosine similarity.
+  A model with several outputs has each output judged on its own: class logits by that rule, other values
+  (box coordinates, embeddings) by allclose in fp32 and, quantized, by the smallest cosine and a largest
+  error of ``MAX_QUANT_VALUE_ERR`` times that output's largest magnitude (its own scale: boxes in [0, 1] and
+  logits in the tens are not held to one absolute number).
 * :func:`compare_across_machines` (``verify``): does the same artifact give the same outputs on another
   architecture as on the host? Float artifacts must agree within ``ATOL + RTOL * max|host output|`` (the
   tolerance scales with the outputs); quantized ones (int8, fp16, binary) may round differently on ARM
@@ -21,13 +25,16 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, Field
 
-from edgecomp.records import Parity
+from edgecomp.records import OutputCheck, Parity
 
 ATOL = 1e-4
 RTOL = 1e-3
 MIN_TOP1_PERCENT = 99.0
 MIN_COSINE = 0.99
 FLOAT_DTYPES = ("fp32",)
+MAX_QUANT_VALUE_ERR = 0.05
+"""Quantized 'values' outputs: largest |artifact - reference| allowed, as a fraction of max |reference| of that
+output (int8 rounds each output to 1/255 of its range; a few such steps pass, a wrong head does not)."""
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -56,17 +63,69 @@ def _non_finite(name: str, values: np.ndarray) -> str:
 
 
 # -- build: an artifact against its PyTorch reference ---------------------------------------------------------
-def compare_to_reference(reference: np.ndarray, outputs: np.ndarray, quantized: bool = False) -> Parity:
-    """Compare outputs with the reference: allclose for float artifacts, top-1 and minimum cosine for quantized.
+def compare_to_reference(reference: np.ndarray | list[np.ndarray], outputs: np.ndarray | list[np.ndarray],
+                         quantized: bool = False, names: list[str] | None = None,
+                         kinds: list[str] | None = None) -> Parity:
+    """Compare an artifact's outputs with the PyTorch reference (one array, or a list with one per output).
 
-    Outputs or a reference holding NaN/Inf, and empty outputs, fail with a note saying so.
+    One output: allclose for float artifacts, top-1 and minimum cosine for quantized. Several: each output under
+    its own rule (see the module docstring; ``kinds[j]`` 'logits' or 'values', by default the first output is
+    logits), recorded in ``Parity.outputs``; the worst output decides the status. Outputs or a reference holding
+    NaN/Inf, empty outputs, and a different number of outputs fail with a note saying so.
     """
+    refs = reference if isinstance(reference, (list, tuple)) else [reference]
+    outs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    if len(refs) == 1 and len(outs) == 1:
+        return _compare_one(refs[0], outs[0], quantized)
+    names = names or [f"output_{j}" for j in range(len(refs))]
+    kinds = kinds or ["logits" if j == 0 else "values" for j in range(len(refs))]
+    if len(outs) != len(refs):
+        return Parity(status="failed", samples=len(refs[0]), criterion="one result per output",
+                      note=f"the artifact has {len(outs)} output(s), the PyTorch model {len(refs)} ({', '.join(names)})")
+    checks = [_check_output(name, kind, ref, out, quantized)
+              for name, kind, ref, out in zip(names, kinds, refs, outs, strict=True)]
+    failed = [c.name for c in checks if c.status == "failed"]
+
+    def worst(values: list[float | None], pick) -> float | None:
+        known = [v for v in values if v is not None]
+        return pick(known) if known else None
+
+    return Parity(
+        status="failed" if failed else "passed", samples=len(refs[0]), outputs=checks,
+        max_abs_err=worst([c.max_abs_err for c in checks], max), max_rel_err=worst([c.max_rel_err for c in checks], max),
+        top1_agreement=worst([c.top1_agreement for c in checks], min), cosine=worst([c.cosine for c in checks], min),
+        criterion="each output by its own rule (see outputs)",
+        note=f"output(s) failed: {', '.join(failed)}" if failed else "",
+    )
+
+
+def _check_output(name: str, kind: str, reference: np.ndarray, outputs: np.ndarray, quantized: bool) -> OutputCheck:
+    """One output of a model with several outputs, under the rule for its kind."""
+    logits = kind == "logits"
+    if not quantized:
+        p = _compare_one(reference, outputs, False)
+    elif logits:
+        p = _compare_one(reference, outputs, True)
+    else:
+        p = _compare_one(reference, outputs, True, value_tolerance=MAX_QUANT_VALUE_ERR)
+    return OutputCheck(name=name, kind="logits" if logits else "values", status="passed" if p.status == "passed"
+                       else "failed", shape=list(np.shape(outputs)), max_abs_err=p.max_abs_err,
+                       max_rel_err=p.max_rel_err, top1_agreement=p.top1_agreement if logits else None,
+                       cosine=p.cosine, criterion=p.criterion, note=p.note)
+
+
+def _compare_one(reference: np.ndarray, outputs: np.ndarray, quantized: bool,
+                 value_tolerance: float | None = None) -> Parity:
+    """One output against its reference: allclose; quantized, top-1 and cosine (logits) or cosine and a largest
+    error of ``value_tolerance`` x max|reference| (values)."""
     ref = reference.reshape(len(reference), -1).astype(np.float64)
     out = outputs.reshape(len(outputs), -1).astype(np.float64)
-    if quantized:
+    if not quantized:
+        criterion = f"allclose(atol={ATOL}, rtol={RTOL})"
+    elif value_tolerance is None:
         criterion = f"top1 >= {MIN_TOP1_PERCENT}% and cosine >= {MIN_COSINE}"
     else:
-        criterion = f"allclose(atol={ATOL}, rtol={RTOL})"
+        criterion = f"max abs err <= {value_tolerance:g} * max|reference| and cosine >= {MIN_COSINE}"
     if ref.shape != out.shape:
         return Parity(status="failed", samples=len(ref), criterion=criterion,
                       note=f"shape {out.shape} != reference {ref.shape}")
@@ -81,10 +140,12 @@ def compare_to_reference(reference: np.ndarray, outputs: np.ndarray, quantized: 
     scale = float(np.abs(ref).max()) or 1.0
     top1 = top1_agreement(out, ref) * 100.0
     cosine = float(cosine_rows(out, ref).min())
-    if quantized:
+    if not quantized:
+        ok = bool(np.all(err <= ATOL + RTOL * np.abs(ref)))
+    elif value_tolerance is None:
         ok = top1 >= MIN_TOP1_PERCENT and cosine >= MIN_COSINE
     else:
-        ok = bool(np.all(err <= ATOL + RTOL * np.abs(ref)))
+        ok = cosine >= MIN_COSINE and max_abs <= value_tolerance * scale
     return Parity(
         status="passed" if ok else "failed", max_abs_err=max_abs, max_rel_err=max_abs / scale,
         top1_agreement=top1, cosine=cosine, samples=len(ref), criterion=criterion,
@@ -118,8 +179,13 @@ def cross_machine_criterion(dtype: str) -> str:
     return f"top-1 agreement >= {MIN_TOP1_PERCENT / 100:.0%} and mean cosine >= {MIN_COSINE}"
 
 
-def compare_across_machines(host: np.ndarray, other: np.ndarray, dtype: str, index: int = 0) -> OutputParity:
-    """Compare one output (first axis = samples) of an artifact whose weights are of ``dtype``."""
+def compare_across_machines(host: np.ndarray, other: np.ndarray, dtype: str, index: int = 0,
+                            logits: bool | None = None) -> OutputParity:
+    """Compare one output (first axis = samples) of an artifact whose weights are of ``dtype``.
+
+    Top-1 agreement is measured for class logits: outputs the manifest marks ``logits`` (``logits=True``), or,
+    when the manifest does not say (``logits=None``), any 2-D output with more than one column.
+    """
     host = np.asarray(host, np.float32)
     other = np.asarray(other, np.float32)
     if host.shape != other.shape:
@@ -128,7 +194,8 @@ def compare_across_machines(host: np.ndarray, other: np.ndarray, dtype: str, ind
     diff = np.abs(host.astype(np.float64) - other.astype(np.float64))
     max_err = float(diff.max()) if diff.size and finite else float("inf")
     cos = cosine_rows(host, other) if len(host) else np.ones(1)
-    top1 = top1_agreement(host, other) if host.ndim == 2 and host.shape[1] > 1 else None
+    is_logits = host.ndim == 2 and host.shape[1] > 1 if logits is None else logits and host.ndim == 2
+    top1 = top1_agreement(host, other) if is_logits else None
     if dtype in FLOAT_DTYPES:
         tol = ATOL + RTOL * float(np.abs(host).max(initial=0.0))
         passed = finite and max_err <= tol

@@ -29,6 +29,9 @@ def console_table(report: BuildReport) -> str:
             fmt(p.top1_agreement if p else None, ".1f"), fmt(a.accuracy, ".2f"),
             fmt(lat.p50_ms if lat else None, ".3f"), lat.source if lat else "-",
         ))
+        for o in (p.outputs if p else []):  # a model with several outputs: each one's parity
+            rows.append(("", "", "", f"  {o.name}: {o.status}", fmt(o.max_abs_err, ".2e"),
+                         fmt(o.top1_agreement, ".1f"), "", "", ""))
         if a.predicted_latency:
             rows.append(("", "", "", "", "", "", "", fmt(a.predicted_latency.p50_ms, ".3f"),
                          a.predicted_latency.source))

@@ -24,6 +24,10 @@ def render_html(report: BuildReport, extra_sections: list[str] | None = None) ->
                  fmt(p.max_abs_err if p else None, ".2e"), fmt(p.top1_agreement if p else None, ".1f"),
                  fmt(a.accuracy, ".2f"), fmt(lat.p50_ms if lat else None), lat.source if lat else "-"]
         rows.append("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in cells) + "</tr>")
+        for o in (p.outputs if p else []):  # a model with several outputs: each one's parity and rule
+            sub = ["", "", "", f"{o.name}: {o.status}", fmt(o.max_abs_err, ".2e"), fmt(o.top1_agreement, ".1f"),
+                   "", "", o.criterion]
+            rows.append("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in sub) + "</tr>")
         notes = (([f"cached from {a.measured_at}"] if a.cached else []) + a.notes
                  + ([p.note] if p and p.note else []))
         if notes:

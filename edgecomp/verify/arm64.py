@@ -149,7 +149,8 @@ def verify_bundle(bundle: str | Path, arch: str = "arm64", root: Path | None = N
         land.run(str(WORKER), str(arm_req), cpu=cpu, timeout=timeout)
         host_meta, host_out = _load(folder, "host")
         arm_meta, arm_out = _load(folder, "arm64")
-    artifacts = [_judge(i, f, host_meta["models"][i], arm_meta["models"][i], host_out, arm_out)
+    kinds = read_manifest(bundle).model.output_kinds()  # which outputs are class logits (top-1 compared)
+    artifacts = [_judge(i, f, host_meta["models"][i], arm_meta["models"][i], host_out, arm_out, kinds)
                  for i, f in enumerate(files)]
     return VerifyReport(bundle=str(bundle), target=target, arch=arch, cpu=cpu, samples=len(x),
                         host=host_meta["versions"], emulated=arm_meta["versions"], artifacts=artifacts,
@@ -157,7 +158,8 @@ def verify_bundle(bundle: str | Path, arch: str = "arm64", root: Path | None = N
                         passed=all(a.passed for a in artifacts))
 
 
-def _judge(i: int, entry: FileEntry, host: dict, arm: dict, host_out: dict, arm_out: dict) -> ArtifactParity:
+def _judge(i: int, entry: FileEntry, host: dict, arm: dict, host_out: dict, arm_out: dict,
+           kinds: list[str] | None = None) -> ArtifactParity:
     base = {"path": entry.path, "format": entry.format, "dtype": entry.dtype,
             "rule": cross_machine_criterion(entry.dtype)}
     for side, meta in (("host", host), ("arm64", arm)):
@@ -166,7 +168,9 @@ def _judge(i: int, entry: FileEntry, host: dict, arm: dict, host_out: dict, arm_
     if host["n_outputs"] != arm["n_outputs"]:
         return ArtifactParity(**base, input=arm["input"], passed=False,
                               error=f"{host['n_outputs']} outputs on the host, {arm['n_outputs']} on arm64")
-    outputs = [compare_across_machines(host_out[f"m{i}_o{j}"], arm_out[f"m{i}_o{j}"], entry.dtype, j)
+    known = kinds is not None and len(kinds) == host["n_outputs"]  # the manifest says which outputs are logits
+    outputs = [compare_across_machines(host_out[f"m{i}_o{j}"], arm_out[f"m{i}_o{j}"], entry.dtype, j,
+                                       logits=kinds[j] == "logits" if known else None)
                for j in range(host["n_outputs"])]
     return ArtifactParity(**base, input=arm["input"], outputs=outputs, passed=all(o.passed for o in outputs))
 

@@ -45,6 +45,9 @@ data class FileEntry(
     val outputs: List<TensorInfo>
 )
 
+/** One output of the model, in the order the model files return them; [kind] is "logits" or "values". */
+data class OutputSpec(val name: String, val shape: List<Int>, val kind: String)
+
 /** The model's I/O contract. */
 data class ModelSpec(
     val name: String,
@@ -52,7 +55,8 @@ data class ModelSpec(
     val layout: Layout,
     val task: String,
     val normalization: Normalization?,
-    val labels: List<String>?
+    val labels: List<String>?,
+    val outputs: List<OutputSpec>? = null
 )
 
 /** edgecomp.json: what the app needs to load and feed a bundle's model. */
@@ -98,7 +102,14 @@ private fun parseModelSpec(json: JSONObject) = ModelSpec(
     layout = layoutOf(json.optString("layout", "NCHW")),
     task = json.optString("task", "classification"),
     normalization = json.optJSONObject("normalization")?.let(::parseNormalization),
-    labels = json.optJSONArray("labels")?.strings()
+    labels = json.optJSONArray("labels")?.strings(),
+    outputs = json.optJSONArray("outputs")?.objects()?.map(::parseOutputSpec)
+)
+
+private fun parseOutputSpec(json: JSONObject) = OutputSpec(
+    name = json.getString("name"),
+    shape = json.getJSONArray("shape").ints(),
+    kind = json.optString("kind", "values")
 )
 
 private fun parseNormalization(json: JSONObject) = Normalization(
