@@ -18,9 +18,17 @@ def fmt_accuracy(v: float | None, note: str | None = None) -> str:
     return format(v, ".2f") if v is not None else (note or "-")
 
 
+def metric_label(report: BuildReport) -> tuple[str, str]:
+    """(name, unit) of the metric behind the report's accuracy figures: ('top1', '%') unless --metric said else."""
+    name = report.model.metric or "top1"
+    return name, "%" if name in ("top1", "top5") else ""
+
+
 def console_table(report: BuildReport) -> str:
     """The closing table printed by the CLI: one row per artifact."""
-    rows = [("format", "dtype", "MB", "parity", "max abs err", "top-1 agree", "acc %", "p50 ms", "source")]
+    name, unit = metric_label(report)
+    head = "acc %" if name == "top1" else f"{name} {unit}".strip()
+    rows = [("format", "dtype", "MB", "parity", "max abs err", "top-1 agree", head, "p50 ms", "source")]
     for a in report.artifacts:
         p, lat = a.parity, a.latency
         rows.append((
@@ -54,15 +62,20 @@ def plan_candidates(report: BuildReport) -> list[dict]:
     return [c.model_dump() if isinstance(c, BaseModel) else c for c in cands]
 
 
-def _lost_to(c: dict, chosen: dict) -> str:
+def _lost_to(c: dict, chosen: dict, metric: tuple[str, str] = ("top1", "%")) -> str:
     """Why a feasible candidate lost to the chosen one: accuracy first, then size, then latency."""
-    acc = f"val accuracy {c['val_accuracy']:.2f}%"
+    acc = _val(c, metric)
     if round(c["val_accuracy"], 2) != round(chosen.get("val_accuracy") or 0.0, 2):
         return f"{acc}, less accurate than the chosen one"
     if c["predicted_bytes"] != chosen["predicted_bytes"]:
         return (f"{acc}, as accurate as the chosen one but larger ({c['predicted_bytes'] / 1e6:.4f} MB vs "
                 f"{chosen['predicted_bytes'] / 1e6:.4f} MB)")
     return f"{acc}, as accurate and as large as the chosen one but slower ({c['predicted_ms']:.4f} ms)"
+
+
+def _val(c: dict, metric: tuple[str, str]) -> str:
+    name, unit = metric
+    return f"val {'accuracy' if name == 'top1' else name} {c['val_accuracy']:.2f}{unit}"
 
 
 def explain_plan(report: BuildReport) -> str:
@@ -74,6 +87,7 @@ def explain_plan(report: BuildReport) -> str:
         f"latency <= {b['latency_ms']} ms on {report.hardware}" if b.get("latency_ms") is not None else "",
         f"accuracy drop <= {b['accuracy_drop_pct']} pt" if b.get("accuracy_drop_pct") is not None else "") if x)
     label = lambda c: " -> ".join(c["recipe"]) or "fp32 (untouched)"
+    metric = metric_label(report)
     lines = [f"planner: budgets {budget or 'none'}; {len(cands)} candidates"]
     by_status: dict[str, list[dict]] = {}
     for c in cands:
@@ -82,7 +96,7 @@ def explain_plan(report: BuildReport) -> str:
     for c in chosen:
         feasible = len(by_status.get("feasible", [])) + 1
         measured = c.get("val_accuracy") is not None
-        acc = f"val accuracy {c['val_accuracy']:.2f}%" if measured else (c.get("accuracy_note") or "accuracy n/a")
+        acc = _val(c, metric) if measured else (c.get("accuracy_note") or "accuracy not measured")
         why = "the most accurate" if measured else "the least invasive"
         lines.append(f"  chosen   {label(c)}: {acc}, predicted {c['predicted_bytes'] / 1e6:.4f} MB, "
                      f"{c['predicted_ms']:.4f} ms; {why} of {feasible} that meet every budget")
@@ -99,7 +113,7 @@ def explain_plan(report: BuildReport) -> str:
             lines.append(f"  {status:8s} {len(group)} other candidates: {reasons.pop()}")
             continue
         for c in group[:6]:
-            why = c["reason"] or (_lost_to(c, chosen[0]) if chosen and c.get("val_accuracy") is not None else "")
+            why = c["reason"] or (_lost_to(c, chosen[0], metric) if chosen and c.get("val_accuracy") is not None else "")
             lines.append(f"  {status:8s} {label(c)}: {why}")
         if len(group) > 6:
             lines.append(f"  ... and {len(group) - 6} more {status} (see report.json)")

@@ -8,15 +8,22 @@ from __future__ import annotations
 import html
 
 from edgecomp.records import BuildReport
-from edgecomp.report.console import explain_plan, fmt, fmt_accuracy, plan_candidates
+from edgecomp.report.console import explain_plan, fmt, fmt_accuracy, metric_label, plan_candidates
 from edgecomp.report.plots import planner_plot, stage_plot
 from edgecomp.timings import phase_bars_html
+
+
+def _metric_head(report: BuildReport) -> str:
+    """Column head for the report's metric: 'accuracy %' for top-1, else the metric's name (and unit)."""
+    name, unit = metric_label(report)
+    return "accuracy %" if name == "top1" else f"{name} {unit}".strip()
 
 
 def render_html(report: BuildReport, extra_sections: list[str] | None = None) -> str:
     """A self-contained HTML page (plots inlined as PNG) for the report."""
     esc = html.escape
-    head = ["format", "dtype", "bytes", "parity", "max abs err", "top-1 agree %", "accuracy %", "p50 ms", "source"]
+    head = ["format", "dtype", "bytes", "parity", "max abs err", "top-1 agree %", _metric_head(report), "p50 ms",
+            "source"]
     rows = []
     for a in report.artifacts:
         p, lat = a.parity, a.latency
@@ -38,7 +45,11 @@ def render_html(report: BuildReport, extra_sections: list[str] | None = None) ->
         f"<td>{s.seconds:.1f}</td><td>{esc('; '.join(s.notes))}</td></tr>" for s in report.stages
     )
     m = report.model
-    source_accuracy = f"accuracy {m.accuracy:.2f}%" if m.accuracy is not None else (m.accuracy_note or "accuracy -")
+    name, unit = metric_label(report)
+    source_accuracy = (f"{'accuracy' if name == 'top1' else name} {m.accuracy:.2f}{unit} on the test split"
+                       if m.accuracy is not None else (m.accuracy_note or "accuracy -"))
+    if m.data:
+        source_accuracy += f"; data: {m.data}"
     sections = (planner_section(report) + phase_bars_html(report.phases, report.build_seconds)
                 + "".join(extra_sections or []))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>edgecomp: {esc(m.name)} for {esc(report.target)}</title>
@@ -49,7 +60,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#e
 source model {m.params:,} parameters, {m.macs:,} MACs, {esc(source_accuracy)}. Built {esc(report.created)}.</p>
 <h2>Artifacts</h2><table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{''.join(rows)}</table>
 <p>Parity inputs: {esc(report.parity_inputs)}</p>
-<h2>Stages</h2><table><tr><th>stage</th><th>params</th><th>MACs</th><th>weight bytes</th><th>accuracy %</th><th>seconds</th><th>notes</th></tr>
+<h2>Stages</h2><table><tr><th>stage</th><th>params</th><th>MACs</th><th>weight bytes</th><th>{esc(_metric_head(report))}</th><th>seconds</th><th>notes</th></tr>
 <tr><td>source</td><td>{m.params:,}</td><td>{m.macs:,}</td><td>{4 * m.params:,}</td><td>{fmt_accuracy(m.accuracy, m.accuracy_note)}</td><td></td><td></td></tr>{stage_rows}</table>
 <img alt="params, MACs, bytes and accuracy per stage" src="data:image/png;base64,{stage_plot(report)}">
 {sections}
@@ -73,7 +84,7 @@ def planner_section(report: BuildReport) -> str:
             c["reason"] + (" (cut short by --search-time)" if c.get("cut_short") else ""))) + "</tr>" for c in cands)
     plot = planner_plot(report)
     img = f'<img alt="planner candidates" src="data:image/png;base64,{plot}">' if plot else ""
-    head = ["recipe", "status", "params", "pred. MB", "real MB", "pred. ms", "val acc %", "acc drop pt", "Pareto",
+    head = ["recipe", "status", "params", "pred. MB", "real MB", "pred. ms", "val " + _metric_head(report), "drop pt", "Pareto",
             "reason"]
     return (f"<h2>Planner</h2><pre>{esc(explain_plan(report))}</pre>{img}<table><tr>"
             + "".join(f"<th>{h}</th>" for h in head) + f"</tr>{rows}</table>")

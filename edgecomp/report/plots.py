@@ -12,6 +12,12 @@ from edgecomp.records import BuildReport
 from edgecomp.report.console import plan_candidates
 
 
+def _metric_title(report: BuildReport) -> str:
+    """'accuracy %' for top-1, else the metric's name (top5 %, or the user's --metric)."""
+    name = report.model.metric or "top1"
+    return "accuracy %" if name == "top1" else (f"{name} %" if name == "top5" else name)
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
@@ -36,7 +42,7 @@ def stage_plot(report: BuildReport) -> str:
     weight_bytes = [4 * report.model.params] + [s.weight_bytes for s in report.stages]
     files = [a for a in report.artifacts if a.bytes]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3))
-    for ax, values, title in zip(axes[[0, 1, 3]], (params, macs, acc), ("parameters", "MACs", "accuracy %")):
+    for ax, values, title in zip(axes[[0, 1, 3]], (params, macs, acc), ("parameters", "MACs", _metric_title(report))):
         ax.bar(names, [v or 0 for v in values], color="#4a7bb7")
         ax.set_title(title)
         ax.tick_params(axis="x", rotation=30)
@@ -114,7 +120,7 @@ def planner_plot(report: BuildReport) -> str | None:
     _budget_line(ax2, b.get("accuracy_drop_pct"), max(max(drops), 0.1), True, "accuracy budget (pt)")
     ax1.set(xlabel="predicted size (MB)", ylabel=f"predicted latency on {report.hardware} (ms)",
             title="candidates: size vs latency")
-    ax2.set(xlabel="predicted size (MB)", ylabel="test accuracy drop (pt)", title="candidates: size vs accuracy")
+    ax2.set(xlabel="predicted size (MB)", ylabel=f"test {'accuracy' if (report.model.metric or 'top1') == 'top1' else report.model.metric} drop (pt)", title="candidates: size vs accuracy")
     for status, colour in colours.items():
         ax1.scatter([], [], color=colour, label=status)
     ax1.scatter([], [], color="w", edgecolors="k", label="on the size-latency-accuracy front")
