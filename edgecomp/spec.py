@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class Normalization(BaseModel):
@@ -37,6 +37,18 @@ class ImagePreprocess(BaseModel):
     center_crop: list[int] | None = Field(None, description="[H, W] cut from the centre after resizing.")
     interpolation: Literal["bilinear", "nearest", "bicubic"] = Field("bilinear", description="Resampling filter.")
     layout: Literal["NCHW", "NHWC"] = Field("NCHW", description="Layout of the tensor handed to the model.")
+
+    @field_validator("resize", "center_crop")
+    @classmethod
+    def _positive_sizes(cls, value: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        """resize is [S] or [H, W], center_crop is [H, W]; every size is positive."""
+        if value is None:
+            return value
+        counts = (1, 2) if info.field_name == "resize" else (2,)
+        if len(value) not in counts or any(v <= 0 for v in value):
+            raise ValueError(f"{info.field_name} must be {' or '.join(f'{n} positive size(s)' for n in counts)}, "
+                             f"got {value}")
+        return value
 
 
 class ModelSpec(BaseModel):
