@@ -44,10 +44,9 @@ class ImagePreprocess(BaseModel):
         """resize is [S] or [H, W], center_crop is [H, W]; every size is positive."""
         if value is None:
             return value
-        counts = (1, 2) if info.field_name == "resize" else (2,)
+        counts, form = ((1, 2), "[S] or [H, W]") if info.field_name == "resize" else ((2,), "[H, W]")
         if len(value) not in counts or any(v <= 0 for v in value):
-            raise ValueError(f"{info.field_name} must be {' or '.join(f'{n} positive size(s)' for n in counts)}, "
-                             f"got {value}")
+            raise ValueError(f"{info.field_name} must be {form} of positive sizes, got {value}")
         return value
 
 

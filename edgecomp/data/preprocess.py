@@ -5,7 +5,7 @@ The recipe has two halves, both recorded in the bundle's edgecomp.json so apps d
 (``edgecomp.spec.Normalization``: ``x = (raw * scale - mean[c]) / std[c]``, raw being the 8-bit pixel value).
 
 Applied in this order, by Pillow: convert to RGB (or L), resize, centre-crop, then as float32: reorder the
-channels (BGR), normalise, and lay out as CHW (NCHW models) or HWC (NHWC). The Android demo's
+channels (BGR), normalise (mean and std are per channel of the result, so in B, G, R order for BGR), and lay out as CHW (NCHW models) or HWC (NHWC). The Android demo's
 ``Preprocessor.kt`` implements the same steps (its resampling mirrors Pillow's), and
 ``tests/data/test_preprocess_contract.py`` holds the two to the same numbers.
 """
