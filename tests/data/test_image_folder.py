@@ -23,10 +23,6 @@ from tests.data.folder_helpers import CLASSES, image, make_folder
 SPEC = ModelSpec(name="m", input_shape=[1, 3, 16, 16])
 
 
-def _names(split) -> list[str]:
-    return [os.path.relpath(p, os.path.dirname(os.path.dirname(p))) for p in split.paths]
-
-
 def test_class_folders_split_60_20_20_per_class_with_sorted_labels(tmp_path):
     root = make_folder(tmp_path / "pets", per_class=10, classes=("owl", "cat", "dog"))
     data = load_data(str(root), seed=0, spec=SPEC)
@@ -46,7 +42,7 @@ def test_class_folders_split_60_20_20_per_class_with_sorted_labels(tmp_path):
 def test_items_are_the_files_pixels_scaled_by_default(tmp_path):
     root = make_folder(tmp_path / "f", per_class=5)
     data = load_image_folder(root, None, spec=SPEC)
-    x, y = data.test[0]
+    x, _ = data.test[0]
     want = np.asarray(image_for(data.test.paths[0]), np.float32).transpose(2, 0, 1) / 255
     np.testing.assert_allclose(x.numpy(), want, atol=1e-6)
     assert data.preprocess.image.resize is None  # already the model's 16x16: nothing resized
@@ -101,7 +97,7 @@ def test_worker_processes_stream_the_same_batches_in_the_same_order(tmp_path):
     data = load_image_folder(root, None, spec=SPEC)
     assert data.workers == min(2, os.cpu_count() or 1)
     serial = load_image_folder(root, None, spec=SPEC, workers=0)
-    gen = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    gen = lambda: torch.Generator().manual_seed(7)
     a = list(data.batches("train", 4, shuffle=True, generator=gen()))
     b = list(serial.batches("train", 4, shuffle=True, generator=gen()))
     assert len(a) == len(b) == 3
@@ -112,7 +108,7 @@ def test_worker_processes_stream_the_same_batches_in_the_same_order(tmp_path):
 def test_the_fingerprint_follows_the_files(tmp_path):
     root = make_folder(tmp_path / "f", per_class=5)
     before = load_image_folder(root, None, spec=SPEC).fingerprint()
-    victim = sorted((root / "dog").iterdir())[0]
+    victim = min((root / "dog").iterdir())
     image(99).save(victim)
     os.utime(victim, ns=(1, 1))
     assert load_image_folder(root, None, spec=SPEC).fingerprint() != before
