@@ -228,3 +228,60 @@ def test_preprocessing_flags_for_data_that_is_not_a_folder_are_refused(tmp_path)
     shutil.make_archive(str(tmp_path / "f"), "zip", root)
     with pytest.raises(ConfigError, match="image folders only"):
         load_data(str(tmp_path / "f.zip"), preprocess=make_preprocess(resize="16"))
+
+
+# ------------------------------------------------------------------------------------------ the CLI
+FACTORY = '''
+import torch
+from torch import nn
+
+
+def factory():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3))
+    model.input_shape = [1, 3, 16, 16]
+    return model
+'''
+
+
+def test_build_on_an_image_folder_records_the_recipe_in_the_bundle(tmp_path, capsys):
+    import json
+
+    from edgecomp.cli import main
+
+    (tmp_path / "model.py").write_text(FACTORY)
+    folder = make_folder(tmp_path / "pets", per_class=6, size=(24, 20))
+    (tmp_path / "pre.yaml").write_text("mean: [0.5, 0.5, 0.5]\nstd: 0.25\n")
+    out = tmp_path / "bundle"
+    argv = ["build", f"{tmp_path / 'model.py'}:factory", "--data", str(folder), "--preprocess", str(tmp_path / "pre.yaml"),
+            "--resize", "18", "--center-crop", "16", "--recipe", "", "--formats", "onnx", "--runs", "2", "--out", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    model = json.loads((out / "edgecomp.json").read_text())["model"]
+    assert model["labels"] == list(CLASSES)
+    assert model["image_preprocess"] == {"channels": "RGB", "resize": [18], "center_crop": [16, 16],
+                                         "interpolation": "bilinear", "layout": "NCHW"}
+    assert model["normalization"] == {"scale": 1 / 255, "mean": [0.5, 0.5, 0.5], "std": [0.25]}
+    report = json.loads((out / "report.json").read_text())
+    assert report["parity_inputs"] == "3 inputs of the pets test split"  # 6 per class: 4/1/1
+
+
+@pytest.mark.parametrize("case, words", [
+    ("single", "single class folder"),
+    ("yaml", "unknown preprocessing key(s) size"),
+    ("crop", "too small to crop"),
+])
+def test_bad_image_folder_input_exits_2_and_writes_nothing(tmp_path, capsys, case, words):
+    from edgecomp.cli import main
+
+    (tmp_path / "model.py").write_text(FACTORY)
+    folder = make_folder(tmp_path / "pets", per_class=5, classes=("cat",) if case == "single" else CLASSES)
+    (tmp_path / "pre.yaml").write_text("size: 16\n")
+    extra = {"single": [], "yaml": ["--preprocess", str(tmp_path / "pre.yaml")], "crop": ["--center-crop", "32"]}[case]
+    out = tmp_path / "bundle"
+    argv = ["build", f"{tmp_path / 'model.py'}:factory", "--data", str(folder), "--recipe", "", "--formats", "onnx",
+            "--runs", "2", "--out", str(out), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err and "hint:" in err and "Traceback" not in err
+    assert not out.exists()
