@@ -15,8 +15,10 @@ the end, as a build's fine-tune does), on a small MobileNet-style network (depth
   At 20,000 images that is 12 GB, more than a shared machine should take, so it runs on ``--array-images``
   files and the table states its footprint extrapolated linearly to the folder's image count.
 
-Peak RSS is ``getrusage(RUSAGE_SELF).ru_maxrss`` of the variant's process; the DataLoader workers' largest
-peak (``RUSAGE_CHILDREN``) is shown beside it. Images/s counts every image read (calibration, training and
+Peak RSS is ``getrusage(RUSAGE_SELF).ru_maxrss`` of the variant's process (about 1.1 GB of it is torch and
+the int8 calibration's torch.export, whatever the data); the DataLoader workers' largest peak
+(``RUSAGE_CHILDREN``) is shown beside it; forked workers share the parent's pages, so their RSS counts those
+pages again. Images/s counts every image read (calibration, training and
 validation passes) over the phase's wall time.
 """
 
@@ -90,7 +92,7 @@ def arrays_dataset(root: Path, n: int, spec):
     return Dataset.from_arrays(f"{root.name}-arrays", *parts, labels=folder.labels, preprocess=folder.preprocess)
 
 
-def run_variant(kind: str, root: Path, n_arrays: int) -> dict:
+def run_variant(kind: str, root: Path, n_arrays: int, epoch: bool = True) -> dict:
     """Calibrate and fine-tune one epoch on ``kind`` data in this process; measured figures as a dict."""
     import torch
 
@@ -113,27 +115,30 @@ def run_variant(kind: str, root: Path, n_arrays: int) -> dict:
     model = small_mobilenet()
     t0 = time.monotonic()
     calib = data.calibration(256, seed=0)
+    calib_read_s = time.monotonic() - t0
     ptq(model.eval(), QuantSettings(), calib, spec.input_shape, 0, False)
     calib_s = time.monotonic() - t0
     del calib
     t0 = time.monotonic()
-    finetune(model, data, FinetuneConfig(epochs=1, batch_size=64, patience=1))
+    if epoch:
+        finetune(model, data, FinetuneConfig(epochs=1, batch_size=64, patience=1))
     epoch_s = time.monotonic() - t0
-    epoch_images = data.size("train") + 3 * data.size("val")
+    epoch_images = (data.size("train") + 3 * data.size("val")) if epoch else 0
     return {
         "kind": kind, "images": sum(data.size(s) for s in ("train", "val", "test")), "load_s": load_s,
-        "calib_s": calib_s, "calib_ips": 256 / calib_s, "epoch_s": epoch_s, "epoch_images": epoch_images,
-        "epoch_ips": epoch_images / epoch_s, "rss_after_load_mb": rss_after_load,
+        "calib_s": calib_s, "calib_ips": 256 / calib_s, "calib_read_ips": 256 / calib_read_s, "epoch_s": epoch_s,
+        "epoch_images": epoch_images, "epoch_ips": epoch_images / epoch_s if epoch else 0.0, "rss_after_load_mb": rss_after_load,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         "workers": data.workers,
     }
 
 
-def measure(kind: str, root: Path, n_arrays: int) -> dict:
+def measure(kind: str, root: Path, n_arrays: int, epoch: bool = True) -> dict:
     """Run one variant in a fresh subprocess (so peak RSS is its own) and return its figures."""
     proc = subprocess.run([sys.executable, __file__, "--variant", kind, "--cache", str(root.parent),
-                           "--images", root.name.split("-")[-1], "--array-images", str(n_arrays)],
+                           "--images", root.name.split("-")[-1], "--array-images", str(n_arrays),
+                           *([] if epoch else ["--no-epoch"])],
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{kind} variant failed:\n{proc.stderr[-3000:]}")
@@ -148,17 +153,24 @@ def table(folder: dict, arrays: dict) -> str:
             ("images", f"{folder['images']:,}", f"{arrays['images']:,}", ""),
             ("DataLoader workers", str(folder["workers"]), "0 (sliced)", ""),
             ("load s", f"{folder['load_s']:.1f}", f"{arrays['load_s']:.1f}", ""),
-            ("calibration img/s (256)", f"{folder['calib_ips']:.0f}", f"{arrays['calib_ips']:.0f}",
+            ("calibration: reading 256 inputs, img/s", f"{folder.get('calib_read_ips', 0):.0f}",
+             f"{arrays.get('calib_read_ips', 0):.0f}", ""),
+            ("calibration img/s (256, with PTQ)", f"{folder['calib_ips']:.0f}", f"{arrays['calib_ips']:.0f}",
              f"{arrays['calib_ips'] / folder['calib_ips']:.2f}"),
             ("fine-tune epoch img/s", f"{folder['epoch_ips']:.0f}", f"{arrays['epoch_ips']:.0f}",
-             f"{arrays['epoch_ips'] / folder['epoch_ips']:.2f}"),
+             f"{arrays['epoch_ips'] / folder['epoch_ips']:.2f}" if folder["epoch_ips"] else "-"),
             ("fine-tune epoch s", f"{folder['epoch_s']:.0f} ({folder['epoch_images']:,} img)",
              f"{arrays['epoch_s']:.0f} ({arrays['epoch_images']:,} img)", ""),
+            ("RSS MB after loading the data", f"{folder['rss_after_load_mb']:.0f}",
+             f"{arrays['rss_after_load_mb']:.0f}", f"{arrays['rss_after_load_mb'] / folder['rss_after_load_mb']:.1f}"),
             ("peak RSS MB (main)", f"{folder['peak_rss_mb']:.0f}", f"{arrays['peak_rss_mb']:.0f}",
              f"{arrays['peak_rss_mb'] / folder['peak_rss_mb']:.1f}"),
             ("peak RSS MB (largest worker)", f"{folder['worker_peak_rss_mb']:.0f}", "-", ""),
             (f"peak RSS MB at {folder['images']:,} images", f"{folder['peak_rss_mb']:.0f}",
              f"~{extrapolated:,.0f} (extrapolated)", f"{extrapolated / folder['peak_rss_mb']:.0f}")]
+    if folder["images"] < 20000:
+        at_20k = arrays["peak_rss_mb"] + (20000 - arrays["images"]) * per_image_mb
+        rows.append(("arrays' peak RSS MB at 20,000 images", "", f"~{at_20k:,.0f} (extrapolated)", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
 
@@ -171,17 +183,22 @@ def main() -> None:
     p.add_argument("--cache", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "edgecomp-streaming-bench"),
                    help="where the generated folder is kept between runs")
     p.add_argument("--variant", choices=["folder", "arrays"], help=argparse.SUPPRESS)
+    p.add_argument("--no-epoch", action="store_true", help="calibration only (a quick look at a large folder)")
+    p.add_argument("--table", metavar="JSON", help="print the table of a previous run's last line and exit")
     args = p.parse_args()
+    if args.table:
+        print(table(**json.loads(Path(args.table).read_text().strip().splitlines()[-1])))
+        return
     root = Path(args.cache) / f"jpeg224-{args.images}"
     logging.basicConfig(level=logging.WARNING)
     if args.variant:
-        print(json.dumps(run_variant(args.variant, root, args.array_images)))
+        print(json.dumps(run_variant(args.variant, root, args.array_images, not args.no_epoch)))
         return
     print(f"generating {args.images:,} 224x224 JPEGs in {root} (once)", flush=True)
     generate(root, args.images)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}")
-    folder = measure("folder", root, args.array_images)
-    arrays = measure("arrays", root, args.array_images)
+    folder = measure("folder", root, args.array_images, not args.no_epoch)
+    arrays = measure("arrays", root, args.array_images, not args.no_epoch)
     print(table(folder, arrays))
     print(json.dumps({"folder": folder, "arrays": arrays}))
 
