@@ -32,10 +32,13 @@ class ImagePreprocess(BaseModel):
 
     channels: Literal["RGB", "BGR", "L"] = Field("RGB", description="Channel order after decoding (L: grayscale).")
     resize: list[int] | None = Field(
-        None, description="[S]: scale the shorter side to S keeping the aspect ratio; [H, W]: resize to exactly H x W."
+        None, description="[S]: scale the shorter side to S keeping the aspect ratio (the longer side rounded down); "
+                          "[H, W]: resize to exactly H x W."
     )
-    center_crop: list[int] | None = Field(None, description="[H, W] cut from the centre after resizing.")
-    interpolation: Literal["bilinear", "nearest", "bicubic"] = Field("bilinear", description="Resampling filter.")
+    center_crop: list[int] | None = Field(
+        None, description="[H, W] cut from the centre after resizing (offsets rounded down).")
+    interpolation: Literal["bilinear", "nearest", "bicubic"] = Field(
+        "bilinear", description="Resampling filter, as Pillow applies it (antialiased when shrinking).")
     layout: Literal["NCHW", "NHWC"] = Field("NCHW", description="Layout of the tensor handed to the model.")
 
     @field_validator("resize", "center_crop")
