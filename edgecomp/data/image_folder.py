@@ -170,8 +170,8 @@ def settle_recipe(pre: Preprocess | None, spec: ModelSpec | None,
     for w, h in sizes:
         rw, rh = resized_size(w, h, pre.image.resize)
         if crop and (crop[0] > rh or crop[1] > rw):
-            raise ConfigError(f"a {w}x{h} image is {rw}x{rh} after resizing, too small to crop "
-                              f"{crop[1]}x{crop[0]} (height x width {crop[0]}x{crop[1]})",
+            after = f" ({rw}x{rh} after resizing)" if (rw, rh) != (w, h) else ""
+            raise ConfigError(f"a {w}x{h} image{after} is too small to crop {crop[1]}x{crop[0]} (width x height)",
                               "pass --resize with a size of at least the crop, or a smaller --center-crop")
     outputs = Counter(pre.output_size(w, h) for w, h in sizes)
     if len(outputs) > 1:
@@ -243,7 +243,8 @@ def _probe(item: tuple[Path, int]) -> ImageFile | str:
             width, height = img.size
             img.verify()
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types (SyntaxError, struct.error, ...)
-        return f"{path.name}: {type(exc).__name__}: {exc}"
+        text = str(exc)  # Pillow often repeats the path: say what is wrong instead
+        return f"{path.name}: {'not a readable image' if str(path) in text else text} ({type(exc).__name__})"
     return ImageFile(str(path), target, st.st_size, st.st_mtime_ns, width, height)
 
 
