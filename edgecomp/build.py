@@ -216,7 +216,7 @@ def _load(model: str | None, target: str, opts: BuildOptions):
     if opts.data:
         from edgecomp.data.sources import load_data
 
-        loaded.data = load_data(opts.data, opts.seed, opts.preprocess)
+        loaded.data = load_data(opts.data, opts.seed, opts.preprocess, spec=loaded.spec)
     if loaded.data is not None:
         from edgecomp.data.checks import check_data_fits, spec_with_data
         from edgecomp.metrics import load_metric

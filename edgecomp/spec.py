@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class Normalization(BaseModel):
@@ -32,11 +32,25 @@ class ImagePreprocess(BaseModel):
 
     channels: Literal["RGB", "BGR", "L"] = Field("RGB", description="Channel order after decoding (L: grayscale).")
     resize: list[int] | None = Field(
-        None, description="[S]: scale the shorter side to S keeping the aspect ratio; [H, W]: resize to exactly H x W."
+        None, description="[S]: scale the shorter side to S keeping the aspect ratio (the longer side rounded down); "
+                          "[H, W]: resize to exactly H x W."
     )
-    center_crop: list[int] | None = Field(None, description="[H, W] cut from the centre after resizing.")
-    interpolation: Literal["bilinear", "nearest", "bicubic"] = Field("bilinear", description="Resampling filter.")
+    center_crop: list[int] | None = Field(
+        None, description="[H, W] cut from the centre after resizing (offsets rounded down).")
+    interpolation: Literal["bilinear", "nearest", "bicubic"] = Field(
+        "bilinear", description="Resampling filter, as Pillow applies it (antialiased when shrinking).")
     layout: Literal["NCHW", "NHWC"] = Field("NCHW", description="Layout of the tensor handed to the model.")
+
+    @field_validator("resize", "center_crop")
+    @classmethod
+    def _positive_sizes(cls, value: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        """resize is [S] or [H, W], center_crop is [H, W]; every size is positive."""
+        if value is None:
+            return value
+        counts, form = ((1, 2), "[S] or [H, W]") if info.field_name == "resize" else ((2,), "[H, W]")
+        if len(value) not in counts or any(v <= 0 for v in value):
+            raise ValueError(f"{info.field_name} must be {form} of positive sizes, got {value}")
+        return value
 
 
 class OutputSpec(BaseModel):

@@ -68,6 +68,18 @@ LATENCY = _quantity("latency", {"ms": 1.0, "us": 1e-3, "s": 1e3})
 DURATION = _quantity("duration", {"m": 60.0, "s": 1.0, "h": 3600.0})
 
 
+PREPROCESS_FLAGS = {
+    "resize": "S (shorter side to S, aspect kept) or H,W (default: the model's H,W when images differ from it)",
+    "center_crop": "H,W (or S) cut from the centre after resizing",
+    "mean": "per-channel mean(s) subtracted after scaling, e.g. 0.485,0.456,0.406 (default 0)",
+    "std": "per-channel std(s) divided by last, e.g. 0.229,0.224,0.225 (default 1)",
+    "scale": "multiplier applied to 8-bit pixels first (default 1/255)",
+    "channels": "RGB, BGR or L (default: RGB, or L for a 1-channel model)",
+    "layout": "NCHW or NHWC (default: the model's)",
+    "interpolation": "bilinear (default), bicubic or nearest",
+}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of `edgecomp build`."""
     p.add_argument("model", nargs="?", default=None,
@@ -86,6 +98,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", help="how to score the model: top1 (default), top5, or package.module:fn / "
                                     "file.py:fn (fn(batches) -> float, higher is better; or a class with "
                                     "update/compute)")
+    pre = p.add_argument_group("image-folder preprocessing (recorded in edgecomp.json)")
+    pre.add_argument("--preprocess", metavar="FILE.yaml", help="recipe file with keys " + ", ".join(PREPROCESS_FLAGS))
+    for key, text in PREPROCESS_FLAGS.items():
+        pre.add_argument("--" + key.replace("_", "-"), dest=f"pre_{key}", help=text)
     p.add_argument("--hardware", help="hardware profile for predictions (default: the target's)")
     p.add_argument("--formats", help="comma-separated subset of the target's formats")
     p.add_argument("--threads", type=_at_least_one, help="threads for host runtimes (default 2)")
@@ -118,9 +134,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads is not None and args.threads < 1:
         raise ConfigError("--threads must be at least 1", "pass --threads 1 or more")
+    from edgecomp.data.preprocess import make_preprocess
+
+    preprocess = make_preprocess(args.preprocess, **{k: getattr(args, f"pre_{k}") for k in PREPROCESS_FLAGS})
     opts = BuildOptions(
         out=args.out, recipe=args.recipe, input_shape=args.input_shape, weights=args.weights, data=args.data,
-        metric=args.metric,
+        metric=args.metric, preprocess=preprocess,
         hardware=args.hardware, formats=args.formats.split(",") if args.formats else None,
         threads=args.threads, runs=args.runs, seed=args.seed, skip_failed_formats=args.skip_failed_formats,
         allow_parity_failure=args.allow_parity_failure, search_time_s=args.search_time,

@@ -48,7 +48,8 @@ class MainActivity : Activity() {
         bundle = ModelBundle.latest(this)
             ?: throw ManifestException("no bundle: run `edgecomp deploy --device BUNDLE`, or build with -Pbundle=BUNDLE")
         val input = bundle.file.inputs.firstOrNull() ?: throw ManifestException("${bundle.file.path} lists no input")
-        preprocessor = Preprocessor(input, bundle.manifest.model.normalization, bundle.manifest.model.layout)
+        val model = bundle.manifest.model
+        preprocessor = Preprocessor(input, model.normalization, model.layout, model.imagePreprocess)
         engine = Engine(bundle.model, THREADS)
         samples = assets.list(SAMPLES).orEmpty().sorted().map { "$SAMPLES/$it" }
         if (samples.isEmpty()) throw IllegalStateException("no sample images in assets/$SAMPLES")
@@ -63,11 +64,12 @@ class MainActivity : Activity() {
 
     private fun classify(sample: String): Pair<Bitmap, String> {
         val image = assets.open(sample).use { BitmapFactory.decodeStream(it) } ?: error("cannot decode $sample")
-        val w = preprocessor.width
-        val h = preprocessor.height
-        val pixels = IntArray(w * h)
-        Bitmap.createScaledBitmap(image, w, h, true).getPixels(pixels, 0, w, 0, 0, w, h)
-        latencies.add(engine.run(preprocessor.toBuffer(pixels)))
+        // with the manifest's image recipe the preprocessor resizes and crops as edgecomp did; else scale to fit
+        val src = if (bundle.manifest.model.imagePreprocess != null) image
+            else Bitmap.createScaledBitmap(image, preprocessor.width, preprocessor.height, true)
+        val pixels = IntArray(src.width * src.height)
+        src.getPixels(pixels, 0, src.width, 0, 0, src.width, src.height)
+        latencies.add(engine.run(preprocessor.toBuffer(pixels, src.width, src.height)))
         val scores = softmax(decodeOutput(engine.output(), bundle.file.outputs[0]))
         val top = topK(scores, bundle.manifest.model.labels, 3)
         val file = bundle.file

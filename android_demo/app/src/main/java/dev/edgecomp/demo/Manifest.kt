@@ -19,6 +19,25 @@ enum class DType(val json: String, val bytes: Int) {
     INT32("int32", 4), INT64("int64", 8)
 }
 
+/** Channel order of an image recipe after decoding; [L] is grayscale (ITU-R 601 luma, as Pillow's "L"). */
+enum class Channels(val json: String) { RGB("RGB"), BGR("BGR"), L("L") }
+
+/** Resampling filter of an image recipe's resize; [Preprocessor] resamples as Pillow does. */
+enum class Interpolation(val json: String) { BILINEAR("bilinear"), NEAREST("nearest"), BICUBIC("bicubic") }
+
+/**
+ * How an image file became the model's input when edgecomp read an image folder: colour order, then
+ * [resize] ([S]: shorter side to S, aspect kept, the longer side rounded down; [H, W]: exactly), then
+ * [centerCrop] ([H, W] from the centre, offsets rounded down), then [layout]. Raw values are the 8-bit pixels.
+ */
+data class ImagePreprocess(
+    val channels: Channels,
+    val resize: List<Int>?,
+    val centerCrop: List<Int>?,
+    val interpolation: Interpolation,
+    val layout: Layout
+)
+
 /** Affine quantization of a tensor: `real = scale * (q - zeroPoint)`. */
 data class Quantization(val scale: Float, val zeroPoint: Int)
 
@@ -55,6 +74,7 @@ data class ModelSpec(
     val layout: Layout,
     val task: String,
     val normalization: Normalization?,
+    val imagePreprocess: ImagePreprocess?,
     val labels: List<String>?,
     val outputs: List<OutputSpec>? = null
 )
@@ -102,6 +122,7 @@ private fun parseModelSpec(json: JSONObject) = ModelSpec(
     layout = layoutOf(json.optString("layout", "NCHW")),
     task = json.optString("task", "classification"),
     normalization = json.optJSONObject("normalization")?.let(::parseNormalization),
+    imagePreprocess = json.optJSONObject("image_preprocess")?.let(::parseImagePreprocess),
     labels = json.optJSONArray("labels")?.strings(),
     outputs = json.optJSONArray("outputs")?.objects()?.map(::parseOutputSpec)
 )
@@ -116,6 +137,14 @@ private fun parseNormalization(json: JSONObject) = Normalization(
     scale = json.optDouble("scale", 1.0 / 255.0).toFloat(),
     mean = json.optJSONArray("mean")?.floats() ?: listOf(0f),
     std = json.optJSONArray("std")?.floats() ?: listOf(1f)
+)
+
+private fun parseImagePreprocess(json: JSONObject) = ImagePreprocess(
+    channels = channelsOf(json.optString("channels", "RGB")),
+    resize = json.optJSONArray("resize")?.ints(),
+    centerCrop = json.optJSONArray("center_crop")?.ints(),
+    interpolation = interpolationOf(json.optString("interpolation", "bilinear")),
+    layout = layoutOf(json.optString("layout", "NCHW"))
 )
 
 private fun parseFileEntry(json: JSONObject) = FileEntry(
@@ -146,6 +175,12 @@ private fun layoutOf(value: String): Layout =
 
 private fun dtypeOf(value: String): DType =
     DType.values().firstOrNull { it.json == value } ?: throw ManifestException("unknown tensor dtype '$value'")
+
+private fun channelsOf(value: String): Channels =
+    Channels.values().firstOrNull { it.json == value } ?: throw ManifestException("unknown channel order '$value'")
+
+private fun interpolationOf(value: String): Interpolation =
+    Interpolation.values().firstOrNull { it.json == value } ?: throw ManifestException("unknown interpolation '$value'")
 
 private fun JSONArray.ints(): List<Int> = List(length()) { getInt(it) }
 

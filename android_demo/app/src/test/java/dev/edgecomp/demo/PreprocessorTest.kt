@@ -3,6 +3,7 @@ package dev.edgecomp.demo
 import java.nio.ByteOrder
 import org.junit.Assert.assertArrayEquals
 import org.junit.Assert.assertEquals
+import org.json.JSONObject
 import org.junit.Test
 
 class PreprocessorTest {
@@ -85,6 +86,41 @@ class PreprocessorTest {
             } catch (e: IllegalArgumentException) {
                 // expected
             }
+        }
+    }
+
+    /** The manifests, pixels and inputs that edgecomp's Python loader made (tests/test_preprocess_contract.py). */
+    @Test
+    fun goldenValuesFromPythonAreReproduced() {
+        val text = PreprocessorTest::class.java.getResource("/preprocess/golden.json")?.readText()
+            ?: throw AssertionError("no resource preprocess/golden.json")
+        val cases = JSONObject(text).getJSONArray("cases")
+        assertEquals(5, cases.length())
+        for (i in 0 until cases.length()) {
+            val case = cases.getJSONObject(i)
+            val manifest = parseManifest(case.getJSONObject("manifest").toString())
+            val recipe = manifest.model.imagePreprocess ?: throw AssertionError("case $i has no image_preprocess")
+            val p = Preprocessor(manifest.tflite().inputs[0], manifest.model.normalization, manifest.model.layout, recipe)
+            val argb = case.getJSONArray("argb").let { a -> IntArray(a.length()) { a.getInt(it) } }
+            val expected = case.getJSONArray("expected").let { a -> FloatArray(a.length()) { a.getDouble(it).toFloat() } }
+            val got = p.prepare(argb, case.getInt("width"), case.getInt("height"))
+            assertArrayEquals(case.getString("name"), expected, got, case.getDouble("tolerance").toFloat())
+        }
+    }
+
+    @Test
+    fun aRecipeResizesAndCropsImagesOfAnySize() {
+        val recipe = ImagePreprocess(Channels.RGB, listOf(4), listOf(2, 2), Interpolation.NEAREST, Layout.NCHW)
+        val p = Preprocessor(tensor(listOf(1, 3, 2, 2), Layout.NCHW), null, Layout.NCHW, recipe)
+        // an 8x4 image, left half red, right half blue: shorter side 4 -> 8x4 (no change), crop the middle 2x2
+        val img = IntArray(32) { if (it % 8 < 4) argb(255, 0, 0) else argb(0, 0, 255) }
+        val x = p.prepare(img, 8, 4)
+        assertArrayEquals(floatArrayOf(1f, 0f, 1f, 0f, 0f, 0f, 0f, 0f, 0f, 1f, 0f, 1f), x, 1e-6f)
+        try {
+            Preprocessor(tensor(listOf(1, 1, 2, 2), Layout.NCHW), null, Layout.NCHW, recipe)
+            throw AssertionError("an RGB recipe was accepted for a 1-channel input")
+        } catch (e: IllegalArgumentException) {
+            // expected
         }
     }
 }
