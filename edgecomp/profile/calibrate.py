@@ -195,3 +195,56 @@ def write_profile(profile: HardwareProfile, path: str | Path) -> Path:
     tmp.write_text(yaml.dump(data, Dumper=_NoAliases, sort_keys=False, width=120))
     tmp.replace(path)
     return path
+
+
+def scaled_profile(profile: HardwareProfile, compute: float = 1.0, memory: float = 1.0,
+                   parallel: float | None = None, memory_parallel: float | None = None) -> HardwareProfile:
+    """``profile`` with every compute-op efficiency times ``compute``, every memory-bound op's efficiency and
+    the bandwidths times ``memory`` (reference-kernel efficiencies unchanged), and the thread scalings set."""
+    eff = {op: efficiency_of(profile, op, "fp32") for op in COMPUTE_OPS + MEMORY_OPS}
+    eff.update(profile.efficiency)
+    for key, value in eff.items():
+        if not key.startswith(REFERENCE):
+            factor = compute if key.split("_int8")[0] in COMPUTE_OPS else memory
+            eff[key] = min(value * factor, 1.0)
+    update: dict[str, Any] = {"efficiency": eff, "memory_bandwidth_gbs": profile.memory_bandwidth_gbs * memory}
+    if profile.cache_bandwidth_gbs:
+        update["cache_bandwidth_gbs"] = profile.cache_bandwidth_gbs * memory
+    if parallel is not None:
+        update["parallel_efficiency"] = parallel
+    if memory_parallel is not None:
+        update["memory_parallel_efficiency"] = memory_parallel
+    return profile.model_copy(update=update)
+
+
+def fit_scales(profile: HardwareProfile, measurements: list[Measurement]) -> tuple[HardwareProfile, dict[str, float]]:
+    """Fit few parameters to few whole-network figures (published ones): one scale on compute efficiencies,
+    one on memory-bound work and, when the figures span thread counts, the two thread scalings.
+
+    Returns the fitted profile (:func:`scaled_profile`) and the fitted values by name.
+    """
+    from scipy.optimize import least_squares
+
+    if not measurements:
+        raise ConfigError("fitting scales needs at least one measurement", "add measurements")
+    threads = {m.threads for m in measurements}
+    mpe0 = profile.parallel_efficiency if profile.memory_parallel_efficiency is None \
+        else profile.memory_parallel_efficiency
+    names = ["compute", "memory"] + (["parallel", "memory_parallel"] if len(threads) > 1 else [])
+    theta0 = np.array([0.0, 0.0] + ([profile.parallel_efficiency, mpe0] if len(threads) > 1 else []))
+    lower = np.array([-3.0, -3.0] + [0.05, 0.01] * (len(threads) > 1))
+    upper = np.array([3.0, 3.0] + [1.0, 1.0] * (len(threads) > 1))
+    measured = np.log([m.measured_ms for m in measurements])
+
+    def build(theta: np.ndarray) -> HardwareProfile:
+        extra = theta[2:] if len(theta) > 2 else [None, None]
+        return scaled_profile(profile, math.exp(theta[0]), math.exp(theta[1]), *extra)
+
+    def residuals(theta: np.ndarray) -> np.ndarray:
+        p = build(theta)
+        pred = np.log([max(predicted_ms(p, m), 1e-6) for m in measurements])
+        return np.concatenate([pred - measured, PRIOR_WEIGHT * (theta - theta0)])
+
+    result = least_squares(residuals, np.clip(theta0, lower + 1e-9, upper - 1e-9), bounds=(lower, upper))
+    values = {n: float(math.exp(v)) if n in ("compute", "memory") else float(v) for n, v in zip(names, result.x)}
+    return build(result.x), values

@@ -73,6 +73,7 @@ def delegated_from_interpreter(path: str | Path, n_ops: int) -> list[bool] | Non
 
         with captured_output("LiteRT"):  # "Created TensorFlow Lite XNNPACK delegate" on stderr
             interp = Interpreter(model_path=str(path), num_threads=1)
+            interp.allocate_tensors()  # the default delegate is applied here
         details = interp._get_ops_details()  # the only listing of the delegated nodes LiteRT gives
     except Exception as exc:  # noqa: BLE001 - any failure means: fall back to the tables
         logger.debug("cannot read the delegation of %s from LiteRT: %s", path, exc)
@@ -100,8 +101,9 @@ def delegated_from_interpreter(path: str | Path, n_ops: int) -> list[bool] | Non
 
 
 def undelegated_warning(names: list[str], dtype: str, ms: float, total_ms: float) -> str:
-    """The warning naming the ops that run outside XNNPACK, with what they cost in the prediction."""
-    counts = Counter(name.split(":", 1)[0] for name in names)
+    """The warning naming the ops that run outside XNNPACK (``names``: TFLite op names, optionally followed by
+    ``:tensor``), with what they cost in the prediction."""
+    counts = Counter(name.split(":", 1)[0].upper() for name in names)
     listed = ", ".join(f"{op} x{n}" if n > 1 else op for op, n in counts.most_common())
     return (f"{len(names)} op(s) not delegated to XNNPACK (ai-edge-litert {runtime_version()}, {dtype}) run in "
             f"TFLite's reference kernels, single-threaded: {listed}; they take {ms:.3g} of the {total_ms:.3g} ms "

@@ -74,8 +74,8 @@ def _models() -> dict[str, tuple[Any, int]]:
         "pointwise": (lambda: nn.Sequential(stem(32), cbr(32, 128, 1), cbr(128, 32, 1), cbr(32, 128, 1)), 96),
         "depthwise": (lambda: nn.Sequential(stem(64), cbr(64, 64, 3, groups=64), cbr(64, 64, 3, groups=64),
                                             cbr(64, 64, 3, 2, groups=64)), 128),
-        "fully_connected": (lambda: nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 512), nn.ReLU(),
-                                                  nn.Linear(512, 256)), 16),
+        "fully_connected": (lambda: nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 384), nn.ReLU(),
+                                                  nn.Linear(384, 384)), 8),
         "residual_add": (lambda: nn.Sequential(stem(32), Residual(32, 3)), 96),
         "hard_swish": (lambda: nn.Sequential(stem(32, nn.Hardswish), cbr(32, 64, 1, act=nn.Hardswish),
                                              cbr(64, 32, 1, act=nn.Hardswish)), 96),
@@ -102,9 +102,10 @@ def microbench_files(names: list[str] | None = None) -> dict[tuple[str, str], Pa
     return out
 
 
-def generate(out: Path | None = None) -> list[Path]:
+def generate(out: Path | None = None, names: list[str] | None = None) -> list[Path]:
     """Export every micro-benchmark at fp32 and int8 (full integer, float I/O, calibrated on random inputs)
-    with edgecomp's own exporter into ``out`` (default: the package's folder); returns the files."""
+    with edgecomp's own exporter into ``out`` (default: the package's folder; ``names``: only these);
+    returns the files."""
     import numpy as np
     import torch
 
@@ -118,6 +119,8 @@ def generate(out: Path | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, (factory, side) in _models().items():
+        if names is not None and name not in names:
+            continue
         for dtype in DTYPES:
             torch.manual_seed(0)
             model = factory().eval()

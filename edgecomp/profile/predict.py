@@ -196,7 +196,7 @@ def predict_from_layers(layers: list[LayerCost], profile: HardwareProfile, threa
             rows = layer.macs / max(layer.out_channels * layer.reduction, 1)  # output pixels (GEMM M)
             memory += layer.weight_bytes * math.ceil(rows / profile.gemm_rows) / cache
         if not is_delegated(layer, dtype):  # TFLite's own kernel: one thread, its own efficiency
-            undelegated.append(layer.name or layer.kind)
+            undelegated.append(layer.kind or layer.op)
             ref = efficiency_of(profile, REFERENCE, dtype)
             compute = layer.macs / (one_core * ref) if layer.macs else 0.0
             seconds = max(compute, memory / ref) + overhead
