@@ -3,9 +3,14 @@
 The fit minimises the squared log-ratio of predicted to measured latency over the measured runs
 (scipy's ``least_squares``), with a weak pull towards the profile's current values so that a
 parameter the runs cannot tell apart stays where it was. It fits the per-op-type efficiencies seen in
-the runs (per dtype; memory-bound ops per runtime op name), the per-op overhead, the DRAM and cache
-bandwidths and the short-reduction penalties ``small_k`` and ``small_k_int8``; peaks (clocks, FLOP per
-cycle) are facts about the silicon and stay fixed.
+the runs (per dtype; memory-bound ops per runtime op name; ops outside XNNPACK as ``reference``), the
+per-op overhead, the DRAM and cache bandwidths, the short-reduction penalties ``small_k`` and
+``small_k_int8`` and, given runs at several thread counts, ``parallel_efficiency`` and
+``memory_parallel_efficiency``; peaks (clocks, FLOP per cycle) are facts about the silicon and stay fixed.
+:func:`fit_scales` fits only a few scales, for a handful of whole-network figures (published ones).
+
+A calibrated profile is written to the user's profiles folder (:func:`user_profile_path`), never into the
+installed package; a host template keeps one fit per ISA family (:func:`with_family`).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from edgecomp.targets import HardwareProfile, load_profile
 logger = logging.getLogger(__name__)
 
 
-def time_tflite(path: Path, threads: int, runs: int = 30, budget_s: float = 0.15) -> float:
+def time_tflite(path: Path, threads: int, runs: int = 30, budget_s: float = 0.1) -> float:
     """Fastest of up to ``runs`` LiteRT invocations of ``path`` (ms) after a warm-up, in this process.
 
     With one thread XNNPACK runs in the calling thread, so its CPU time is the inference's cost without
@@ -63,7 +63,7 @@ def time_tflite(path: Path, threads: int, runs: int = 30, budget_s: float = 0.15
     return min(times)
 
 
-def measure_microbench(threads: tuple[int, ...], rounds: int = 3, names: list[str] | None = None,
+def measure_microbench(threads: tuple[int, ...], rounds: int = 2, names: list[str] | None = None,
                        source: str = "measured:host") -> list[Measurement]:
     """Time every micro-benchmark at each thread count here; the fastest over ``rounds`` shuffled rounds."""
     files = microbench_files(names)
@@ -78,7 +78,7 @@ def measure_microbench(threads: tuple[int, ...], rounds: int = 3, names: list[st
                         best[(name, dtype, t)], source) for (name, dtype, t) in sorted(best)]
 
 
-def calibrate_host(name: str = "host", threads: tuple[int, ...] | None = None, rounds: int = 3,
+def calibrate_host(name: str = "host", threads: tuple[int, ...] | None = None, rounds: int = 2,
                    out: Path | None = None) -> tuple[HardwareProfile, Path]:
     """Fit the host template ``name`` (``host`` = this machine's) to this machine's ISA family; write it to
     the user's profiles folder (or ``out``). Returns (the template with the new family entry, its path)."""
