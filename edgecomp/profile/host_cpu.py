@@ -168,7 +168,7 @@ def _micro_kernels(info: CpuInfo) -> dict[str, Any]:
     """XNNPACK's GEMM micro-kernel shape on this ISA: output channels per tile, output pixels per block
     (mr) and input channels consumed at a time (kr)."""
     if info.arch == "arm64":  # 4x8 / 6x8 fp32 NEON kernels; int8 c4 (sdot) or c8 (i8mm) kernels, 16 wide
-        return {"gemm_tile": {"fp32": 8, "int8": 16}, "gemm_rows": 6 if info.flags else 4,
+        return {"gemm_tile": {"fp32": 8, "int8": 16}, "gemm_rows": 6,
                 "gemm_kr": {"int8": 8 if "i8mm" in info.flags else 4 if "asimddp" in info.flags else 1}}
     wide = "avx512f" in info.flags
     # 16 output channels (fp32 on AVX2 and AVX-512, int8 with AVX-512 VNNI), 8 with AVX2 int8; 7 output
