@@ -219,7 +219,7 @@ def published_part(write_profiles: bool) -> list[float]:
     layers = {key: read_tflite_layers(path)[0] for key, path in files.items()}
     all_errors: list[float] = []
     for name in sorted(n for n in available("profiles") if not n.startswith("host")):
-        base = load_profile(name)
+        base = _prior(load_profile(name))
         used = [d for d, dev in devices.items() if dev["profile"] == name]
         if not any(f["device"] in used for f in figures):
             print(f"\n{name}: no public measurement -> uncalibrated prior (its description and every prediction "
@@ -257,6 +257,19 @@ def published_part(write_profiles: bool) -> list[float]:
     return all_errors
 
 
+def _prior(profile):
+    """A shipped profile as it was before an earlier ``--write-profiles`` fitted it to the published figures
+    (the fit undone), so that each held-out figure is predicted without having seen it."""
+    published = profile.calibration.get("published")
+    if not published:
+        return profile
+    fitted, prior = published["fitted"], published["prior"]
+    undone = scaled_profile(profile, 1 / fitted["compute"], 1 / fitted["memory"], prior["parallel_efficiency"],
+                            prior.get("memory_parallel_efficiency"))
+    return undone.model_copy(update={"calibration": {}, "memory_parallel_efficiency": prior.get(
+        "memory_parallel_efficiency"), "description": profile.description.split(" (validated on")[0]})
+
+
 def _write_validated(base, values: dict[str, float], device: str, rows: list[dict], errors: list[float],
                      confidence: str) -> None:
     """Write the fit to all of a device's figures, and the validation, into the shipped profile."""
@@ -264,7 +277,9 @@ def _write_validated(base, values: dict[str, float], device: str, rows: list[dic
                             values.get("memory_parallel"))
     description = base.description.split(" (validated on")[0].split(" (uncalibrated prior")[0]
     cal = {"published": {"data": "benchmarks/published_latency.yaml", "device": device,
-                         "fitted": {k: round(v, 4) for k, v in values.items()},
+                         "fitted": {k: round(v, 6) for k, v in values.items()},
+                         "prior": {"parallel_efficiency": base.parallel_efficiency,
+                                   "memory_parallel_efficiency": base.memory_parallel_efficiency},
                          "figures": [{**{k: r[k] for k in ("model", "dtype", "threads", "ms", "source")},
                                       "held_out_error_pct": round(100 * e, 1)} for r, e in zip(rows, errors)],
                          "confidence": confidence}}
