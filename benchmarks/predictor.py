@@ -40,7 +40,14 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.predictor_models import CALIBRATION, EVALUATION, mobilenet_v1, mobilenet_v2, mobilenet_v3
+from benchmarks.predictor_models import (
+    CALIBRATION,
+    EVALUATION,
+    mobilenet_v1,
+    mobilenet_v2,
+    mobilenet_v3,
+    squeezenet,
+)
 from edgecomp.profile.calibrate import (
     Measurement,
     family_entry_of,
@@ -59,7 +66,8 @@ ROUNDS = 6
 CACHE = Path(os.environ.get("EDGECOMP_PREDICTOR_CACHE", "~/.cache/edgecomp/predictor-v2")).expanduser()
 PUBLISHED = Path(__file__).with_name("published_latency.yaml")
 PHONE_MODELS = {"mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2,
-                "mobilenet_v3_large": lambda: mobilenet_v3(True), "mobilenet_v3_small": lambda: mobilenet_v3(False)}
+                "mobilenet_v3_large": lambda: mobilenet_v3(True), "mobilenet_v3_small": lambda: mobilenet_v3(False),
+                "squeezenet": squeezenet}
 
 
 def export(name: str, factory, side: int, dtype: str) -> Path:
@@ -220,38 +228,35 @@ def published_part(write_profiles: bool) -> list[float]:
     all_errors: list[float] = []
     for name in sorted(n for n in available("profiles") if not n.startswith("host")):
         base = _prior(load_profile(name))
-        used = [d for d, dev in devices.items() if dev["profile"] == name]
-        if not any(f["device"] in used for f in figures):
+        used = {d: dev for d, dev in devices.items() if dev["profile"] == name}
+        rows = [f for f in figures if f["device"] in used]
+        if not rows:
             print(f"\n{name}: no public measurement -> uncalibrated prior (its description and every prediction "
                   "say so)")
             continue
-        for device in used:
-            dev = devices[device]
-            prof = base.model_copy(update={"cores": base.cores.model_copy(update=dev.get("cores", {})),
-                                           "prime_cores": None} if "cores" in dev else {})
-            rows = [f for f in figures if f["device"] == device]
-            runs = [Measurement(f["model"], layers[(f["model"], f["dtype"])], f["dtype"], f["threads"], f["ms"],
-                                f"published:{f['source']}") for f in rows]
-            print(f"\n{name} on {device} ({dev['description']}): leave-one-model-out")
-            print(f"  {'model (224x224)':20s} {'dtype':5s} {'thr':>3s} {'published':>9s} {'prior':>8s} "
-                  f"{'held-out':>8s} {'error':>7s}  fitted on the other models")
-            errors = []
-            for model in sorted({r.name for r in runs}):
-                train = [r for r in runs if r.name != model]
-                fitted, values = fit_scales(prof, train)
-                for r in (r for r in runs if r.name == model):
-                    pred, before = predicted_ms(fitted, r), predicted_ms(prof, r)
-                    err = pred / r.measured_ms - 1
-                    errors.append(abs(err))
-                    shown = ", ".join(f"{k} {v:.2f}" for k, v in values.items())
-                    print(f"  {model:20s} {r.dtype:5s} {r.threads:3d} {r.measured_ms:7.1f}ms {before:6.1f}ms "
-                          f"{pred:6.1f}ms {100 * err:+6.1f}%  {shown}")
-            confidence = _confidence(errors)
-            print(f"  confidence: {confidence}")
-            all_errors += errors
-            if write_profiles:
-                _, values = fit_scales(prof, runs)
-                _write_validated(base, values, device, rows, errors, confidence)
+        runs = [Measurement(f["model"], layers[(f["model"], f["dtype"])], f["dtype"], f["threads"], f["ms"],
+                            f"published:{f['source']}", used[f["device"]].get("cores")) for f in rows]
+        print(f"\n{name}: leave-one-model-out on " + "; ".join(f"{d} = {dev['description']}" for d, dev in used.items()))
+        print(f"  {'model (224x224)':20s} {'device':8s} {'dtype':5s} {'thr':>3s} {'published':>9s} {'prior':>8s} "
+              f"{'held-out':>8s} {'error':>7s}  fitted on the other models")
+        errors = [0.0] * len(runs)
+        for model in sorted({r.name for r in runs}):
+            fitted, values = fit_scales(base, [r for r in runs if r.name != model])
+            for i, (f, r) in enumerate(zip(rows, runs)):
+                if r.name != model:
+                    continue
+                pred, before = predicted_ms(fitted, r), predicted_ms(base, r)
+                err = pred / r.measured_ms - 1
+                errors[i] = abs(err)
+                shown = ", ".join(f"{k} {v:.2f}" for k, v in values.items())
+                print(f"  {model:20s} {f['device']:8s} {r.dtype:5s} {r.threads:3d} {r.measured_ms:7.1f}ms "
+                      f"{before:6.1f}ms {pred:6.1f}ms {100 * err:+6.1f}%  {shown}")
+        confidence = _confidence(errors)
+        print(f"  confidence: {confidence}")
+        all_errors += errors
+        if write_profiles:
+            _, values = fit_scales(base, runs)
+            _write_validated(base, values, rows, errors, confidence)
     print("\npublished figures, held out:", end=" ")
     _distribution(all_errors, 0.15)
     return all_errors
@@ -270,17 +275,16 @@ def _prior(profile):
         "memory_parallel_efficiency"), "description": profile.description.split(" (validated on")[0]})
 
 
-def _write_validated(base, values: dict[str, float], device: str, rows: list[dict], errors: list[float],
-                     confidence: str) -> None:
-    """Write the fit to all of a device's figures, and the validation, into the shipped profile."""
+def _write_validated(base, values: dict[str, float], rows: list[dict], errors: list[float], confidence: str) -> None:
+    """Write the fit to all of a profile's figures, and the validation, into the shipped profile."""
     fitted = scaled_profile(base, values["compute"], values["memory"], values.get("parallel"),
                             values.get("memory_parallel"))
     description = base.description.split(" (validated on")[0].split(" (uncalibrated prior")[0]
-    cal = {"published": {"data": "benchmarks/published_latency.yaml", "device": device,
+    cal = {"published": {"data": "benchmarks/published_latency.yaml",
                          "fitted": {k: round(v, 6) for k, v in values.items()},
                          "prior": {"parallel_efficiency": base.parallel_efficiency,
                                    "memory_parallel_efficiency": base.memory_parallel_efficiency},
-                         "figures": [{**{k: r[k] for k in ("model", "dtype", "threads", "ms", "source")},
+                         "figures": [{**{k: r[k] for k in ("device", "model", "dtype", "threads", "ms", "source")},
                                       "held_out_error_pct": round(100 * e, 1)} for r, e in zip(rows, errors)],
                          "confidence": confidence}}
     fitted = fitted.model_copy(update={

@@ -51,6 +51,13 @@ class Measurement:
     threads: int
     measured_ms: float
     source: str = "measured:host"
+    cores: dict[str, Any] | None = None  # the device's cores where they differ from the profile's (count, clock)
+
+    def on(self, profile: HardwareProfile) -> HardwareProfile:
+        """``profile`` with this run's device cores (itself when the run names none)."""
+        if not self.cores:
+            return profile
+        return profile.model_copy(update={"cores": profile.cores.model_copy(update=self.cores), "prime_cores": None})
 
 
 def _keys(measurements: list[Measurement]) -> list[str]:
@@ -107,7 +114,7 @@ def _start(profile: HardwareProfile, keys: list[str]) -> list[float]:
 
 def predicted_ms(profile: HardwareProfile, m: Measurement) -> float:
     """The profile's prediction for one measured run."""
-    return predict_from_layers(m.layers, profile, m.threads, m.dtype).ms
+    return predict_from_layers(m.layers, m.on(profile), m.threads, m.dtype).ms
 
 
 def fit_profile(profile: HardwareProfile, measurements: list[Measurement]) -> HardwareProfile:
