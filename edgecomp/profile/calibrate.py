@@ -39,6 +39,9 @@ from edgecomp.targets import HardwareProfile, user_dir
 
 logger = logging.getLogger(__name__)
 PRIOR_WEIGHT = 0.05
+# fit_scales' pull towards the prior (log scale): a handful of figures must not move a scale far on its own
+# (two figures of one network at two dtypes cannot tell compute from memory-bound time).
+SCALE_PRIOR_WEIGHT = 0.3
 
 
 @dataclass
@@ -255,7 +258,7 @@ def fit_scales(profile: HardwareProfile, measurements: list[Measurement]) -> tup
     def residuals(theta: np.ndarray) -> np.ndarray:
         p = build(theta)
         pred = np.log([max(predicted_ms(p, m), 1e-6) for m in measurements])
-        return np.concatenate([pred - measured, PRIOR_WEIGHT * (theta - theta0)])
+        return np.concatenate([pred - measured, SCALE_PRIOR_WEIGHT * (theta - theta0)])
 
     result = least_squares(residuals, np.clip(theta0, lower + 1e-9, upper - 1e-9), bounds=(lower, upper))
     values = {n: float(math.exp(v)) if n in ("compute", "memory") else float(v) for n, v in zip(names, result.x)}
