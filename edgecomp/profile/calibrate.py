@@ -203,7 +203,8 @@ def write_profile(profile: HardwareProfile, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = profile.model_dump(mode="json", exclude_none=True)
     data["efficiency"] = {k: round(v, 4) for k, v in data["efficiency"].items()}
-    for key in ("overhead_us", "memory_bandwidth_gbs", "small_k", "small_k_int8", "cache_bandwidth_gbs"):
+    for key in ("overhead_us", "memory_bandwidth_gbs", "small_k", "small_k_int8", "cache_bandwidth_gbs",
+                "parallel_efficiency", "memory_parallel_efficiency"):
         if key in data:
             data[key] = round(data[key], 4)
     tmp = path.with_suffix(path.suffix + ".tmp")
