@@ -1,23 +1,25 @@
-"""Latency predictor vs measurements: host (LiteRT, fp32 and int8) and published phone numbers.
+"""Latency predictor vs measurements: this machine (LiteRT, fp32 and int8, 1 and 2 threads) and published figures.
 
-Part 1, host. Every architecture in benchmarks/predictor_models.py is exported to .tflite (fp32, and
-int8 as edgecomp's quantize.int8 builds it) and timed here with LiteRT (XNNPACK, 1 thread: the 2 cores
-are shared; the fastest run over shuffled rounds). The host-x86 profile, given this CPU's vector peaks,
-is calibrated on the CALIBRATION architectures only (small networks plus op micro-benchmarks), then
-predicts the EVALUATION architectures, which share no family with them. Prints the table and the error
-distribution (goal: >= 90% within ±10%).
+Part 1, this machine. The host profile is derived at run time from /proc/cpuinfo (cores, clock, vector
+ISA and its peaks: edgecomp.profile.host_cpu.host_profile) and its efficiencies are fitted for this
+machine's ISA family. Every architecture in benchmarks/predictor_models.py is exported to .tflite (fp32,
+and int8 as edgecomp's quantize.int8 builds it) and timed here with LiteRT (XNNPACK; the fastest run over
+shuffled rounds; 1 thread as thread CPU time, 2 threads as wall time). The profile is calibrated on the
+CALIBRATION architectures only (small networks plus op micro-benchmarks, at both thread counts), then
+predicts the EVALUATION architectures, which share no family with them. Goal: >= 90 % of the held-out
+predictions within ±10 %. ``--write-host-family`` stores the fit as this ISA family's entry in
+edgecomp/resources/profiles/host-x86.yaml (calibration.families).
 
-Part 2, phones. MobileNetV1 and V2 (224, random weights) against the latencies TensorFlow publishes
-(CPU, 4 threads): MobileNetV1 on a Pixel 4 (fp32 14.0 ms, int8 5.0 ms) and MobileNetV2 on a Pixel 3
-(fp32 17.5 ms, int8 12 ms); goal ±15%. The cortex-a76 (Pixel 4) and cortex-a75 (Pixel 3) profiles have
-per-op efficiencies set from general knowledge; one scale per dtype is then calibrated on published
-numbers of *other* models only (leave-one-model-out), on the same phone where the table has one
-(MobileNetV2/Pixel 3 from MobileNetV1 and SqueezeNet on the Pixel 3, MobileNetV1/Pixel 4 fp32 from
-SqueezeNet on the Pixel 4) and else from the other phone (MobileNetV1/Pixel 4 int8 from MobileNetV2 on
-the Pixel 3, the only other int8 number). Both the uncalibrated and the calibrated predictions print.
+Part 2, published figures (benchmarks/published_latency.yaml, each with its source). For every shipped
+profile with figures, a few parameters (one scale on compute efficiencies, one on memory-bound work and,
+where the figures span thread counts, the two thread scalings) are fitted leave-one-model-out: each
+model's figures are predicted from a fit to the other models' figures only. Prints the figures used,
+each held-out error and a stated confidence per profile; profiles with no figure are reported as
+uncalibrated priors. Goal: >= 90 % of the figures within ±15 % held out. ``--write-profiles`` writes the
+fit to all figures, and the validation, into the shipped profiles.
 
-Run: .venv/bin/python benchmarks/predictor.py  (about 5 minutes the first time, 1.5 once the exports
-are cached in ~/.cache/edgecomp/predictor-v2; timings are always measured afresh).
+Run: .venv/bin/python benchmarks/predictor.py  (10+ minutes the first time on 2 cores, mostly exports,
+cached in ~/.cache/edgecomp/predictor-v2; timings are always measured afresh).
 """
 
 from __future__ import annotations
@@ -34,28 +36,38 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.predictor_models import CALIBRATION, EVALUATION, mobilenet_v1, mobilenet_v2, squeezenet
-from edgecomp.profile.calibrate import Measurement, fit_profile, predicted_ms, write_profile
-from edgecomp.profile.host_cpu import host_profile
+from benchmarks.predictor_models import (
+    CALIBRATION,
+    EVALUATION,
+    mobilenet_v1,
+    mobilenet_v2,
+    mobilenet_v3,
+    squeezenet,
+)
+from edgecomp.profile.calibrate import (
+    Measurement,
+    family_entry_of,
+    fit_profile,
+    fit_scales,
+    predicted_ms,
+    scaled_profile,
+    with_family,
+    write_profile,
+)
+from edgecomp.profile.host_cpu import HOST_PROFILES, host_profile, read_host
 from edgecomp.profile.predict import read_tflite_layers
-from edgecomp.targets import load_profile, packaged_dir
+from edgecomp.targets import available, load_profile, packaged_dir
 
-ROUNDS = 8
+ROUNDS = 6
 CACHE = Path(os.environ.get("EDGECOMP_PREDICTOR_CACHE", "~/.cache/edgecomp/predictor-v2")).expanduser()
-# TensorFlow's published CPU latencies, 4 threads, Android 10 (TFLite "performance measurement" page);
-# MobileNetV2 on Pixel 3 as given in the project's issue.
-PUBLISHED = [
-    ("mobilenet_v1", "fp32", "pixel3", 23.9), ("mobilenet_v1", "int8", "pixel3", 13.4),
-    ("mobilenet_v1", "fp32", "pixel4", 14.0), ("mobilenet_v1", "int8", "pixel4", 5.0),
-    ("squeezenet", "fp32", "pixel3", 35.8), ("squeezenet", "fp32", "pixel4", 23.9),
-    ("mobilenet_v2", "fp32", "pixel3", 17.5), ("mobilenet_v2", "int8", "pixel3", 12.0),
-]
-EVALUATED = {("mobilenet_v1", "pixel4"), ("mobilenet_v2", "pixel3")}
-PHONE_PROFILE = {"pixel3": "cortex-a75", "pixel4": "cortex-a76"}
-PHONE_MODELS = {"mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2, "squeezenet": squeezenet}
+PUBLISHED = Path(__file__).with_name("published_latency.yaml")
+PHONE_MODELS = {"mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2,
+                "mobilenet_v3_large": lambda: mobilenet_v3(True), "mobilenet_v3_small": lambda: mobilenet_v3(False),
+                "squeezenet": squeezenet}
 
 
 def export(name: str, factory, side: int, dtype: str) -> Path:
@@ -118,52 +130,69 @@ def measure(path: Path, threads: int = 1, runs: int = 40, budget_s: float = 0.1)
     return min(times)
 
 
-def host_part(threads: int, write_profile_to: Path | None = None) -> list[float]:
-    """Calibrate host-x86 on CALIBRATION, predict EVALUATION; print the table; return |errors|."""
+def host_part(threads: tuple[int, ...], write_family: bool) -> list[float]:
+    """Derive the host profile, calibrate on CALIBRATION, predict EVALUATION; print the table; return |errors|."""
+    info = read_host()
+    print(f"machine: {info.isa}, {info.model or 'unknown model'}, {info.cores} cores at "
+          f"{info.clock_ghz or 0:g} GHz (ISA family {info.family})")
     models = {**{("cal", k): v for k, v in CALIBRATION.items()}, **{("eval", k): v for k, v in EVALUATION.items()}}
     t0 = time.perf_counter()
     files = {(role, name, dt): export(name, f, side, dt) for (role, name), (f, side) in models.items()
              for dt in ("fp32", "int8")}
     print(f"exported/cached {len(files)} .tflite files in {time.perf_counter() - t0:.0f} s")
     t0 = time.perf_counter()
-    measured = {key: math.inf for key in files}
-    order = list(files)
+    keys = [(*key, t) for key in files for t in threads]
+    measured = {key: math.inf for key in keys}
     for r in range(ROUNDS):  # shuffled rounds: calibration and evaluation models see the same load
-        random.Random(r).shuffle(order)
-        for key in order:
-            measured[key] = min(measured[key], measure(files[key], threads))
-    print(f"measured {len(files)} models x {ROUNDS} shuffled rounds in {time.perf_counter() - t0:.0f} s "
-          f"(LiteRT {threads} thread{'s' if threads > 1 else ''}, fastest of up to 40 runs per round, "
-          f"{'thread CPU time' if threads == 1 else 'wall time'})\n")
-    runs = {key: Measurement(f"{key[1]}:{key[2]}", *read_tflite_layers(path), threads, measured[key])
-            for key, path in files.items()}
-    prior = host_profile(load_profile("host-x86"))
+        random.Random(r).shuffle(keys)
+        for key in keys:
+            measured[key] = min(measured[key], measure(files[key[:3]], key[3]))
+    print(f"measured {len(files)} models x threads {list(threads)} x {ROUNDS} shuffled rounds in "
+          f"{time.perf_counter() - t0:.0f} s (LiteRT, fastest of up to 40 runs per round; 1 thread: thread CPU "
+          "time, more: wall time)\n")
+    layers = {key: read_tflite_layers(path) for key, path in files.items()}
+    runs = {key: Measurement(f"{key[1]}:{key[2]}:{key[3]}t", *layers[key[:3]], key[3], measured[key])
+            for key in sorted(measured)}
+    template = load_profile(HOST_PROFILES.get(info.arch, "host-x86"))
+    prior = host_profile(template)
     core = prior.cores
-    print(f"{prior.description}: peaks {core.fp32_flops_per_cycle:g} fp32 FLOP and {core.int8_ops_per_cycle:g} int8 "
-          f"ops per cycle at {core.clock_ghz:g} GHz")
-    fitted = fit_profile(prior, [m for (role, _, _), m in runs.items() if role == "cal"])
-    print(f"host-x86 calibrated on {len(CALIBRATION)} architectures x 2 dtypes; fitted: "
+    print(f"{prior.description}\npeaks {core.fp32_flops_per_cycle:g} fp32 FLOP and {core.int8_ops_per_cycle:g} "
+          f"int8 ops per cycle per core at {core.clock_ghz:g} GHz")
+    t0 = time.perf_counter()
+    fitted = fit_profile(prior, [m for (role, *_), m in runs.items() if role == "cal"])
+    print(f"{template.name} calibrated for {info.family} on {len(CALIBRATION)} architectures x 2 dtypes x "
+          f"{len(threads)} thread counts in {time.perf_counter() - t0:.0f} s; fitted: "
           + ", ".join(f"{k}={v:.3g}" for k, v in sorted(fitted.efficiency.items()))
           + f", overhead_us={fitted.overhead_us:.3g}, bandwidth_gbs={fitted.memory_bandwidth_gbs:.3g}, "
-          f"small_k={fitted.small_k:.3g}, small_k_int8={fitted.small_k_int8:.3g}\n")
-    if write_profile_to is not None:
-        write_profile(fitted, write_profile_to)
-        print(f"wrote the calibrated profile to {write_profile_to}\n")
-    print(f"{'architecture (evaluation set)':30s} {'dtype':5s} {'MMACs':>8s} {'measured':>9s} {'predicted':>9s} "
-          f"{'error':>7s} {'before':>7s}")
-    errors = []
-    for (role, name, dt), m in runs.items():
+          f"small_k={fitted.small_k:.3g}, small_k_int8={fitted.small_k_int8:.3g}, "
+          f"parallel_efficiency={fitted.parallel_efficiency:.3g}, "
+          f"memory_parallel_efficiency={fitted.memory_parallel_efficiency or 0:.3g}\n")
+    if write_family:
+        target = packaged_dir("profiles") / f"{template.name}.yaml"
+        entry = family_entry_of(fitted, f"{info.isa}, {info.model or 'unknown model'}, {info.cores} cores "
+                                        f"(benchmarks/predictor.py, threads {list(threads)})")
+        write_profile(with_family(template, info.family, entry), target)
+        print(f"wrote the {info.family} family into {target}\n")
+    print(f"{'architecture (evaluation set)':30s} {'dtype':5s} {'thr':>3s} {'MMACs':>8s} {'measured':>9s} "
+          f"{'predicted':>9s} {'error':>7s} {'prior':>7s}")
+    errors: dict[tuple[str, int], list[float]] = {}
+    for (role, name, dt, t), m in runs.items():
         if role != "eval":
             continue
         pred = predicted_ms(fitted, m)
         err = pred / m.measured_ms - 1
-        errors.append(abs(err))
+        errors.setdefault((dt, t), []).append(abs(err))
         macs = sum(layer.macs for layer in m.layers) / 1e6
-        print(f"{name:30s} {dt:5s} {macs:8.1f} {m.measured_ms:7.3f}ms {pred:7.3f}ms {100 * err:+6.1f}% "
+        print(f"{name:30s} {dt:5s} {t:3d} {macs:8.1f} {m.measured_ms:7.3f}ms {pred:7.3f}ms {100 * err:+6.1f}% "
               f"{100 * (predicted_ms(prior, m) / m.measured_ms - 1):+6.0f}%")
     print()
-    _distribution(errors, 0.10)
-    return errors
+    for (dt, t), errs in sorted(errors.items()):
+        print(f"{dt}, {t} thread(s):", end=" ")
+        _distribution(errs, 0.10)
+    everything = [e for errs in errors.values() for e in errs]
+    print("all held-out host predictions:", end=" ")
+    _distribution(everything, 0.10)
+    return everything
 
 
 def _distribution(errors: list[float], goal: float) -> None:
@@ -175,53 +204,115 @@ def _distribution(errors: list[float], goal: float) -> None:
           f"{'met' if within >= 0.9 * len(errors) else 'NOT met'}")
 
 
-def phone_part() -> None:
-    """Predict the published phone latencies, uncalibrated and with leave-one-model-out scales."""
-    files = {(name, dt): export(f"{name}_224", PHONE_MODELS[name], 224, dt)
-             for name, dt, _, _ in PUBLISHED}
-    profiles = {phone: load_profile(p) for phone, p in PHONE_PROFILE.items()}
+def _confidence(errors: list[float]) -> str:
+    """A stated confidence from held-out errors: high (all within ±10 %), medium (median within ±15 % and
+    three quarters within ±15 %), else low."""
+    within15 = sum(e <= 0.15 for e in errors) / len(errors)
+    level = ("high" if max(errors) <= 0.10 else "medium" if statistics.median(errors) <= 0.15 and within15 >= 0.75
+             else "low")
+    return (f"{level} ({len(errors)} held-out figures, median |error| {100 * statistics.median(errors):.1f}%, "
+            f"max {100 * max(errors):.1f}%)")
+
+
+def published_part(write_profiles: bool) -> list[float]:
+    """Leave-one-model-out validation of every shipped profile on the published figures; return |errors|."""
+    data = yaml.safe_load(PUBLISHED.read_text())
+    sources, devices = data["sources"], data["devices"]
+    print("\nsources:")
+    for key, src in sources.items():
+        print(f"  [{key}] {' '.join(src['title'].split())}\n      {src['url']}")
+    figures = data["measurements"]
+    needed = {(f["model"], f["dtype"]) for f in figures}
+    files = {key: export(f"{key[0]}_224", PHONE_MODELS[key[0]], 224, key[1]) for key in sorted(needed)}
     layers = {key: read_tflite_layers(path)[0] for key, path in files.items()}
-    prior = {(n, dt, ph): predicted_ms(profiles[ph], Measurement(n, layers[(n, dt)], dt, 4, ms))
-             for n, dt, ph, ms in PUBLISHED}
-    print(f"\n{'model (224x224, 4 threads)':26s} {'phone':7s} {'dtype':5s} {'published':>9s} {'uncal.':>8s} "
-          f"{'calibrated':>10s} {'error':>7s}  calibrated on")
-    errors, uncal = [], []
-    for n, dt, ph, ms in PUBLISHED:
-        if (n, ph) not in EVALUATED:
+    all_errors: list[float] = []
+    for name in sorted(n for n in available("profiles") if not n.startswith("host")):
+        base = _prior(load_profile(name))
+        used = {d: dev for d, dev in devices.items() if dev["profile"] == name}
+        rows = [f for f in figures if f["device"] in used]
+        if not rows:
+            print(f"\n{name}: no public measurement -> uncalibrated prior (its description and every prediction "
+                  "say so)")
             continue
-        others = [(n2, ph2, ms2) for n2, dt2, ph2, ms2 in PUBLISHED if dt2 == dt and n2 != n and ph2 == ph]
-        if not others:  # no other model of this dtype on this phone: borrow the other phone's
-            others = [(n2, ph2, ms2) for n2, dt2, ph2, ms2 in PUBLISHED if dt2 == dt and n2 != n]
-        scale = math.exp(statistics.mean(math.log(ms2 / prior[(n2, dt, ph2)]) for n2, ph2, ms2 in others))
-        pred = prior[(n, dt, ph)] * scale
-        errors.append(abs(pred / ms - 1))
-        uncal.append(abs(prior[(n, dt, ph)] / ms - 1))
-        used = ", ".join(f"{n2}@{ph2}" for n2, ph2, _ in others)
-        print(f"{n:26s} {ph:7s} {dt:5s} {ms:7.1f}ms {prior[(n, dt, ph)]:6.1f}ms {pred:8.1f}ms "
-              f"{100 * (pred / ms - 1):+6.1f}%  {used} (x{scale:.2f})")
-    print("\ncalibrated:", end=" ")
-    _distribution(errors, 0.15)
-    print("uncalibrated (profile priors only):", end=" ")
-    _distribution(uncal, 0.15)
+        runs = [Measurement(f["model"], layers[(f["model"], f["dtype"])], f["dtype"], f["threads"], f["ms"],
+                            f"published:{f['source']}", used[f["device"]].get("cores")) for f in rows]
+        print(f"\n{name}: leave-one-model-out on " + "; ".join(f"{d} = {dev['description']}" for d, dev in used.items()))
+        print(f"  {'model (224x224)':20s} {'device':8s} {'dtype':5s} {'thr':>3s} {'published':>9s} {'prior':>8s} "
+              f"{'held-out':>8s} {'error':>7s}  fitted on the other models")
+        errors = [0.0] * len(runs)
+        for model in sorted({r.name for r in runs}):
+            fitted, values = fit_scales(base, [r for r in runs if r.name != model])
+            for i, (f, r) in enumerate(zip(rows, runs)):
+                if r.name != model:
+                    continue
+                pred, before = predicted_ms(fitted, r), predicted_ms(base, r)
+                err = pred / r.measured_ms - 1
+                errors[i] = abs(err)
+                shown = ", ".join(f"{k} {v:.2f}" for k, v in values.items())
+                print(f"  {model:20s} {f['device']:8s} {r.dtype:5s} {r.threads:3d} {r.measured_ms:7.1f}ms "
+                      f"{before:6.1f}ms {pred:6.1f}ms {100 * err:+6.1f}%  {shown}")
+        confidence = _confidence(errors)
+        print(f"  confidence: {confidence}")
+        all_errors += errors
+        if write_profiles:
+            _, values = fit_scales(base, runs)
+            _write_validated(base, values, rows, errors, confidence)
+    print("\npublished figures, held out:", end=" ")
+    _distribution(all_errors, 0.15)
+    return all_errors
+
+
+def _prior(profile):
+    """A shipped profile as it was before an earlier ``--write-profiles`` fitted it to the published figures
+    (the fit undone), so that each held-out figure is predicted without having seen it."""
+    published = profile.calibration.get("published")
+    if not published:
+        return profile
+    fitted, prior = published["fitted"], published["prior"]
+    undone = scaled_profile(profile, 1 / fitted["compute"], 1 / fitted["memory"], prior["parallel_efficiency"],
+                            prior.get("memory_parallel_efficiency"))
+    return undone.model_copy(update={"calibration": {}, "memory_parallel_efficiency": prior.get(
+        "memory_parallel_efficiency"), "description": profile.description.split(" (validated on")[0]})
+
+
+def _write_validated(base, values: dict[str, float], rows: list[dict], errors: list[float], confidence: str) -> None:
+    """Write the fit to all of a profile's figures, and the validation, into the shipped profile."""
+    fitted = scaled_profile(base, values["compute"], values["memory"], values.get("parallel"),
+                            values.get("memory_parallel"))
+    description = base.description.split(" (validated on")[0].split(" (uncalibrated prior")[0]
+    cal = {"published": {"data": "benchmarks/published_latency.yaml",
+                         "fitted": {k: round(v, 6) for k, v in values.items()},
+                         "prior": {"parallel_efficiency": base.parallel_efficiency,
+                                   "memory_parallel_efficiency": base.memory_parallel_efficiency},
+                         "figures": [{**{k: r[k] for k in ("device", "model", "dtype", "threads", "ms", "source")},
+                                      "held_out_error_pct": round(100 * e, 1)} for r, e in zip(rows, errors)],
+                         "confidence": confidence}}
+    fitted = fitted.model_copy(update={
+        "calibration": cal, "description": f"{description} (validated on {len(rows)} published figures, "
+                                           f"confidence {confidence.split(' ')[0]})"})
+    target = packaged_dir("profiles") / f"{base.name}.yaml"
+    write_profile(fitted, target)
+    print(f"  wrote {target}")
 
 
 def main() -> None:
     """Run both parts."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="host threads (default 1: the cores are shared)")
-    parser.add_argument("--skip-host", action="store_true", help="only the phone comparison")
-    parser.add_argument("--skip-phone", action="store_true", help="only the host comparison")
-    parser.add_argument("--write-host-profile", action="store_true",
-                        help="write the calibrated host-x86 profile back to edgecomp/resources/profiles/host-x86.yaml")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="host thread counts (default 1 2)")
+    parser.add_argument("--skip-host", action="store_true", help="only the published figures")
+    parser.add_argument("--skip-published", action="store_true", help="only this machine")
+    parser.add_argument("--write-host-family", action="store_true",
+                        help="store the host fit as this ISA family's entry in the shipped host profile")
+    parser.add_argument("--write-profiles", action="store_true",
+                        help="write the fits to the published figures into the shipped profiles")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if not args.skip_host:
-        target = packaged_dir("profiles") / "host-x86.yaml"
-        host_part(args.threads, target if args.write_host_profile else None)
-    if not args.skip_phone:
-        phone_part()
+        host_part(tuple(args.threads), args.write_host_family)
+    if not args.skip_published:
+        published_part(args.write_profiles)
 
 
 if __name__ == "__main__":

@@ -267,6 +267,64 @@ def branch_concat(c: int = 32) -> nn.Module:
     return nn.Sequential(cbr(3, c, 3, 2, act=nn.ReLU), TwoBranchConcat(c), Head(2 * c, 10))
 
 
+def _divisible(v: float, d: int = 8) -> int:
+    new = max(d, int(v + d / 2) // d * d)
+    return new + d if new < 0.9 * v else new
+
+
+class V3Block(nn.Module):
+    """MobileNetV3 bottleneck: 1x1 expand (skipped when exp == cin), kxk depthwise, SE, 1x1 project."""
+
+    def __init__(self, cin: int, k: int, exp: int, cout: int, se: bool, act: type, stride: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [cbr(cin, exp, 1, act=act)] if exp != cin else []
+        layers.append(cbr(exp, exp, k, stride, groups=exp, act=act))
+        if se:
+            layers.append(V3SqueezeExcite(exp, _divisible(exp // 4)))
+        layers += [nn.Conv2d(exp, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x) if self.residual else self.body(x)
+
+
+class V3SqueezeExcite(nn.Module):
+    """MobileNetV3's SE: global pool, 1x1 squeeze + ReLU, 1x1 excite + hard-sigmoid, multiply."""
+
+    def __init__(self, c: int, squeeze: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(nn.Conv2d(c, squeeze, 1), nn.ReLU(), nn.Conv2d(squeeze, c, 1), nn.Hardsigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.fc(self.pool(x))
+
+
+_V3_LARGE = [(3, 16, 16, False, "RE", 1), (3, 64, 24, False, "RE", 2), (3, 72, 24, False, "RE", 1),
+             (5, 72, 40, True, "RE", 2), (5, 120, 40, True, "RE", 1), (5, 120, 40, True, "RE", 1),
+             (3, 240, 80, False, "HS", 2), (3, 200, 80, False, "HS", 1), (3, 184, 80, False, "HS", 1),
+             (3, 184, 80, False, "HS", 1), (3, 480, 112, True, "HS", 1), (3, 672, 112, True, "HS", 1),
+             (5, 672, 160, True, "HS", 2), (5, 960, 160, True, "HS", 1), (5, 960, 160, True, "HS", 1)]
+_V3_SMALL = [(3, 16, 16, True, "RE", 2), (3, 72, 24, False, "RE", 2), (3, 88, 24, False, "RE", 1),
+             (5, 96, 40, True, "HS", 2), (5, 240, 40, True, "HS", 1), (5, 240, 40, True, "HS", 1),
+             (5, 120, 48, True, "HS", 1), (5, 144, 48, True, "HS", 1), (5, 288, 96, True, "HS", 2),
+             (5, 576, 96, True, "HS", 1), (5, 576, 96, True, "HS", 1)]
+
+
+def mobilenet_v3(large: bool = True, classes: int = 1000) -> nn.Module:
+    """MobileNetV3 Large or Small (Howard et al. 2019, Table 1 and 2), as torchvision defines it."""
+    cfg, last, hidden = (_V3_LARGE, 960, 1280) if large else (_V3_SMALL, 576, 1024)
+    layers: list[nn.Module] = [cbr(3, 16, 3, 2, act=nn.Hardswish)]
+    c = 16
+    for k, exp, out, se, nl, s in cfg:
+        layers.append(V3Block(c, k, exp, out, se, nn.ReLU if nl == "RE" else nn.Hardswish, s))
+        c = out
+    layers += [cbr(c, last, 1, act=nn.Hardswish), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(last, hidden),
+               nn.Hardswish(), nn.Linear(hidden, classes)]
+    return nn.Sequential(*layers)
+
+
 # name -> (factory, input side). The two sets share no architecture; the calibration set covers the
 # op types the evaluation set uses (3x3/1x1/depthwise convolutions, adds, SE gates, concatenations,
 # hard-swish, fully connected layers in and out of cache).

@@ -42,10 +42,11 @@ from edgecomp.finetune import predict_all
 from edgecomp.metrics import evaluate
 from edgecomp.model import LoadedModel, count_macs, count_params, float_network, load_model
 from edgecomp.profile.host import measure_host
+from edgecomp.profile.host_cpu import resolve_profile
 from edgecomp.quiet import captured_output
 from edgecomp.records import ACCURACY_NOT_MEASURED, ArtifactRecord, BuildReport, Latency, ModelRecord
 from edgecomp.report.html import render_html
-from edgecomp.targets import Budgets, Target, load_profile, load_target
+from edgecomp.targets import Budgets, Target, load_target
 from edgecomp.timings import Timings
 
 logger = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ def _split_compress_phase(timings: Timings, stages) -> None:
 def _load(model: str | None, target: str, opts: BuildOptions):
     """Target, hardware profile, formats, budgets, recipe steps, the loaded model and its record."""
     tgt: Target = load_target(target)
-    profile = load_profile(opts.hardware or tgt.hardware)
+    profile = resolve_profile(opts.hardware or tgt.hardware)  # a host profile is made this machine
     formats = opts.formats or list(tgt.formats)
     unknown = [f for f in formats if f not in EXPORTERS]
     if unknown:

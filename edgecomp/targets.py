@@ -105,6 +105,9 @@ class HardwareProfile(Frozen):
     parallel_efficiency: float = Field(
         0.9, gt=0, le=1, description="Speed-up of each extra thread as a fraction of one core (1 = perfect)."
     )
+    memory_parallel_efficiency: float | None = Field(
+        None, ge=0, le=1, description="Speed-up of each extra thread on memory-bound work (None: parallel_efficiency)."
+    )
     gemm_tile: dict[str, int] = Field(
         default_factory=dict, description="Output-channel tile width of the GEMM micro-kernels per dtype (fp32, int8)."
     )
@@ -141,11 +144,22 @@ def packaged_dir(kind: str) -> Path:
     return Path(str(files("edgecomp").joinpath("resources", kind)))
 
 
+def user_dir(kind: str) -> Path:
+    """The user's folder of ``kind`` (``$EDGECOMP_USER_<KIND>_DIR``, else ``<user config dir>/edgecomp/<kind>``):
+    where ``edgecomp profile --calibrate`` writes, never into the installed package."""
+    env = os.environ.get(f"EDGECOMP_USER_{kind.upper()}_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return platformdirs.user_config_path("edgecomp") / kind
+
+
 def search_dirs(kind: str) -> list[Path]:
-    """Directories searched for ``kind``: those of $EDGECOMP_<KIND>_PATH, then the built-in ones."""
+    """Directories searched for ``kind``: those of $EDGECOMP_<KIND>_PATH, the user's folder, then the built-in ones."""
     env = os.environ.get(f"EDGECOMP_{kind.upper()}_PATH")
     dirs = [Path(p) for p in env.split(os.pathsep) if p] if env else []
-    return dirs + [packaged_dir(kind)]
+    return dirs + [user_dir(kind), packaged_dir(kind)]
 
 
 def available(kind: str) -> dict[str, Path]:

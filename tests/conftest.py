@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,8 @@ SCHEMA_FILE = REPO / "schemas" / "edgecomp.schema.json"
 
 # Builds in tests export afresh (a test may replace an exporter); tests of the cache turn it back on.
 os.environ.setdefault("EDGECOMP_NO_CACHE", "1")
+# Calibrations a test writes go to a scratch folder, never the user's own profiles (targets.user_dir).
+os.environ.setdefault("EDGECOMP_USER_PROFILES_DIR", tempfile.mkdtemp(prefix="edgecomp-user-profiles-"))
 
 TESTS = Path(__file__).resolve().parent
 DATA = TESTS / "data"  # small committed inputs (tiny .tflite files, benchmark outputs)

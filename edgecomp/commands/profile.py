@@ -4,8 +4,12 @@ Host (default): .tflite through LiteRT (XNNPACK) or .onnx through onnxruntime, i
 mean, p50, p90, std, init time, peak memory; a per-op breakdown from onnxruntime's profiler (.onnx) or
 the latency predictor (.tflite, labelled predicted). ``--device [SERIAL]`` runs TFLite's benchmark_model
 on a phone instead (``--benchmark-binary``, see edgecomp/android/device.py for where to get it).
-``--predict PROFILE`` adds the predicted latency; ``--calibrate PROFILE`` fits the profile's
-efficiencies to these runs (and the earlier runs it recorded) and writes them back to its YAML.
+``--predict PROFILE`` adds the predicted latency (``host``: this machine, see profile/host_cpu.py).
+
+``--calibrate PROFILE`` fits the profile's efficiencies to these runs (and the earlier runs it
+recorded); with no MODEL_FILE it times edgecomp's built-in micro-benchmarks instead: ``--calibrate host``
+on this machine (in under a minute), ``--calibrate NAME --device SERIAL`` on a phone. The fitted profile
+is written to the user's profiles folder (``targets.user_dir``), never into the installed package.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ BINARY_ENV = "EDGECOMP_BENCHMARK_BINARY"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of `edgecomp profile`."""
-    p.add_argument("models", nargs="+", metavar="MODEL_FILE", help=".tflite or .onnx file(s)")
+    p.add_argument("models", nargs="*", metavar="MODEL_FILE",
+                   help=".tflite or .onnx file(s) (none with --calibrate: the built-in micro-benchmarks)")
     p.add_argument("--threads", type=int, default=None, help="threads (default: 2 on the host, 4 on a device)")
     p.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
     p.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs (default 5)")
@@ -41,15 +46,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", metavar="OUT", help="device runs: pull benchmark_model's op-profiling CSV to OUT")
     p.add_argument("--no-op-profiling", action="store_true", help="skip the per-op breakdown")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before a device run counts as hung")
-    p.add_argument("--predict", metavar="PROFILE", help="also predict the latency on this hardware profile")
+    p.add_argument("--predict", metavar="PROFILE",
+                   help="also predict the latency on this hardware profile ('host': this machine)")
     p.add_argument("--calibrate", metavar="PROFILE",
-                   help="fit this hardware profile's efficiencies to the measured runs and write it back")
+                   help="fit this hardware profile to the measured runs (no MODEL_FILE: to the built-in "
+                        "micro-benchmarks, here for 'host' or on --device SERIAL) and write it to the user's "
+                        "profiles folder")
 
 
 def _validate(args: argparse.Namespace) -> list[Path]:
     from edgecomp.errors import ConfigError, ModelLoadError
 
     paths = [Path(m) for m in args.models]
+    if not paths and not args.calibrate:
+        raise ConfigError("no model file given", "pass MODEL_FILE(s), or --calibrate PROFILE to fit a profile on "
+                          "the built-in micro-benchmarks")
     for path in paths:
         if not path.is_file():
             raise ModelLoadError(f"model file not found: {path}", "check the path")
@@ -86,7 +97,7 @@ def _profile_host(path: Path, args: argparse.Namespace, threads: int) -> dict[st
         else:
             from edgecomp.profile.predict import predict_latency
 
-            pred = predict_latency(path, args.predict or "host-x86", threads)
+            pred = predict_latency(path, args.predict or "host", threads)
             result["per_op"] = [{"name": o.name, "node_type": o.name.split(":")[0], "avg_ms": o.ms,
                                  "percent": 100 * o.ms / pred.ms if pred.ms else 0.0} for o in pred.per_op]
             result["per_op_source"] = pred.source
@@ -120,7 +131,10 @@ def _print(result: dict[str, Any]) -> None:
           f"{fmt(lat.get('peak_memory_mb'), ' MB')}")
     if "predicted" in result:
         pred = result["predicted"]
-        print(f"  predicted {pred['ms']:.3f} ms [{pred['source']}, {pred['threads']} threads, {pred['dtype']}]")
+        print(f"  predicted {pred['ms']:.3f} ms [{pred['source']}, {pred['threads']} threads, {pred['dtype']}"
+              f"{', ' + pred['calibration'] if pred.get('calibration', 'calibrated') != 'calibrated' else ''}]")
+        for warning in pred.get("warnings", []):
+            print(f"  warning: {warning}")
     per_op = sorted(result.get("per_op", []), key=lambda r: -r["avg_ms"])[:10]
     if per_op:
         print(f"  slowest ops [{result.get('per_op_source')}]:")
@@ -136,12 +150,22 @@ def _host_arch() -> str:
 def _calibrate(profile_name: str, results: list[dict[str, Any]]) -> None:
     from edgecomp.bundle import sha256_of
     from edgecomp.errors import ConfigError
-    from edgecomp.profile.calibrate import Measurement, fit_profile, write_profile
+    from edgecomp.profile.calibrate import (
+        Measurement,
+        family_entry_of,
+        fit_profile,
+        user_profile_path,
+        with_family,
+        write_profile,
+    )
+    from edgecomp.profile.host_cpu import HOST_PROFILES, host_profile, read_host
     from edgecomp.profile.predict import read_tflite_layers
-    from edgecomp.targets import load_profile, resolve_path
+    from edgecomp.targets import load_profile, packaged_dir, resolve_path
 
     profile = load_profile(profile_name)
-    path = resolve_path("profiles", profile_name)
+    given = resolve_path("profiles", profile_name)
+    inside_package = given.resolve().is_relative_to(packaged_dir("profiles").resolve())
+    path = user_profile_path(profile.name) if inside_package else given  # never into the installed package
     measurements, seen = [], set()
     for r in results:
         arch = _host_arch() if r["source"] == "measured:host" else "arm64"
@@ -162,16 +186,57 @@ def _calibrate(profile_name: str, results: list[dict[str, Any]]) -> None:
             layers, dtype = read_tflite_layers(file)
             measurements.append(Measurement(old["name"], layers, dtype, old["threads"], old["measured_ms"],
                                             old.get("source", "")))
+    template, profile = profile, host_profile(profile) if profile.name in HOST_PROFILES.values() else profile
     fitted = fit_profile(profile, measurements)
-    write_profile(fitted, path)
     cal = fitted.calibration
+    if template is not profile:  # a host template: the fit is this machine's ISA family's entry
+        info = read_host()
+        entry = family_entry_of(fitted, f"{info.isa}, {info.model or 'unknown model'} (edgecomp profile "
+                                        f"--calibrate on {len(measurements)} runs)")
+        fitted = with_family(template, info.family, entry)
+        fitted = fitted.model_copy(update={"calibration": {**fitted.calibration, **{
+            k: cal[k] for k in ("fitted_at", "runs", "median_abs_error_pct", "max_abs_error_pct")}}})
+    write_profile(fitted, path)
     print(f"calibrated {profile.name} on {len(measurements)} runs: median error {cal['median_abs_error_pct']}%, "
           f"max {cal['max_abs_error_pct']}%; written to {path}")
+
+
+def _calibrate_microbench(args: argparse.Namespace) -> int:
+    """--calibrate without model files: the built-in micro-benchmarks, here (host) or on --device."""
+    from edgecomp.errors import ConfigError
+
+    if args.device is None:
+        from edgecomp.profile.host_calibrate import calibrate_host
+        from edgecomp.profile.host_cpu import HOST_PROFILES, describe_host, read_host
+
+        if args.calibrate not in ("host", *HOST_PROFILES.values()):
+            raise ConfigError(f"micro-benchmarks timed on this machine cannot calibrate '{args.calibrate}'",
+                              "use --calibrate host for this machine, or add --device SERIAL to fit a phone's profile")
+        threads = (args.threads,) if args.threads else None
+        profile, path = calibrate_host(args.calibrate, threads)
+        family = read_host().family
+        entry = profile.calibration["families"][family]
+        print(f"calibrated {profile.name} for {family} ({describe_host()}) on {entry['runs']} micro-benchmark "
+              f"runs: median error {entry['median_abs_error_pct']}%, max {entry['max_abs_error_pct']}%; "
+              f"written to {path}")
+        return 0
+    from edgecomp.commands._profile_calibrate import calibrate_device
+
+    threads = (args.threads,) if args.threads else (1, 4)
+    profile, path = calibrate_device(args.calibrate, args.device or None, args.benchmark_binary, threads,
+                                     runs=args.runs, warmup=args.warmup, timeout_s=args.timeout)
+    cal = profile.calibration
+    print(f"calibrated {profile.name} on {cal.get('device_model') or cal.get('device')} from "
+          f"{len(cal['runs'])} micro-benchmark runs: median error {cal['median_abs_error_pct']}%, "
+          f"max {cal['max_abs_error_pct']}%; written to {path}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     """Profile each file, print a table, write JSON if asked, and calibrate if asked."""
     paths = _validate(args)
+    if not paths:
+        return _calibrate_microbench(args)
     on_device = args.device is not None
     threads = args.threads or (4 if on_device else 2)
     results = []
@@ -181,7 +246,8 @@ def run(args: argparse.Namespace) -> int:
             from edgecomp.profile.predict import predict_latency
 
             pred = predict_latency(path, args.predict, threads)
-            result["predicted"] = {"ms": pred.ms, "source": pred.source, "threads": threads, "dtype": pred.dtype}
+            result["predicted"] = {"ms": pred.ms, "source": pred.source, "threads": threads, "dtype": pred.dtype,
+                                   "calibration": pred.calibration, "warnings": pred.warnings}
         results.append(result)
         _print(result)
     if args.json:

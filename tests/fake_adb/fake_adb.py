@@ -2,7 +2,7 @@
 
 Implemented: ``devices -l``, ``-s SERIAL``, ``push``, ``pull``, ``shell CMD``, ``install``. Each device is
 a folder under ``$FAKE_ADB_ROOT/<serial>/`` standing for its file system; ``shell`` runs the command with the
-host's ``/bin/sh`` after mapping ``/data/local/tmp`` and ``/sys/devices/system/cpu`` into that folder,
+host's ``/bin/sh`` after mapping ``/data/local/tmp``, ``/sys/devices/system/cpu`` and ``/proc/cpuinfo`` into that folder,
 so quoting is parsed by a real shell. ``getprop`` and ``taskset`` are shell functions (taskset logs its
 mask to ``$FAKE_ADB_ROOT/<serial>/taskset.log`` and runs the command). A pushed benchmark binary is
 whatever file the test pushes (``tests/fake_adb/benchmark_model`` runs the model with LiteRT on the host).
@@ -16,6 +16,7 @@ Environment:
   FAKE_ADB_DEVICES     ``SERIAL=STATE[:MODEL[:ABILIST]]`` separated by ``;`` (default: one Pixel 4);
                        STATE is device, unauthorized or offline; an empty value means no device
   FAKE_ADB_CPU_FREQS   comma-separated cpuinfo_max_freq (kHz) of cpu0..cpuN (default: Pixel 4's 4+3+1)
+  FAKE_ADB_CPUINFO     a file whose text the device's /proc/cpuinfo shows (default: a Pixel 4's, with dotprod)
   FAKE_ADB_LOSE_AFTER  the device disappears after this many shell commands (simulates a lost device)
   FAKE_ADB_HANG_ON     a shell command containing this text hangs (simulates a device that stops answering)
   FAKE_ADB_PYTHON      the python that runs Python scripts pushed to the device (default: this one)
@@ -83,6 +84,12 @@ def prepare(dev: dict) -> Path:
         d = base / f"sys/devices/system/cpu/cpu{i}/cpufreq"
         d.mkdir(parents=True, exist_ok=True)
         (d / "cpuinfo_max_freq").write_text(freq.strip() + "\n")
+    cpuinfo = os.environ.get("FAKE_ADB_CPUINFO")
+    (base / "proc").mkdir(exist_ok=True)
+    (base / "proc/cpuinfo").write_text(Path(cpuinfo).read_text() if cpuinfo else "".join(
+        f"processor\t: {i}\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
+        f"asimdrdm lrcpc dcpop asimddp\nCPU implementer\t: 0x51\nCPU part\t: {'0x805' if i < 4 else '0x804'}\n\n"
+        for i in range(len(freqs))))
     abis = dev["abilist"].split(",")
     props = {"ro.product.model": dev["model"], "ro.product.manufacturer": "Google",
              "ro.build.version.release": "13", "ro.build.version.sdk": "33",
@@ -195,7 +202,7 @@ def cmd_shell(dev: dict, command: str) -> int:
     hang = os.environ.get("FAKE_ADB_HANG_ON")
     if hang and hang in command:
         time.sleep(3600)
-    for remote in ("/data/local/tmp", "/sys/devices/system/cpu", "/sdcard"):
+    for remote in ("/data/local/tmp", "/sys/devices/system/cpu", "/sdcard", "/proc/cpuinfo"):
         command = command.replace(remote, str(base) + remote)
     python = os.environ.get("FAKE_ADB_PYTHON", sys.executable)
     prelude = (

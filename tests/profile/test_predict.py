@@ -59,7 +59,9 @@ def test_torch_layers_at_int8_quantize_the_input_and_dequantize_the_output():
 
 
 def test_roofline_compute_memory_threads_and_dtype():
-    a76 = load_profile("cortex-a76")
+    a76 = load_profile("cortex-a76").model_copy(update={  # fixed values, whatever the shipped fit
+        "efficiency": {"conv": 0.6, "elementwise": 0.5}, "memory_bandwidth_gbs": 15.0, "overhead_us": 5.0,
+        "parallel_efficiency": 0.9, "memory_parallel_efficiency": None, "small_k": 16})
     assert peak_macs_per_s(a76, 1, "fp32") == pytest.approx(2.84e9 * 8)  # the prime core first
     assert peak_macs_per_s(a76, 4, "fp32") == pytest.approx(2.84e9 * 8 + 0.9 * 3 * 2.42e9 * 8)
     assert peak_macs_per_s(a76, 16, "int8") == peak_macs_per_s(a76, 4, "int8")  # only 4 big cores
@@ -73,9 +75,20 @@ def test_roofline_compute_memory_threads_and_dtype():
     assert predict_from_layers([odd], a76, 1).ms > 1.7 * one.ms  # 9 channels fill 2 tiles of 8
     add = LayerCost("elementwise", act_bytes=3e7)
     p = predict_from_layers([add], a76, 4)
-    assert p.per_op[0].bound == "memory" and p.ms == pytest.approx(3e7 / (15e9 * 0.5) * 1e3 + 0.005)
+    assert p.per_op[0].bound == "memory" and p.ms == pytest.approx(3e7 / (15e9 * 0.5) / 3.7 * 1e3 + 0.005)
     with pytest.raises(ConfigError):
         predict_from_layers([big], a76, 1, "binary")
+
+
+def test_memory_bound_ops_scale_with_threads_by_their_own_efficiency():
+    a76 = load_profile("cortex-a76").model_copy(update={"overhead_us": 0.0, "memory_parallel_efficiency": 0.25})
+    add = LayerCost("elementwise", act_bytes=3e7, kind="add")
+    one, four = (predict_from_layers([add], a76, t).ms for t in (1, 4))
+    assert one / four == pytest.approx(1 + 0.25 * 3)  # bandwidth grows less than compute does
+    assert predict_from_layers([add], a76, 16).ms == pytest.approx(four)  # no more threads than cores
+    big = LayerCost("conv", macs=576 * 64 * 27128, out_channels=64, reduction=576)
+    compute_ratio = predict_from_layers([big], a76, 1).ms / predict_from_layers([big], a76, 4).ms
+    assert compute_ratio == pytest.approx(1 + 0.9 * 3 * 2.42 / 2.84, rel=1e-3)
 
 
 def test_a_pad_feeding_a_convolution_is_free():
