@@ -64,6 +64,8 @@ class Format(ABC):
     """Key of the runner in ``edgecomp.verify.worker`` for the emulated ARM64 check; None: not verified."""
     arm64_note: ClassVar[str] = "format not runnable on arm64 Linux"
     """Why ``verify --arch arm64`` skips the file when ``arm64`` is None."""
+    selectable: ClassVar[bool] = True
+    """Whether --formats and targets may name it (False for files that stages request, e.g. model.ecz)."""
     requires: ClassVar[tuple[str, ...]] = ()
     """Python modules the export needs beyond edgecomp's own dependencies (checked before exporting)."""
     install: ClassVar[str] = ""
@@ -82,7 +84,7 @@ class Format(ABC):
     def check(self, options: ExportOptions) -> None:
         """Raise a clear error before exporting when the dtype cannot be carried or a dependency is missing."""
         if options.dtype not in self.dtypes:
-            carriers = [n for n in format_names() if options.dtype in FORMATS[n].dtypes]
+            carriers = [n for n in format_names() if options.dtype in FORMATS[n].dtypes and FORMATS[n].selectable]
             raise ExportError(
                 f"{self.name} cannot carry {options.dtype} weights (it carries {', '.join(self.dtypes)})",
                 f"formats that carry {options.dtype}: {', '.join(carriers) or 'none'}; build those with "

@@ -35,6 +35,7 @@ class EczFormat(Format):
     dtypes = ("fp32", "fp16", "int8", "binary")
     no_runner_note = "model.ecz holds weights, not a graph: parity runs the decoded weights in PyTorch"
     predicted = False
+    selectable = False
     arm64_note = "model.ecz holds weights, not a graph (not a runtime format)"
 
     @classmethod
@@ -73,7 +74,7 @@ class EczFormat(Format):
 
     def manifest_entry(self, artifact: ExportedArtifact, record: ArtifactRecord) -> None:
         """Not in the manifest: the app runs the bundle's model files; model.ecz is their weights, coded."""
-        return None
+        return
 
     def finish(self, record: ArtifactRecord, others: list[ArtifactRecord]) -> None:
         """How many times smaller model.ecz is than each fp32 model file."""

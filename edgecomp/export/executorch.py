@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 INSTALL = "pip install 'edgecomp[executorch]'"
 IGNORED_OPS = {"getitem", "Total"}  # tuple unpacking and the dataframe's sum row: not kernels
+
+
+def _is_kernel(op: str) -> bool:
+    """Whether a DelegationInfo op type is a kernel (not tuple unpacking or symbolic-shape bookkeeping)."""
+    return op not in IGNORED_OPS and "_" in op and not op.startswith(("_assert", "sym_"))
 _DTYPES = {6: "float32", 5: "float16", 1: "int8", 0: "uint8", 3: "int32", 4: "int64"}  # c10::ScalarType codes
 
 
@@ -94,17 +99,18 @@ def _graph_to_export(model: Any, options: ExportOptions) -> tuple[Any, list[str]
     if not isinstance(model, QuantizedModel) or (options.int8 and options.int8.mode != "static"):
         raise ExportError("int8 .pte export needs the model returned by quantize.int8 (static int8)",
                           "put quantize.int8 last in the recipe (quantize.dynamic is not exported to .pte)")
-    return model.reference, ["int8: the quantize.int8 reference graph (same calibration and scales as the "
-                             ".tflite/.onnx), lowered to XNNPACK's integer kernels"]
+    note = ("int8: the quantize.int8 reference graph (same calibration and scales as the .tflite/.onnx), "
+            "lowered to XNNPACK's integer kernels")
+    return model.reference, [note]
 
 
 def delegation_details(info: Any) -> dict:
     """Delegated vs portable op counts from ExecuTorch's DelegationInfo, ops left on portable kernels named."""
     table = info.get_operator_delegation_dataframe()
     portable = {str(r.op_type): int(r.occurrences_in_non_delegated_graphs) for r in table.itertuples()
-                if r.op_type not in IGNORED_OPS and int(r.occurrences_in_non_delegated_graphs) > 0}
+                if _is_kernel(str(r.op_type)) and int(r.occurrences_in_non_delegated_graphs) > 0}
     delegated = sum(int(r.occurrences_in_delegated_graphs) for r in table.itertuples()
-                    if r.op_type not in IGNORED_OPS)
+                    if _is_kernel(str(r.op_type)))
     total = delegated + sum(portable.values())
     return {"delegated_ops": delegated, "portable_ops": portable, "delegated_share": delegated / total if total else 0.0,
             "delegated_subgraphs": int(info.num_delegated_subgraphs), "backend": "XnnpackBackend"}
