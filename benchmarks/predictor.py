@@ -90,12 +90,11 @@ def export(name: str, factory, side: int, dtype: str) -> Path:
     torch.manual_seed(0)
     model = factory().eval()
     shape = [1, 3, side, side]
-    settings = {}
     if dtype == "int8":
         calib = np.random.default_rng(0).standard_normal([8, *shape[1:]]).astype(np.float32)
-        model, settings = ptq(model, QuantSettings(), calib, shape), {"mode": "static", "io": "float"}
+        model = ptq(model, QuantSettings(), calib, shape)
     tmp = path.with_suffix(".tmp")
-    export_tflite(model, ModelSpec(name=name, input_shape=shape), ExportOptions(dtype=dtype, settings=settings), tmp)
+    export_tflite(model, ModelSpec(name=name, input_shape=shape), ExportOptions(dtype=dtype), tmp)
     tmp.replace(path)
     return path
 

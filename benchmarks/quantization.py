@@ -38,7 +38,7 @@ from edgecomp.bundle import size_of
 from edgecomp.compress.base import BuildContext, get_stage
 from edgecomp.compress.recipe import parse_recipe
 from edgecomp.errors import EdgecompError
-from edgecomp.export.formats import EXPORTERS
+from edgecomp.export.base import get_format
 from edgecomp.export.parity import compare_to_reference
 from edgecomp.export.runtime import run_artifact
 from edgecomp.finetune import predict
@@ -119,7 +119,7 @@ def measure(name, model, spec, data, methods, workdir: Path, x_eval, y_eval, cal
             start = time.monotonic()
             try:
                 with _quiet():
-                    art = EXPORTERS[fmt](final, spec, ctx.export, path, calib)
+                    art = get_format(fmt).export(final, spec, ctx.export, path, calib)
             except EdgecompError as exc:
                 rows.append({"model": name, "method": label, "format": fmt, "bytes": None, "note": exc.message})
                 continue

@@ -19,7 +19,6 @@ from edgecomp.artifact_cache import ArtifactCache, array_digest, artifact_key, c
 from edgecomp.bundle import (
     MANIFEST_NAME,
     SAMPLES_NAME,
-    FileEntry,
     Manifest,
     check_bundle_destination,
     deflate_size,
@@ -33,11 +32,9 @@ from edgecomp.compress.base import BuildContext
 from edgecomp.compress.pipeline import apply_recipe
 from edgecomp.compress.recipe import RecipeStep, parse_recipe
 from edgecomp.errors import ConfigError, EdgecompError, ExportError, ParityError
+from edgecomp.export.base import format_names, get_format
 from edgecomp.export.common import ExportedArtifact
-from edgecomp.export.coreml import MACOS_NOTE
-from edgecomp.export.formats import EXPORTERS, FILENAMES
 from edgecomp.export.parity import compare_to_reference, not_run
-from edgecomp.export.runtime import run_artifact_outputs
 from edgecomp.finetune import predict_all
 from edgecomp.metrics import evaluate
 from edgecomp.model import LoadedModel, count_macs, count_params, float_network, load_model
@@ -111,7 +108,9 @@ def _steps(recipe: str | list[RecipeStep] | None) -> list[RecipeStep]:
 
 def _export_one(fmt: str, model, ctx: BuildContext, folder: Path, calibration) -> tuple[ExportedArtifact, float]:
     start = time.monotonic()
-    artifact = EXPORTERS[fmt](model, ctx.spec, ctx.export, folder / FILENAMES[fmt], calibration)  # quiet itself
+    plugin = get_format(fmt)
+    plugin.check(ctx.export)
+    artifact = plugin.export(model, ctx.spec, ctx.export, folder / plugin.filename, calibration)  # quiet itself
     seconds = time.monotonic() - start
     logger.info("  %s: exported in %.1f s, %.4f MB", fmt, seconds, size_of(artifact.path) / 1e6)
     return artifact, seconds
@@ -207,9 +206,11 @@ def _load(model: str | None, target: str, opts: BuildOptions):
     tgt: Target = load_target(target)
     profile = resolve_profile(opts.hardware or tgt.hardware)  # a host profile is made this machine
     formats = opts.formats or list(tgt.formats)
-    unknown = [f for f in formats if f not in EXPORTERS]
+    unknown = [f for f in formats if f not in format_names()]
     if unknown:
-        raise ConfigError(f"unknown format(s): {', '.join(unknown)}", f"choose from {', '.join(EXPORTERS)}")
+        raise ConfigError(f"unknown format(s): {', '.join(unknown)}", f"choose from {', '.join(format_names())}")
+    for fmt in formats:
+        get_format(fmt).check_installed()  # before any work: a missing optional extra names its install command
     budgets = resolve_budgets(tgt, opts.budgets)
     steps = _steps(opts.recipe)
     logger.info("[load] %s", model or "built-in default model")
@@ -256,13 +257,14 @@ def _write_bundle(report: BuildReport, loaded: LoadedModel, final, ctx: BuildCon
     cache = ArtifactCache() if cache_enabled(opts.cache) else None
     with staging(dest, opts.force) as folder:
         files = []
+        formats = formats + [f for f in format_names() if f not in formats and get_format(f).requested_by(ctx.export)]
         for i, fmt in enumerate(formats, 1):
             logger.info("[export %d/%d] %s", i, len(formats), fmt)
             key = None
             if cache is not None:
                 with timings.phase(f"cache:{fmt}"):
                     key = _cache_key(fmt, final, ctx, opts, calibration, x, y, report.environment)
-                    hit = cache.restore(key, folder, FILENAMES[fmt])
+                    hit = cache.restore(key, folder, get_format(fmt).filename)
                 if hit is not None:
                     logger.info("  %s: cached from %s (identical export)", fmt, hit[0].measured_at)
                     report.artifacts.append(hit[0])
@@ -279,17 +281,16 @@ def _write_bundle(report: BuildReport, loaded: LoadedModel, final, ctx: BuildCon
                 continue
             record = _check_and_profile(artifact, seconds, final, reference, x, y, ctx, opts, folder, timings)
             report.artifacts.append(record)
-            files.append(FileEntry(format=fmt, path=record.path, bytes=record.bytes, sha256=record.sha256,
-                                   dtype=artifact.dtype, inputs=artifact.inputs, outputs=artifact.outputs))
-            if key is not None and record.parity is not None and record.parity.status != "failed":
+            entry = get_format(fmt).manifest_entry(artifact, record)
+            files += [entry] if entry is not None else []
+            if key is not None and entry is not None and record.parity is not None and record.parity.status != "failed":
                 with timings.phase(f"cache:{fmt}"):
-                    cache.store(key, artifact.path, record, files[-1])
+                    cache.store(key, artifact.path, record, entry)
         if not files:
             raise ExportError("no format could be exported", "see the errors above")
-        if ctx.export.settings.get("compressed_form"):  # model.ecz, written by cluster/binarize (compress/ecz.py)
-            from edgecomp.export.ecz import bundle_record
-            report.artifacts.append(bundle_record(final, folder, reference, x, report.artifacts, y,
-                                                  ctx.spec.output_names(), ctx.spec.output_kinds()))
+        for record in report.artifacts:
+            if record.status == "ok":
+                get_format(record.format).finish(record, report.artifacts)
         if planned is not None:
             _check_real_numbers(report, final, ctx, *planned)
         with timings.phase("bundle"):
@@ -327,7 +328,7 @@ def _check_real_numbers(report: BuildReport, final, ctx: BuildContext, planner, 
     if primary is None:
         return
     candidate.real_bytes = primary.bytes
-    by_graph = sorted(report.artifacts, key=lambda a: a.format != "tflite")  # the .tflite graph predicts best
+    by_graph = sorted(report.artifacts, key=lambda a: not get_format(a.format).predictor_reads)  # predicts best
     predicted = next((a.predicted_latency for a in by_graph if a.predicted_latency), None)
     candidate.real_ms = predicted.p50_ms if predicted else None
     src_acc = report.model.accuracy
@@ -350,15 +351,16 @@ def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model,
         sha256=sha256_of(artifact.path), export_seconds=export_seconds, notes=list(artifact.notes),
         details={"deflate_bytes": deflate_size(artifact.path), **artifact.details},
     )
-    if not artifact.runnable:
+    plugin = get_format(artifact.format)
+    with timings.phase(f"parity:{artifact.format}"):
+        outputs = plugin.host_outputs(artifact, model, x, ctx.spec.input_shape, ctx.threads)
+    if outputs is None:
         record.predicted_latency = _predict(artifact, model, ctx)
-        record.parity = not_run(MACOS_NOTE if artifact.format == "coreml" else "no runtime on this machine")
+        record.parity = not_run(plugin.no_runner_note)
         logger.info("  %s: parity not run (%s)", artifact.format, record.parity.note)
         return record
-    with timings.phase(f"parity:{artifact.format}"):
-        outputs = run_artifact_outputs(artifact.format, artifact.path, x, ctx.spec.input_shape, ctx.threads)
-        record.parity = compare_to_reference(reference, outputs, quantized=artifact.dtype != "fp32",
-                                             names=ctx.spec.output_names(), kinds=ctx.spec.output_kinds())
+    record.parity = compare_to_reference(reference, outputs, quantized=artifact.dtype not in ("fp32", "compressed"),
+                                         names=ctx.spec.output_names(), kinds=ctx.spec.output_kinds())
     if y is not None:
         record.accuracy = float((outputs[0].argmax(1) == y).mean() * 100.0)
     elif ctx.data is not None:
@@ -375,6 +377,8 @@ def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model,
         )
     with timings.phase(f"predict:{artifact.format}"):
         record.predicted_latency = _predict(artifact, model, ctx)
+    if plugin.runner is None:
+        return record
     try:
         with timings.phase(f"profile:{artifact.format}"):
                 record.latency = lat = measure_host(artifact.format, folder / artifact.path.name, ctx.threads,
@@ -407,10 +411,13 @@ def _predict(artifact: ExportedArtifact, model, ctx: BuildContext) -> Latency | 
     """Latency predicted for the target's hardware: from the .tflite graph, else from the torch layers."""
     from edgecomp.profile.predict import layers_from_torch, predict_from_layers, predict_latency
 
+    plugin = get_format(artifact.format)
+    if not plugin.predicted:
+        return None
     dtype = artifact.dtype if artifact.dtype in ("fp32", "fp16", "int8") else "int8"
     threads = ctx.target.threads
     try:
-        if artifact.format == "tflite":
+        if plugin.predictor_reads:
             pred = predict_latency(artifact.path, ctx.profile, threads)
         else:
             # a quantized model's int8 graph has no conv/linear modules to see: use the float network it

@@ -50,7 +50,8 @@ class TensorInfo(_Strict):
 class FileEntry(_Strict):
     """One model file in the bundle."""
 
-    format: Literal["onnx", "tflite", "coreml"] = Field(description="File format.")
+    format: str = Field(pattern=r"^[a-z][a-z0-9_]*$",
+                        description="File format: a registered export format (onnx, tflite, coreml, pte, ...).")
     path: str = Field(description="Path relative to the bundle folder.")
     bytes: int = Field(ge=0, description="Size on disk (a folder's files summed, for .mlpackage).")
     sha256: str = Field(description="SHA-256 of the file (of its files in sorted order, for a folder).")

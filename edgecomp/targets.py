@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -23,7 +23,7 @@ from edgecomp.errors import ConfigError, did_you_mean
 
 KINDS = ("targets", "profiles")
 PLAIN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # a file name: no '/', no leading '.' (so never '..')
-Format = Literal["onnx", "tflite", "coreml"]
+FORMAT_NAME = r"^[a-z][a-z0-9_]*$"  # a registered export format (edgecomp.export.base; checked at build time)
 DType = Literal["fp32", "fp16", "int8", "binary"]
 
 
@@ -69,7 +69,10 @@ class Target(Frozen):
     name: str = Field(pattern=PLAIN_NAME, description="Target name, as given to --target: letters, digits, ._-")
     description: str = Field(description="One line shown by `edgecomp targets`.")
     runtime: Literal["litert", "onnxruntime", "coreml"] = Field(description="Runtime that will run the model.")
-    formats: list[Format] = Field(min_length=1, description="Formats exported, in order of preference.")
+    formats: list[Annotated[str, Field(pattern=FORMAT_NAME)]] = Field(
+        min_length=1, description="Formats exported, in order of preference (e.g. tflite, onnx, coreml).")
+    optional_formats: list[Annotated[str, Field(pattern=FORMAT_NAME)]] = Field(
+        default_factory=list, description="Formats the target can also ship, exported when asked (--formats).")
     dtypes: list[DType] = Field(min_length=1, description="Numeric types the runtime runs well.")
     hardware: str = Field(description="Default hardware profile name (profiles/<name>.yaml).")
     threads: int = Field(4, ge=1, description="Threads the runtime uses on the device.")

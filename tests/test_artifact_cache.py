@@ -43,7 +43,7 @@ def _key(model=None, fmt="onnx", **changes):
 def test_key_is_stable_for_identical_input_and_changes_with_any_input():
     from edgecomp.artifact_cache import package_versions
     from edgecomp.build import BuildOptions
-    from edgecomp.compress.base import ExportOptions
+    from edgecomp.compress.base import ExportOptions, Int8Export
 
     base = _key()
     assert _key() == base  # a fresh model with the same weights and the same settings
@@ -57,7 +57,7 @@ def test_key_is_stable_for_identical_input_and_changes_with_any_input():
         "buffers (BN statistics)": _key(_bn_moved()),
         "structure (a recipe's pruning)": _key(pruned.eval()),
         "export dtype (a recipe's quantization)": _key(export=ExportOptions(dtype="fp16")),
-        "export settings": _key(export=ExportOptions(settings={"quantization": {"scheme": "per-channel"}})),
+        "export settings": _key(export=ExportOptions(int8=Int8Export(weights="per-tensor"))),
         "format": _key(fmt="tflite"),
         "host runs": _key(opts=BuildOptions(runs=7)),
         "threads": _key(opts=BuildOptions(threads=1)),

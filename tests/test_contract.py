@@ -239,7 +239,9 @@ def test_app_constants_match_the_schema():
     version = int(re.search(r"const val SUPPORTED_SCHEMA_VERSION = (\d+)", source)[1])
     assert version == schema["properties"]["schema_version"]["const"] == schema["version"]
     fmt = re.search(r'const val TFLITE_FORMAT = "(\w+)"', source)[1]
-    assert fmt in schema["$defs"]["FileEntry"]["properties"]["format"]["enum"]
+    from edgecomp.export.base import format_names
+
+    assert re.fullmatch(schema["$defs"]["FileEntry"]["properties"]["format"]["pattern"], fmt) and fmt in format_names()
 
 
 # ----------------------------------------------------------------------------------------- sample files

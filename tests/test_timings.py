@@ -80,14 +80,15 @@ def _run_worker(monkeypatch, capsys, deltas_ms, runs: int, tolerance: str | None
     clock, steps = [0.0], itertools.cycle(deltas_ms)
 
     class FakeRunner:
-        input = type("Input", (), {"shape": [1, 4]})()
+        def __init__(self, path, threads):
+            self.input_shape = [1, 4]
 
         def __call__(self, x):
             clock[0] += next(steps) / 1e3
 
-    monkeypatch.setattr(runtime, "make_runner", lambda fmt, path, threads: FakeRunner())
+    monkeypatch.setattr(runtime, "OnnxRunner", FakeRunner)  # the worker builds the format's runner by name
     monkeypatch.setattr(host_worker.time, "perf_counter", lambda: clock[0])
-    argv = ["onnx", "unused.onnx", "1", str(runs), "2"] + ([tolerance, "10"] if tolerance else [])
+    argv = ["edgecomp.export.runtime:OnnxRunner", "unused.onnx", "1", str(runs), "2"] + ([tolerance, "10"] if tolerance else [])
     host_worker.main(argv)
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 

@@ -56,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _validate(args: argparse.Namespace) -> list[Path]:
     from edgecomp.errors import ConfigError, ModelLoadError
+    from edgecomp.export.base import FORMATS, format_of_file, runnable_names
 
     paths = [Path(m) for m in args.models]
     if not paths and not args.calibrate:
@@ -64,8 +65,10 @@ def _validate(args: argparse.Namespace) -> list[Path]:
     for path in paths:
         if not path.is_file():
             raise ModelLoadError(f"model file not found: {path}", "check the path")
-        if path.suffix not in (".tflite", ".onnx"):
-            raise ModelLoadError(f"cannot profile {path.name}: expected a .tflite or .onnx file",
+        plugin = format_of_file(path)
+        if plugin is None or plugin.runner is None:
+            files = ", ".join(FORMATS[n].filename for n in runnable_names())
+            raise ModelLoadError(f"cannot profile {path.name}: expected one of {files}",
                                  "export one first with `edgecomp build`")
     for flag in ("runs", "warmup"):
         if getattr(args, flag) < (1 if flag == "runs" else 0):
@@ -83,9 +86,11 @@ def _validate(args: argparse.Namespace) -> list[Path]:
 
 
 def _profile_host(path: Path, args: argparse.Namespace, threads: int) -> dict[str, Any]:
+    from edgecomp.export.base import format_of_file
     from edgecomp.profile.host import measure_host
 
-    latency = measure_host(path.suffix[1:], path, threads=threads, runs=args.runs, warmup=args.warmup)
+    plugin = format_of_file(path)
+    latency = measure_host(plugin.name, path, threads=threads, runs=args.runs, warmup=args.warmup)
     result: dict[str, Any] = {"model": str(path), "source": latency.source, "threads": threads,
                               "latency": latency.model_dump(exclude={"source", "threads"})}
     if not args.no_op_profiling:
@@ -94,7 +99,7 @@ def _profile_host(path: Path, args: argparse.Namespace, threads: int) -> dict[st
 
             result["per_op"] = onnx_op_profile(path, threads, runs=min(args.runs, 20))
             result["per_op_source"] = "measured:host"
-        else:
+        elif plugin.predictor_reads:
             from edgecomp.profile.predict import predict_latency
 
             pred = predict_latency(path, args.predict or "host", threads)

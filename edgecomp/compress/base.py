@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
@@ -30,15 +30,31 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Int8Export(BaseModel):
+    """What the int8 quantization stages tell the exporters (and the reports) about the quantized model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["static", "dynamic"] = Field("static", description="Static (calibrated) or dynamic-range int8.")
+    weights: Literal["per-channel", "per-tensor"] = Field("per-channel", description="Weight scale granularity.")
+    io: Literal["float", "int8"] = Field("float", description="Model input/output dtype of a .tflite file.")
+    trim: bool = Field(True, description="Drop what LiteRT does not need from the .tflite.")
+    calibration: str | None = Field(None, description="How activation ranges were chosen (reports only).")
+    percentile: float | None = Field(None, description="Percentile of calibration='percentile' (reports only).")
+    rounding: str | None = Field(None, description="Rounding of weights to int8 (reports only).")
+    fixed_point: str | None = Field(None, description="Power-of-two scales, if any (reports only).")
+    method: str | None = Field(None, description="ptq or qat (reports only).")
+
+
 class ExportOptions(BaseModel):
     """How the exporters should write the model; stages such as quantization change these."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dtype: str = Field("fp32", description="Numeric type of the exported weights: fp32, fp16, int8, binary.")
-    settings: dict[str, Any] = Field(
-        default_factory=dict, description="Format-specific settings written by stages (e.g. quantization)."
-    )
+    int8: Int8Export | None = Field(None, description="How int8 weights/activations were made (quantize stages).")
+    palettize_bits: int | None = Field(None, ge=1, le=8, description="Clustered weights: bits of the palette index.")
+    compressed_form: bool = Field(False, description="Also write model.ecz (clustered or binary weights, coded).")
 
 
 @dataclass

@@ -125,10 +125,8 @@ class Binarize(Stage):
         )
         if keep:
             notes.append(f"kept in float: {', '.join(sorted(keep))}")
-        settings = dict(ctx.export.settings)
-        if cfg.compressed_form:
-            settings["compressed_form"] = "ecz"
-        return StageResult(model, metrics, notes, ctx.export.model_copy(update={"settings": settings}))
+        update = {"compressed_form": ctx.export.compressed_form or cfg.compressed_form}
+        return StageResult(model, metrics, notes, ctx.export.model_copy(update=update))
 
 
 def _sizes(model: nn.Module, binarized: list[str]) -> dict:

@@ -185,11 +185,8 @@ class Cluster(Stage):
         if cfg.fp16_rest:
             notes.append("codebooks and unclustered tensors (biases, norms) were rounded to float16 (the model holds the rounded "
                          "values, so every artifact and model.ecz agree exactly)")
-        settings = dict(ctx.export.settings)
-        settings["palettize_bits"] = cfg.bits
-        if cfg.compressed_form:
-            settings["compressed_form"] = "ecz"
-        return StageResult(model, metrics, notes, ctx.export.model_copy(update={"settings": settings}))
+        update = {"palettize_bits": cfg.bits, "compressed_form": ctx.export.compressed_form or cfg.compressed_form}
+        return StageResult(model, metrics, notes, ctx.export.model_copy(update=update))
 
 
 def _sizes(model: nn.Module, layers: list[dict], bits: int) -> dict:

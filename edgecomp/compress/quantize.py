@@ -4,7 +4,7 @@
 symmetric int8 weights, per-tensor affine int8 activations calibrated by min/max, percentile, MSE or
 entropy on representative inputs. It returns the fake-quant reference (``QuantizedModel``), which
 the TFLite (full-integer) and ONNX (QDQ) exporters turn into integer models with the same scales and
-int8 weights, and sets ``ExportOptions(dtype='int8', settings=...)``. When the quantized model loses
+int8 weights, and sets ``ExportOptions(dtype='int8', int8=Int8Export(...))``. When the quantized model loses
 more than the allowed accuracy on the validation split, a short quantization-aware fine-tune with
 distillation from the float model recovers it (``qat='auto'``).
 
@@ -26,7 +26,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from edgecomp.compress.base import BuildContext, SearchRecipe, Stage, StageConfig, StageResult
+from edgecomp.compress.base import BuildContext, Int8Export, SearchRecipe, Stage, StageConfig, StageResult
 from edgecomp.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -260,12 +260,10 @@ class QuantizeInt8(Stage):
             notes.append("quantization-aware fine-tuning with distillation from the float model" + (
                 "" if cfg.qat == "always" else f" (post-training quantization lost more than {max_drop} points)"))
         metrics["method"] = "qat" if needs_qat else "ptq"
-        export_settings = {
-            "calibration": cfg.calibration, "percentile": cfg.percentile, "weights": cfg.weights, "io": cfg.io,
-            "rounding": cfg.rounding, "fixed_point": cfg.fixed_point, "trim": cfg.trim, "mode": "static",
-            "method": metrics["method"],
-        }
-        export = ctx.export.model_copy(update={"dtype": "int8", "settings": export_settings})
+        int8 = Int8Export(calibration=cfg.calibration, percentile=cfg.percentile, weights=cfg.weights, io=cfg.io,
+                          rounding=cfg.rounding, fixed_point=cfg.fixed_point, trim=cfg.trim, mode="static",
+                          method=metrics["method"])
+        export = ctx.export.model_copy(update={"dtype": "int8", "int8": int8})
         return StageResult(model=quantized, metrics=metrics, notes=notes, export=export)
 
 
@@ -301,8 +299,7 @@ class QuantizeDynamic(Stage):
         prepared(torch.zeros(ctx.spec.input_shape))
         reference = convert_pt2e(prepared, fold_quantize=False)
         quantized = pt2e.QuantizedModel(reference, float_model, quantizer, settings, ctx.spec.input_shape)
-        export = ctx.export.model_copy(update={"dtype": "int8", "settings": {
-            "mode": "dynamic", "weights": cfg.weights, "trim": True}})
+        export = ctx.export.model_copy(update={"dtype": "int8", "int8": Int8Export(mode="dynamic", weights=cfg.weights)})
         return StageResult(model=quantized, export=export,
                            notes=["dynamic-range int8: activations stay float between layers"])
 
@@ -336,5 +333,5 @@ class QuantizeFP16(Stage):
         with torch.no_grad():
             for p in rounded.parameters():
                 p.copy_(p.half().float())
-        export = ctx.export.model_copy(update={"dtype": "fp16", "settings": {"mode": "fp16"}})
+        export = ctx.export.model_copy(update={"dtype": "fp16"})
         return StageResult(model=rounded, export=export, notes=["weights rounded to float16"])

@@ -16,6 +16,7 @@ from torch import nn
 from edgecomp.bundle import TensorInfo
 from edgecomp.compress.base import ExportOptions
 from edgecomp.errors import ExportError
+from edgecomp.export.base import Format
 from edgecomp.export.common import ExportedArtifact, layout_of, unsupported_op_error
 from edgecomp.export.coreml_palettize import palettize
 from edgecomp.quiet import quiet
@@ -51,10 +52,10 @@ def export_coreml(model: nn.Module, spec: ModelSpec, options: ExportOptions, pat
             compute_precision=ct.precision.FLOAT16 if options.dtype == "fp16" else ct.precision.FLOAT32,
             minimum_deployment_target=ct.target.iOS15,
         )
-        if options.settings.get("palettize_bits"):  # clustered weights -> LUT (coreml_palettize.py)
+        if options.palettize_bits:  # clustered weights -> LUT (coreml_palettize.py)
             mlmodel = palettize(mlmodel, options)
         if options.dtype == "int8":
-            mlmodel = _int8_weights(mlmodel, options.settings.get("weights", "per-channel"))
+            mlmodel = _int8_weights(mlmodel, options.int8.weights if options.int8 else "per-channel")
             notes.append("CoreML int8: linearly quantized int8 weights (coremltools.optimize), float activations")
         mlmodel.short_description = f"{spec.name}, converted by edgecomp"
         mlmodel.save(str(path))
@@ -90,3 +91,17 @@ def coreml_io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
         return TensorInfo(name=feature.name, shape=shape, dtype="float32", layout=layout_of(shape))
 
     return [info(f) for f in desc.input], [info(f) for f in desc.output]
+
+
+class CoreMLFormat(Format):
+    """CoreML ML program (.mlpackage): converted here, run only on macOS."""
+
+    name = "coreml"
+    filename = "model.mlpackage"
+    dtypes = ("fp32", "fp16", "int8")
+    no_runner_note = MACOS_NOTE
+
+    def export(self, model: nn.Module, spec: ModelSpec, options: ExportOptions, path: Path,
+               calibration=None) -> ExportedArtifact:
+        """See :func:`export_coreml`."""
+        return export_coreml(model, spec, options, path, calibration)

@@ -4,7 +4,7 @@ The ``cluster`` stage leaves every conv/linear weight taking at most 2**bits val
 loses nothing: coremltools' ``unique`` mode reads each weight's distinct values into a lookup table
 and stores the weight as indices (``constexpr_lut_to_dense``), with the index width picked from
 {1, 2, 4, 6, 8} bits. Tensors with more than 256 distinct values (layers left unclustered) stay dense.
-``export_coreml`` calls ``palettize`` when the export settings carry ``palettize_bits``.
+``export_coreml`` calls ``palettize`` when the export options carry ``palettize_bits``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def palettize(mlmodel, options: ExportOptions):
     """Return ``mlmodel`` with its shared-value weights stored as LUT + indices (model metadata records it)."""
     import coremltools.optimize.coreml as cto
 
-    bits = int(options.settings["palettize_bits"])
+    bits = int(options.palettize_bits or 8)
     config = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(mode="unique", weight_threshold=MIN_WEIGHTS))
     out = cto.palettize_weights(mlmodel, config)
     luts = lut_ops(out)

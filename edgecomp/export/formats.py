@@ -1,12 +1,13 @@
-"""The table of formats that drives export: exporter function and file name per format."""
+"""Every export format, registered: importing this module imports each public module of ``edgecomp.export``.
+
+The registry itself is :mod:`edgecomp.export.base` (``get_format``, ``format_names``); nothing here names a
+format.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from edgecomp.export.base import FORMATS, Format, format_names, get_format
 
-from edgecomp.export.coreml import export_coreml
-from edgecomp.export.onnx import export_onnx
-from edgecomp.export.tflite import export_tflite
+format_names()  # import every format module (each registers its Format subclass)
 
-EXPORTERS: dict[str, Callable] = {"onnx": export_onnx, "tflite": export_tflite, "coreml": export_coreml}
-FILENAMES: dict[str, str] = {"onnx": "model.onnx", "tflite": "model.tflite", "coreml": "model.mlpackage"}
+__all__ = ["FORMATS", "Format", "format_names", "get_format"]

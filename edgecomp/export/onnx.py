@@ -11,6 +11,7 @@ from torch import nn
 from edgecomp.bundle import TensorInfo
 from edgecomp.compress.base import ExportOptions
 from edgecomp.errors import ExportError
+from edgecomp.export.base import Format
 from edgecomp.export.common import ExportedArtifact, layout_of, unsupported_op_error
 from edgecomp.quiet import quiet
 from edgecomp.spec import ModelSpec
@@ -84,7 +85,7 @@ def export_onnx_reduced(model: nn.Module, spec: ModelSpec, options: ExportOption
 
     from edgecomp.compress.pt2e import QuantizedModel
 
-    mode = options.settings.get("mode", "static")
+    mode = options.int8.mode if options.int8 else "static"
     notes: list[str] = []
     try:
         if options.dtype == "int8" and mode == "static":
@@ -166,3 +167,18 @@ def onnx_details(path: Path) -> dict:
     for init in model.graph.initializer:
         by_type[onnx.TensorProto.DataType.Name(init.data_type).lower()] += len(init.raw_data) or init.ByteSize()
     return {"onnx_ops": dict(Counter(n.op_type for n in model.graph.node)), "initializer_bytes": dict(by_type)}
+
+
+class OnnxFormat(Format):
+    """ONNX (opset 18): fp32, fp16 weights, QDQ int8 or dynamic-range int8; run by onnxruntime."""
+
+    name = "onnx"
+    filename = "model.onnx"
+    dtypes = ("fp32", "fp16", "int8")
+    runner = "edgecomp.export.runtime:OnnxRunner"
+    arm64 = "onnx"
+
+    def export(self, model: nn.Module, spec: ModelSpec, options: ExportOptions, path: Path,
+               calibration=None) -> ExportedArtifact:
+        """See :func:`export_onnx`."""
+        return export_onnx(model, spec, options, path, calibration)

@@ -1,4 +1,5 @@
-"""Running exported artifacts on the host: onnxruntime for .onnx, the LiteRT interpreter for .tflite.
+"""Running exported artifacts on the host: each format's runner (``export.base.Format.runner``), e.g.
+onnxruntime for .onnx and the LiteRT interpreter for .tflite (both defined here, importable without torch).
 
 ``run_artifact_outputs`` feeds a batch of float inputs one sample at a time when the file has a fixed batch of
 one, quantizes inputs and dequantizes outputs for integer I/O, and returns every output as float arrays, in the
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecomp.errors import ExportError
 from edgecomp.quiet import captured_output
 
 
@@ -26,6 +26,7 @@ class TFLiteRunner:
         self.inp = self.interpreter.get_input_details()[0]
         self.outs = _outputs_in_model_order(self.interpreter)
         self.out = self.outs[0]
+        self.input_shape = [int(s) for s in self.inp["shape"]]
 
     def run_all(self, x: np.ndarray) -> list[np.ndarray]:
         """Every output, in the model's order, for one input whose shape matches the model's input."""
@@ -87,6 +88,7 @@ class OnnxRunner:
         opts.add_session_config_entry("session.qdqisint8allowed", "1")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0]
+        self.input_shape = [d if isinstance(d, int) else 1 for d in self.input.shape]
 
     def run_all(self, x: np.ndarray) -> list[np.ndarray]:
         """Every output, in the graph's (the model's) order, for one input whose shape matches the model's input."""
@@ -100,12 +102,10 @@ class OnnxRunner:
 
 def make_runner(fmt: str, path: str | Path, threads: int = 2):
     """A runner of one input through the artifact on the host: ``run_all(x)`` gives every output, ``runner(x)``
-    the first."""
-    if fmt == "tflite":
-        return TFLiteRunner(path, threads)
-    if fmt == "onnx":
-        return OnnxRunner(path, threads)
-    raise ExportError(f"no host runtime for {fmt}", "only .onnx and .tflite run on this machine")
+    the first (the format's own, from the registry; an ExportError when it has none)."""
+    from edgecomp.export.base import get_format
+
+    return get_format(fmt).make_runner(path, threads)
 
 
 def run_artifact(fmt: str, path: str | Path, x: np.ndarray, input_shape: list[int], threads: int = 2) -> np.ndarray:

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from edgecomp.bundle import Quantization, TensorInfo
-from edgecomp.compress.base import ExportOptions
+from edgecomp.compress.base import ExportOptions, Int8Export
 from edgecomp.errors import ExportError
+from edgecomp.export.base import Format
 from edgecomp.export.common import ExportedArtifact, layout_of, unsupported_op_error
 from edgecomp.export.tflite_inspect import inspect_tflite
 from edgecomp.quiet import quiet
@@ -26,7 +27,7 @@ def export_tflite(model: nn.Module, spec: ModelSpec, options: ExportOptions, pat
     """Write ``model`` as a .tflite flatbuffer in ``options.dtype``: fp32, fp16 weights, or int8.
 
     int8 needs the ``QuantizedModel`` of ``quantize.int8`` (full integer; float or int8 model I/O from
-    ``options.settings['io']``; trimmed unless ``settings['trim']`` is False) or ``quantize.dynamic``
+    ``options.int8.io``; trimmed unless ``int8.trim`` is False) or ``quantize.dynamic``
     (dynamic-range: int8 weights, activations quantized at run time). The byte breakdown of quantized
     files goes into ``details``.
     """
@@ -68,25 +69,25 @@ def _export_int8(model: nn.Module, options: ExportOptions, path: Path, example: 
     if not isinstance(model, QuantizedModel):
         raise ExportError("int8 TFLite export needs the model returned by quantize.int8 or quantize.dynamic",
                           "put quantize.int8 (or quantize.dynamic) last in the recipe")
-    settings = options.settings
+    settings = options.int8 or Int8Export()
     try:
         edge_model = litert_torch.convert(model.unfolded[0], example,
                                           quant_config=QuantConfig(pt2e_quantizer=model.quantizer))
         edge_model.export(str(path))
     except Exception as exc:
         raise unsupported_op_error("tflite", exc) from exc
-    static = settings.get("mode", "static") == "static"
-    changed = rewrite_file(path, io=settings.get("io", "float")) if static else {}
+    static = settings.mode == "static"
+    changed = rewrite_file(path, io=settings.io) if static else {}
     before = inspect_tflite(path)
-    if settings.get("trim", True):
+    if settings.trim:
         changed.update(rewrite_file(path, do_trim=True))
     summary = inspect_tflite(path)
     details = summary.as_details()
     details["byte_breakdown_untrimmed"] = before.breakdown
     details["bytes_untrimmed"] = before.bytes
     details["rewrite"] = changed
-    details["quantization"] = dict(settings)
-    notes = [(f"int8 {settings.get('mode', 'static')}: weights {settings.get('weights', 'per-channel')}, "
+    details["quantization"] = settings.model_dump()
+    notes = [(f"int8 {settings.mode}: weights {settings.weights}, "
              f"model I/O {summary.io_dtypes}")]
     if summary.bias_scale_mismatches:
         notes.append(f"{summary.bias_scale_mismatches} int32 biases are not scaled input x weight scale: the "
@@ -128,3 +129,19 @@ def tflite_io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
                           layout=layout_of(shape), quantization=quant)
 
     return [info(d) for d in interp.get_input_details()], [info(d) for d in interp.get_output_details()]
+
+
+class TFLiteFormat(Format):
+    """TFLite (LiteRT) flatbuffer: fp32, fp16 weights or int8; run by the LiteRT interpreter (XNNPACK)."""
+
+    name = "tflite"
+    filename = "model.tflite"
+    dtypes = ("fp32", "fp16", "int8")
+    runner = "edgecomp.export.runtime:TFLiteRunner"
+    predictor_reads = True
+    arm64 = "tflite"
+
+    def export(self, model: nn.Module, spec: ModelSpec, options: ExportOptions, path: Path,
+               calibration: np.ndarray | None = None) -> ExportedArtifact:
+        """See :func:`export_tflite`."""
+        return export_tflite(model, spec, options, path, calibration)

@@ -308,12 +308,13 @@ class Planner:
         import tempfile
 
         from edgecomp.bundle import size_of
-        from edgecomp.export.formats import EXPORTERS, FILENAMES
+        from edgecomp.export.base import get_format
 
+        fmt = get_format(self.primary_format)
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-            path = Path(tmp) / FILENAMES[self.primary_format]
+            path = Path(tmp) / fmt.filename
             try:
-                EXPORTERS[self.primary_format](self.model, self.ctx.spec, ExportOptions(), path)
+                fmt.export(self.model, self.ctx.spec, ExportOptions(), path)
             except EdgecompError:
                 return 0
             return max(0, size_of(path) - 4 * count_params(self.model))

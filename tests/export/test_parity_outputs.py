@@ -8,7 +8,7 @@ import torch
 from onnx import numpy_helper
 
 from edgecomp.compress.base import ExportOptions
-from edgecomp.export.formats import EXPORTERS, FILENAMES
+from edgecomp.export.base import get_format
 from edgecomp.export.parity import ATOL, MAX_QUANT_VALUE_ERR, compare_across_machines, compare_to_reference
 from edgecomp.export.runtime import run_artifact, run_artifact_outputs
 from edgecomp.finetune import predict, predict_all
@@ -103,7 +103,7 @@ def test_spec_lists_every_output(two_head):
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
 def test_exports_return_every_output_in_the_models_order(tmp_path, two_head, fmt):
     model, spec, x = two_head
-    artifact = EXPORTERS[fmt](model, spec, ExportOptions(), tmp_path / FILENAMES[fmt])
+    artifact = get_format(fmt).export(model, spec, ExportOptions(), tmp_path / get_format(fmt).filename)
     assert [o.shape for o in artifact.outputs] == [[1, 10], [1, 4]]
     if fmt == "onnx":
         assert [o.name for o in artifact.outputs] == NAMES
@@ -118,7 +118,7 @@ def test_exports_return_every_output_in_the_models_order(tmp_path, two_head, fmt
 
 def test_a_broken_box_head_in_the_onnx_file_fails_only_the_box(tmp_path, two_head):
     model, spec, x = two_head
-    artifact = EXPORTERS["onnx"](model, spec, ExportOptions(), tmp_path / "model.onnx")
+    artifact = get_format("onnx").export(model, spec, ExportOptions(), tmp_path / "model.onnx")
     graph = onnx.load(str(artifact.path))
     bias = model.locate[0].bias.detach().numpy()
     hits = [init for init in graph.graph.initializer if numpy_helper.to_array(init).shape == bias.shape
@@ -134,5 +134,5 @@ def test_a_broken_box_head_in_the_onnx_file_fails_only_the_box(tmp_path, two_hea
 
 def test_coreml_names_every_output(tmp_path, two_head):
     model, spec, _ = two_head
-    artifact = EXPORTERS["coreml"](model, spec, ExportOptions(), tmp_path / FILENAMES["coreml"])
+    artifact = get_format("coreml").export(model, spec, ExportOptions(), tmp_path / get_format("coreml").filename)
     assert [o.name for o in artifact.outputs] == NAMES

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgecomp.compress.base import ExportOptions
+from edgecomp.compress.base import ExportOptions, Int8Export
 from edgecomp.compress.pt2e import QuantSettings
 from edgecomp.compress.quantize import ptq
 from edgecomp.export.runtime import TFLiteRunner, run_artifact
@@ -57,7 +57,7 @@ def float_io_file(quantized, tmp_path_factory):
     q, _ = quantized
     path = tmp_path_factory.mktemp("tfl") / "model.tflite"
     spec = ModelSpec(name="chained", input_shape=SHAPE)
-    artifact = export_tflite(q, spec, ExportOptions(dtype="int8", settings={"io": "float", "trim": True}), path)
+    artifact = export_tflite(q, spec, ExportOptions(dtype="int8", int8=Int8Export(io="float", trim=True)), path)
     return artifact
 
 
