@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ class _Basic(nn.Module):
 class ResNet18Style(nn.Module):
     """ResNet-18 (BasicBlocks [2, 2, 2, 2]) with stage widths w, 2w, 4w, 8w and a 3x3 stem for 32x32 inputs."""
 
-    input_shape = [1, 3, IMAGE, IMAGE]
+    input_shape: ClassVar[list[int]] = [1, 3, IMAGE, IMAGE]
 
     def __init__(self, num_classes: int = 10, width: int = 24) -> None:
         super().__init__()
@@ -105,7 +106,7 @@ class _Inverted(nn.Module):
 class MobileNetV2Style(nn.Module):
     """MobileNetV2's stage table (t, c, n, s) at ``width`` x channels, strides adapted to 32x32 inputs."""
 
-    input_shape = [1, 3, IMAGE, IMAGE]
+    input_shape: ClassVar[list[int]] = [1, 3, IMAGE, IMAGE]
     STAGES = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
               (6, 320, 1, 1))
 
@@ -113,7 +114,7 @@ class MobileNetV2Style(nn.Module):
         super().__init__()
 
         def ch(c: int) -> int:
-            return max(8, int(round(c * width / 8)) * 8)
+            return max(8, round(c * width / 8) * 8)
 
         cin = ch(32)
         layers: list[nn.Module] = [nn.Conv2d(3, cin, 3, 1, 1, bias=False), nn.BatchNorm2d(cin), nn.ReLU6()]
@@ -141,7 +142,7 @@ def mobilenetv2_style() -> nn.Module:
     return MobileNetV2Style()
 
 
-class macro_f1:  # noqa: N801 - named as the --metric reference reads: real_data_models.py:macro_f1
+class macro_f1:
     """Mean per-class F1 score in percent over the evaluation (a metric with update/compute)."""
 
     name = "macro_f1"
