@@ -11,10 +11,11 @@ import org.json.JSONObject
 /**
  * Headless benchmark, started over adb (`edgecomp profile --device --via app` does this):
  *
- *     adb shell am start -S -n dev.edgecomp.demo/.BenchmarkActivity --es bundle DIR [--es file model.tflite]
+ *     adb shell am start -S -n dev.edgecomp.demo/.BenchmarkActivity --es bundle DIR [--es file model.tflite|model.pte]
  *         [--ei runs 50] [--ei threads 4] [--ei warmup 5] [--es out DIR/benchmark.json]
  *
- * Loads the bundle, runs the warm-up and the timed inferences on a zero input with LiteRT (XNNPACK),
+ * Loads the bundle, runs the warm-up and the timed inferences on a zero input with LiteRT (XNNPACK) for a
+ * .tflite or ExecuTorch (XNNPACK delegate) for a .pte,
  * writes the result (BenchmarkReport.kt) to `out` atomically, failures included, and finishes.
  */
 class BenchmarkActivity : Activity() {
@@ -43,12 +44,13 @@ class BenchmarkActivity : Activity() {
     private fun benchmark(dir: File, file: String?, runs: Int, threads: Int, warmup: Int): JSONObject {
         val start = System.nanoTime()
         val bundle = ModelBundle.fromDir(dir, file)
-        Engine(bundle.model, threads).use { engine ->
+        openEngine(bundle, threads).use { engine ->
             val initMs = (System.nanoTime() - start) / 1e6
             repeat(warmup) { engine.run() }
             val times = List(runs) { engine.run() }
             Log.i(TAG, "${bundle.file.path}: $runs runs on $threads threads, p50 ${percentile(times, 50.0)} ms")
-            return benchmarkReport(bundle.manifest.model.name, bundle.file.path, threads, warmup, initMs, times, deviceInfo())
+            return benchmarkReport(bundle.manifest.model.name, bundle.file.path, threads, warmup, initMs, times, deviceInfo(),
+                RUNTIMES.getValue(bundle.file.format))
         }
     }
 

@@ -14,13 +14,14 @@ fun benchmarkReport(
     warmup: Int,
     initMs: Double,
     timesMs: List<Double>,
-    device: Map<String, String>
+    device: Map<String, String>,
+    runtime: String = "litert"
 ): JSONObject = JSONObject()
     .put("result_version", RESULT_VERSION)
     .put("status", "ok")
     .put("model", model)
     .put("file", file)
-    .put("runtime", "litert")
+    .put("runtime", runtime)
     .put("delegate", "xnnpack")
     .put("threads", threads)
     .put("warmup", warmup)

@@ -8,17 +8,33 @@ import org.tensorflow.lite.Interpreter
 /** The logcat tag of the app: `adb logcat -s edgecomp`. */
 const val TAG = "edgecomp"
 
+/** A model ready to run on the CPU: one input in, the first output out, in the manifest's byte layout. */
+interface Engine : Closeable {
+    /** A zero-filled input of the model's size: what the benchmark feeds. */
+    val zeroInput: ByteBuffer
+
+    /** Runs one inference on [input] (the bytes of the model's first input); returns its wall time in ms. */
+    fun run(input: ByteBuffer = zeroInput): Double
+
+    /** The first output of the last run (a read-only view). */
+    fun output(): ByteBuffer
+}
+
+/** The engine for the bundle's chosen file: LiteRT for a .tflite, ExecuTorch for a .pte. */
+fun openEngine(bundle: ModelBundle, threads: Int): Engine = when (bundle.file.format) {
+    PTE_FORMAT -> ExecuTorchEngine(bundle.model, bundle.file)
+    else -> LiteRtEngine(bundle.model, threads)
+}
+
 /** LiteRT's interpreter on the CPU with XNNPACK, with buffers for one input and one output. */
-class Engine(model: ByteBuffer, threads: Int) : Closeable {
+class LiteRtEngine(model: ByteBuffer, threads: Int) : Engine {
     private val interpreter = Interpreter(model, Interpreter.Options().setNumThreads(threads).setUseXNNPACK(true))
 
-    /** A zero-filled input of the model's size: what the benchmark feeds. */
-    val zeroInput: ByteBuffer = direct(interpreter.getInputTensor(0).numBytes())
+    override val zeroInput: ByteBuffer = direct(interpreter.getInputTensor(0).numBytes())
 
     private val output: ByteBuffer = direct(interpreter.getOutputTensor(0).numBytes())
 
-    /** Runs one inference on [input] (the bytes of the model's first input); returns its wall time in ms. */
-    fun run(input: ByteBuffer = zeroInput): Double {
+    override fun run(input: ByteBuffer): Double {
         input.rewind()
         output.rewind()
         val start = System.nanoTime()
@@ -26,10 +42,11 @@ class Engine(model: ByteBuffer, threads: Int) : Closeable {
         return (System.nanoTime() - start) / 1e6
     }
 
-    /** The first output of the last run (a read-only view). */
-    fun output(): ByteBuffer = output.asReadOnlyBuffer().order(ByteOrder.nativeOrder())
+    override fun output(): ByteBuffer = output.asReadOnlyBuffer().order(ByteOrder.nativeOrder())
 
     override fun close() = interpreter.close()
 
-    private fun direct(bytes: Int): ByteBuffer = ByteBuffer.allocateDirect(bytes).order(ByteOrder.nativeOrder())
 }
+
+/** A direct buffer of [bytes] bytes in the platform's byte order. */
+internal fun direct(bytes: Int): ByteBuffer = ByteBuffer.allocateDirect(bytes).order(ByteOrder.nativeOrder())

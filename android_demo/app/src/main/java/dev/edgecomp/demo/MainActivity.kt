@@ -50,7 +50,7 @@ class MainActivity : Activity() {
         val input = bundle.file.inputs.firstOrNull() ?: throw ManifestException("${bundle.file.path} lists no input")
         val model = bundle.manifest.model
         preprocessor = Preprocessor(input, model.normalization, model.layout, model.imagePreprocess)
-        engine = Engine(bundle.model, THREADS)
+        engine = openEngine(bundle, THREADS)
         samples = assets.list(SAMPLES).orEmpty().sorted().map { "$SAMPLES/$it" }
         if (samples.isEmpty()) throw IllegalStateException("no sample images in assets/$SAMPLES")
     }

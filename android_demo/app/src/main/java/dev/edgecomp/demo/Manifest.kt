@@ -10,6 +10,12 @@ const val SUPPORTED_SCHEMA_VERSION = 1
 /** The only model file format the app runs. */
 const val TFLITE_FORMAT = "tflite"
 
+/** ExecuTorch's program files (.pte, XNNPACK-delegated), which the app runs with ExecuTorch's Android library. */
+const val PTE_FORMAT = "pte"
+
+/** The formats this app can run, each with the runtime that runs it (what BenchmarkReport records). */
+val RUNTIMES: Map<String, String> = linkedMapOf(TFLITE_FORMAT to "litert", PTE_FORMAT to "executorch")
+
 /** Axis order of a tensor; [json] is its spelling in edgecomp.json. */
 enum class Layout(val json: String) { NCHW("NCHW"), NHWC("NHWC"), NC("NC"), OTHER("other") }
 
@@ -81,11 +87,30 @@ data class ModelSpec(
 
 /** edgecomp.json: what the app needs to load and feed a bundle's model. */
 data class Manifest(val schemaVersion: Int, val target: String, val model: ModelSpec, val files: List<FileEntry>) {
+    /**
+     * The runnable file at [path] (a .tflite or a .pte), or, when [path] is null, the first runnable file in the
+     * manifest's order (the target's preferred format first; a bundle built with `--formats pte` runs its .pte).
+     */
+    fun modelFile(path: String? = null): FileEntry {
+        if (path != null) {
+            val file = files.firstOrNull { it.path == path } ?: throw ManifestException("no file '$path' in the bundle")
+            if (file.format !in RUNTIMES) {
+                throw ManifestException("'$path' is a ${file.format} file; this app runs ${RUNTIMES.keys.joinToString(" and ")} files")
+            }
+            return file
+        }
+        return files.firstOrNull { it.format in RUNTIMES }
+            ?: throw ManifestException("the bundle has no file this app can run (${RUNTIMES.keys.joinToString(" or ")})")
+    }
+
     /** The .tflite file at [path], or the first .tflite file (the target's preferred) when [path] is null. */
     fun tflite(path: String? = null): FileEntry =
         files.firstOrNull { it.format == TFLITE_FORMAT && (path == null || it.path == path) }
             ?: throw ManifestException(if (path == null) "the bundle has no .tflite file" else "no .tflite file '$path' in the bundle")
 }
+
+/** Number of elements of a tensor of [shape] (1 for a scalar). */
+fun elementCount(shape: List<Int>): Int = shape.fold(1) { n, d -> n * d }
 
 /** edgecomp.json is missing, malformed, or does not follow the schema this app reads. */
 class ManifestException(message: String, cause: Throwable? = null) : Exception(message, cause)

@@ -6,14 +6,14 @@ import java.nio.ByteBuffer
 import java.nio.ByteOrder
 import java.security.MessageDigest
 
-/** A bundle ready to run: its manifest, the chosen .tflite entry, that file's bytes and where it came from. */
+/** A bundle ready to run: its manifest, the chosen model file (.tflite or .pte), its bytes and where it came from. */
 class ModelBundle(val manifest: Manifest, val file: FileEntry, val model: ByteBuffer, val origin: String) {
     companion object {
         /** The assets folder a bundle is packed into by `./gradlew assembleDebug -Pbundle=DIR`. */
         const val ASSET_DIR = "bundle"
         private const val MANIFEST = "edgecomp.json"
 
-        /** The bundle in [dir] (as `edgecomp deploy` pushes it), with the .tflite at [path] or the preferred one. */
+        /** The bundle in [dir] (as `edgecomp deploy` pushes it), with the model file at [path] or the preferred one. */
         fun fromDir(dir: File, path: String? = null): ModelBundle =
             load(dir.path, path) { File(dir, it).readBytes() }
 
@@ -37,7 +37,7 @@ class ModelBundle(val manifest: Manifest, val file: FileEntry, val model: ByteBu
 
         private fun load(origin: String, path: String?, read: (String) -> ByteArray): ModelBundle {
             val manifest = parseManifest(String(read(MANIFEST), Charsets.UTF_8))
-            val file = manifest.tflite(path)
+            val file = manifest.modelFile(path)
             val bytes = read(file.path)
             val digest = MessageDigest.getInstance("SHA-256").digest(bytes).joinToString("") { "%02x".format(it) }
             if (digest != file.sha256) {

@@ -83,4 +83,28 @@ class ManifestTest {
             assertTrue(e.message!!.contains("other.tflite"))
         }
     }
+
+    @Test
+    fun runsThePteOfABundleBuiltWithFormatsPte() {
+        val m = parseManifest(sampleManifest("valid/digits_cnn_int8_pte.json"))
+        val file = m.modelFile()
+        assertEquals(PTE_FORMAT, file.format)
+        assertEquals("model.pte", file.path)
+        assertEquals("executorch", RUNTIMES.getValue(file.format))
+        assertEquals(DType.FLOAT32, file.inputs[0].dtype)
+        assertEquals(listOf(1, 1, 8, 8), file.inputs[0].shape)
+        assertEquals(10, elementCount(file.outputs[0].shape))
+    }
+
+    @Test
+    fun prefersTheTargetsFirstRunnableFileAndTakesAnExplicitOne() {
+        val m = parseManifest(sampleManifest("valid/rgb_int8_nhwc.json"))
+        assertEquals("model_int8.tflite", m.modelFile().path)  // the .onnx before it is not runnable here
+        try {
+            m.modelFile("model.onnx")
+            fail("accepted an onnx file")
+        } catch (e: ManifestException) {
+            assertTrue(e.message!!, e.message!!.contains("runs tflite and pte files"))
+        }
+    }
 }
