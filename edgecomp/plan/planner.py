@@ -337,6 +337,12 @@ class Planner:
         except EdgecompError as exc:
             c.status, c.reason = "failed", exc.message
             return
+        except Exception as exc:  # a library failing on one candidate's structure must not sink the search
+            logger.warning("[plan] %s could not be screened (%s: %s); it is left out", c.label,
+                           type(exc).__name__, exc)
+            logger.debug("screening %s failed", c.label, exc_info=True)
+            c.status, c.reason = "failed", f"screening raised {type(exc).__name__}: {exc}"
+            return
         finally:
             c.seconds += time.monotonic() - start
         misses = self.budgets.missed(c.predicted_bytes, c.predicted_ms)

@@ -8,7 +8,7 @@ import torch
 
 from edgecomp.cli import main
 from edgecomp.compress import _calibration as cal
-from edgecomp.compress.base import ExportOptions
+from edgecomp.compress.base import ExportOptions, Int8Export
 from edgecomp.compress.pt2e import HardSigmoidOps, QuantSettings
 from edgecomp.compress.quantize import ptq
 from edgecomp.compress.recipe import parse_recipe
@@ -159,7 +159,7 @@ def test_dropout_before_a_layer_does_not_mis_scale_its_int8_bias(tmp_path, monke
     q = ptq(_cnn_with_dropout(), QuantSettings(), x, [1, 3, 4, 4])
     path = tmp_path / "model.tflite"
     export_tflite(q, ModelSpec(name="mlp", input_shape=[1, 3, 4, 4]),
-                  ExportOptions(dtype="int8", settings={"mode": "static", "io": "float"}), path)
+                  ExportOptions(dtype="int8", int8=Int8Export(mode="static", io="float")), path)
     out, ref = run_artifact("tflite", path, x, [1, 3, 4, 4]), predict(q, x)
     cos = ((out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)).min()
     mismatches = inspect_tflite(path).bias_scale_mismatches
@@ -179,7 +179,7 @@ def test_se_block_with_hard_sigmoid_and_hard_swish_stays_integer(tmp_path):
     q = ptq(model, QuantSettings(), x, [1, 3, 8, 8])
     path = tmp_path / "se.tflite"
     export_tflite(q, ModelSpec(name="se", input_shape=[1, 3, 8, 8]),
-                  ExportOptions(dtype="int8", settings={"mode": "static", "io": "float"}), path)
+                  ExportOptions(dtype="int8", int8=Int8Export(mode="static", io="float")), path)
     summary = inspect_tflite(path)
     assert summary.qdq_between_integer_ops == 0
     assert summary.quantize_ops == 1 and summary.dequantize_ops == 1  # only at the float input and output
