@@ -111,6 +111,7 @@ class QuantSettings:
     fixed_point: str | None = None
     qat: bool = False
     dynamic: bool = False
+    skip: tuple[str, ...] = ()  # module names kept in float (exact names; see quantize.int8's skip)
 
 
 @quiet("int8 quantizer")  # importing litert_torch and torchao prints notices
@@ -157,9 +158,17 @@ def make_quantizer(s: QuantSettings):
                     continue
                 node.meta["quantization_annotation"] = QuantizationAnnotation(
                     input_qspec_map={a: in_spec for a in inputs}, output_qspec=out_spec, _annotated=True)
+            self.unannotate_skipped(model)
             propagate_annotation(model)
             return model
 
+        def unannotate_skipped(self, model: torch.fx.GraphModule) -> None:
+            """Drop the annotations of every node that belongs to a module of ``skip``: it stays float."""
+            for node in model.graph.nodes:
+                if skip and module_paths(node) & skip:
+                    node.meta.pop("quantization_annotation", None)
+
+    skip = set(s.skip)
     if s.qat or s.dynamic:
         return EdgeQuantizer().set_global(get_symmetric_quantization_config(
             is_per_channel=s.per_channel, is_qat=s.qat, is_dynamic=s.dynamic))
@@ -179,6 +188,12 @@ def make_quantizer(s: QuantSettings):
     )
     config = QuantizationConfig(act, act, weight, None, stock.fixed_qparams, False, False)
     return EdgeQuantizer().set_global(config)
+
+
+def module_paths(node: torch.fx.Node) -> set[str]:
+    """Names of every module (as in ``named_modules``) an exported graph node was traced inside."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return {str(v[0]).replace("L['self'].", "") for v in stack.values() if v and v[0]}
 
 
 class QuantizedModel(nn.Module):
