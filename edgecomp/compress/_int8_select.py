@@ -55,8 +55,11 @@ def check_calibration_count(n: int, requested: int) -> None:
 
 
 def weight_count(model: nn.Module, name: str) -> int:
-    """Weights (not biases) of module ``name`` and its children: what int8 stores as 1 byte each."""
-    module = model.get_submodule(name)
+    """Weights (not biases) of module ``name`` and its children (1 byte each in int8); 0 if no such module."""
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:  # a functional op of the report (e.g. 'add'): nothing to keep float by name
+        return 0
     return sum(m.weight.numel() for m in module.modules()
                if isinstance(getattr(m, "weight", None), nn.Parameter) and m.weight.dim() > 1)
 

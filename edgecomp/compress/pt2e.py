@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import operator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -167,6 +168,8 @@ def make_quantizer(s: QuantSettings):
             for node in model.graph.nodes:
                 if skip and module_paths(node) & skip:
                     node.meta.pop("quantization_annotation", None)
+                    for user in _fused_activations(node):  # a quantized ReLU after it would re-quantize it
+                        user.meta.pop("quantization_annotation", None)
 
     skip = set(s.skip)
     if s.qat or s.dynamic:
@@ -188,6 +191,22 @@ def make_quantizer(s: QuantSettings):
     )
     config = QuantizationConfig(act, act, weight, None, stock.fixed_qparams, False, False)
     return EdgeQuantizer().set_global(config)
+
+
+def _fused_activations(node: torch.fx.Node) -> list[torch.fx.Node]:
+    """The chain of activation/BatchNorm nodes that only ``node`` feeds (the converter fuses them into it)."""
+    aten = torch.ops.aten
+    fusable = {aten.relu.default, aten.relu_.default, aten.hardtanh.default, aten.hardtanh_.default,
+               aten.clamp.default, aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default,
+               operator.getitem}
+    chain, current = [], node
+    while len(current.users) == 1:
+        (user,) = current.users
+        if user.op != "call_function" or user.target not in fusable:
+            break
+        chain.append(user)
+        current = user
+    return chain
 
 
 def module_paths(node: torch.fx.Node) -> set[str]:

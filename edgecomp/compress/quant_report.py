@@ -308,3 +308,17 @@ def format_table(errors: list[LayerError], n: int = 10) -> str:
         rows.append(f"{e.name[:32]:32} {e.op[:14]:14} {e.sqnr_db:8.2f} {e.lost_db:8.2f} {e.cosine:8.5f} "
                     f"{e.max_abs_error:9.4f} {tfl:>9}")
     return "\n".join(rows)
+
+
+def tflite_report(path: str | Path, quantized: nn.Module, x: np.ndarray, limit: int = 32) -> dict:
+    """The layer-wise report of an exported int8 .tflite (PyTorch and .tflite columns) as report.json wants it.
+
+    Also names the layer where the .tflite departs most from the fake-quant graph (``converter_worst``).
+    """
+    errors = tflite_layer_errors(path, quantized, layer_errors(quantized, x[:limit]), x, limit)
+    out = summary(errors)
+    gaps = [(e.sqnr_db - e.tflite_sqnr_db, e.name) for e in errors if e.tflite_sqnr_db is not None]
+    if gaps:
+        gap, name = max(gaps)
+        out["converter_worst"] = {"layer": name, "sqnr_gap_db": round(gap, 3)}
+    return out
