@@ -54,6 +54,8 @@ class Int8Config(StageConfig):
         "float one at a time until it holds; default: the target's budget, with QAT as the fallback.")
     skip: list[str] = Field(
         default_factory=list, description="Modules kept in float: globs or regexes over module names.")
+    equalize: bool = Field(False, description="Cross-layer equalisation of conv->ReLU(6)->conv chains first.")
+    bias_correction: bool = Field(False, description="Subtract the mean output error of int8 weights from biases.")
     report_samples: int = Field(64, ge=0, description="Calibration inputs for the layer-wise error report (0: off).")
     qat: Literal["auto", "always", "never"] = Field("auto", description="Quantization-aware fine-tuning.")
     qat_epochs: int = Field(8, ge=1, description="Most epochs of quantization-aware fine-tuning.")
@@ -234,6 +236,7 @@ class QuantizeInt8(Stage):
         notes, metrics = [], {"calibration_inputs": len(calib)}
         if skip:
             notes.append(f"kept in float (skip): {', '.join(skip)}")
+        model = _prepare(model, cfg, ctx, calib, metrics, notes)
         quantized, errors = None, None
         if cfg.qat != "always":
             quantized = ptq(model, settings, calib, ctx.spec.input_shape, ctx.seed, cfg.rounding == "stochastic")
@@ -292,6 +295,23 @@ class QuantizeInt8(Stage):
                                                      for r in done.layers)
                      + f" -> drop {float_acc - done.metric:.2f}")
         return quantized, skip + reverted
+
+
+def _prepare(model: nn.Module, cfg: Int8Config, ctx: BuildContext, calib: np.ndarray, metrics: dict,
+             notes: list[str]) -> nn.Module:
+    """Cross-layer equalisation and bias correction when asked (each on a copy of the model)."""
+    from edgecomp.compress import equalize
+
+    if cfg.equalize:
+        model, pairs = equalize.equalize(model, ctx.spec.input_shape, calib)
+        metrics["equalized_pairs"] = [f"{p.conv1}->{p.conv2}" for p in pairs]
+        notes.append(f"cross-layer equalisation of {len(pairs)} conv pairs" if pairs else
+                     "cross-layer equalisation found no conv -> ReLU/ReLU6 -> conv chain")
+    if cfg.bias_correction:
+        model, n = equalize.correct_bias(model, calib, per_channel=cfg.weights == "per-channel")
+        metrics["bias_corrected_layers"] = n
+        notes.append(f"bias correction of {n} layers (mean int8 weight error on {len(calib)} inputs)")
+    return model
 
 
 def _layer_report(quantized, x: np.ndarray, metrics: dict, notes: list[str]):
