@@ -55,10 +55,11 @@ class _SE(nn.Module):
     def __init__(self, c: int) -> None:
         super().__init__()
         self.fc1, self.fc2 = nn.Conv2d(c, max(8, c // 4), 1), nn.Conv2d(max(8, c // 4), c, 1)
+        self.gate = nn.Hardsigmoid()  # a module, as torchvision's SqueezeExcitation has it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = torch.relu(self.fc1(x.mean((2, 3), keepdim=True)))
-        return x * nn.functional.hardsigmoid(self.fc2(s))
+        return x * self.gate(self.fc2(s))
 
 
 class _V3Block(nn.Module):
@@ -223,6 +224,7 @@ def nncf_onnx(model: nn.Module, calib: np.ndarray, path: Path) -> Path:
 
     dataset = nncf.Dataset([torch.as_tensor(xi[None]) for xi in calib])
     quantized = nncf.quantize(copy.deepcopy(model).eval(), dataset, subset_size=len(calib))
+    quantized = nncf.strip(quantized) if hasattr(nncf, "strip") else quantized  # NNCF's ops -> torch fake-quant
     torch.onnx.export(quantized, (torch.zeros(SHAPE),), str(path), dynamo=False, opset_version=17)
     return path
 
@@ -280,6 +282,20 @@ def measure(path: Path, data: Dataset, float_logits: np.ndarray, params: int) ->
             "p50": p50_ms(path, x), "acc": 100.0 * float((out.argmax(1) == y).mean()),
             "correct": out.argmax(1) == y, "cos": float(cos.mean()),
             "top1_agree": 100.0 * float((out.argmax(1) == float_logits.argmax(1)).mean()), "logits": out}
+
+
+def _cpu() -> str:
+    """CPU model, core count and the ISA features that decide int8 speed (AVX2, AVX-512, VNNI)."""
+    import os
+
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f in flags]
+    return f"{model}, {os.cpu_count()} cores, {'/'.join(isa) or 'no AVX2'}{'' if 'vnni' in str(isa) else ' (no VNNI)'}"
 
 
 def _version(pkg: str) -> str:
@@ -395,7 +411,7 @@ def print_table(rows: list[dict]) -> None:
 def main() -> None:
     """Train, quantize with every tool, print the table and the layer-wise reports."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--models", default="mobilenetv2,mobilenetv3,resnet18")
     parser.add_argument("--nncf-path", help="folder with a side install of nncf (pip install --target DIR)")
     args = parser.parse_args()
@@ -410,7 +426,7 @@ def main() -> None:
         use_nncf = True
     except Exception as exc:  # noqa: BLE001 - any import failure means no NNCF row
         print(f"NNCF: not importable ({type(exc).__name__}: {exc}); no NNCF rows")
-    print(f"host: {platform.processor() or platform.machine()}, torch {torch.__version__}; versions: "
+    print(f"host: {_cpu()}, torch {torch.__version__}; versions: "
           + ", ".join(f"{p} {_version(p)}" for p in ("litert-torch", "ai-edge-litert", "ai-edge-quantizer",
                                                     "onnxruntime", "torchao", "nncf")))
     data = digits32()
