@@ -224,7 +224,7 @@ def nncf_onnx(model: nn.Module, calib: np.ndarray, path: Path) -> Path:
 
     dataset = nncf.Dataset([torch.as_tensor(xi[None]) for xi in calib])
     quantized = nncf.quantize(copy.deepcopy(model).eval(), dataset, subset_size=len(calib))
-    quantized = nncf.strip(quantized) if hasattr(nncf, "strip") else quantized  # NNCF's ops -> torch fake-quant
+    quantized = nncf.strip(quantized, example_input=torch.zeros(SHAPE))  # NNCF's ops -> torch fake-quant
     torch.onnx.export(quantized, (torch.zeros(SHAPE),), str(path), dynamo=False, opset_version=17)
     return path
 
