@@ -43,6 +43,7 @@ class Int8Export(BaseModel):
     percentile: float | None = Field(None, description="Percentile of calibration='percentile' (reports only).")
     rounding: str | None = Field(None, description="Rounding of weights to int8 (reports only).")
     fixed_point: str | None = Field(None, description="Power-of-two scales, if any (reports only).")
+    skip: list[str] = Field(default_factory=list, description="Layers kept in float on purpose (quantize.int8 skip).")
     method: str | None = Field(None, description="ptq or qat (reports only).")
 
 

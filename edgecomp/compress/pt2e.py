@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import operator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -111,6 +112,7 @@ class QuantSettings:
     fixed_point: str | None = None
     qat: bool = False
     dynamic: bool = False
+    skip: tuple[str, ...] = ()  # module names kept in float (exact names; see quantize.int8's skip)
 
 
 @quiet("int8 quantizer")  # importing litert_torch and torchao prints notices
@@ -157,9 +159,19 @@ def make_quantizer(s: QuantSettings):
                     continue
                 node.meta["quantization_annotation"] = QuantizationAnnotation(
                     input_qspec_map={a: in_spec for a in inputs}, output_qspec=out_spec, _annotated=True)
+            self.unannotate_skipped(model)
             propagate_annotation(model)
             return model
 
+        def unannotate_skipped(self, model: torch.fx.GraphModule) -> None:
+            """Drop the annotations of every node that belongs to a module of ``skip``: it stays float."""
+            for node in model.graph.nodes:
+                if skip and module_paths(node) & skip:
+                    node.meta.pop("quantization_annotation", None)
+                    for user in _fused_activations(node):  # a quantized ReLU after it would re-quantize it
+                        user.meta.pop("quantization_annotation", None)
+
+    skip = set(s.skip)
     if s.qat or s.dynamic:
         return EdgeQuantizer().set_global(get_symmetric_quantization_config(
             is_per_channel=s.per_channel, is_qat=s.qat, is_dynamic=s.dynamic))
@@ -179,6 +191,28 @@ def make_quantizer(s: QuantSettings):
     )
     config = QuantizationConfig(act, act, weight, None, stock.fixed_qparams, False, False)
     return EdgeQuantizer().set_global(config)
+
+
+def _fused_activations(node: torch.fx.Node) -> list[torch.fx.Node]:
+    """The chain of activation/BatchNorm nodes that only ``node`` feeds (the converter fuses them into it)."""
+    aten = torch.ops.aten
+    fusable = {aten.relu.default, aten.relu_.default, aten.hardtanh.default, aten.hardtanh_.default,
+               aten.clamp.default, aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default,
+               operator.getitem}
+    chain, current = [], node
+    while len(current.users) == 1:
+        (user,) = current.users
+        if user.op != "call_function" or user.target not in fusable:
+            break
+        chain.append(user)
+        current = user
+    return chain
+
+
+def module_paths(node: torch.fx.Node) -> set[str]:
+    """Names of every module (as in ``named_modules``) an exported graph node was traced inside."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return {str(v[0]).replace("L['self'].", "") for v in stack.values() if v and v[0]}
 
 
 class QuantizedModel(nn.Module):

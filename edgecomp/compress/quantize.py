@@ -26,6 +26,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
+from edgecomp.compress import _int8_select as sel
 from edgecomp.compress.base import BuildContext, Int8Export, SearchRecipe, Stage, StageConfig, StageResult
 from edgecomp.errors import ConfigError
 
@@ -50,7 +51,13 @@ class Int8Config(StageConfig):
         None, description="Power-of-two scales: 'dynamic' (Qm.n per tensor) or one format such as 'Q3.4'.")
     trim: bool = Field(True, description="Drop what LiteRT does not need from the .tflite (names, duplicates).")
     max_drop: float | None = Field(
-        None, ge=0, description="Allowed accuracy drop in points before QAT runs; default: the target's budget.")
+        None, ge=0, description="Allowed metric drop in points: when given, the most sensitive layers are kept "
+        "float one at a time until it holds; default: the target's budget, with QAT as the fallback.")
+    skip: list[str] = Field(
+        default_factory=list, description="Modules kept in float: globs or regexes over module names.")
+    equalize: bool = Field(False, description="Cross-layer equalisation of conv->ReLU(6)->conv chains first.")
+    bias_correction: bool = Field(False, description="Subtract the mean output error of int8 weights from biases.")
+    report_samples: int = Field(64, ge=0, description="Calibration inputs for the layer-wise error report (0: off).")
     qat: Literal["auto", "always", "never"] = Field("auto", description="Quantization-aware fine-tuning.")
     qat_epochs: int = Field(8, ge=1, description="Most epochs of quantization-aware fine-tuning.")
     qat_lr: float = Field(5e-4, gt=0, description="Learning rate of quantization-aware fine-tuning.")
@@ -231,21 +238,34 @@ class QuantizeInt8(Stage):
 
     def apply(self, model: nn.Module, cfg: Int8Config, ctx: BuildContext) -> StageResult:
         """Quantize ``model``; return the fake-quant reference and int8 export options."""
+        skip = sel.resolve_skip(model, cfg.skip)
         settings = _pt2e().QuantSettings(
             calibration=cfg.calibration, percentile=cfg.percentile, per_channel=cfg.weights == "per-channel",
-            fixed_point=cfg.fixed_point)
+            fixed_point=cfg.fixed_point, skip=tuple(skip))
         calib, calib_source = _calibration_inputs(cfg, ctx, model)
+        sel.check_calibration_count(len(calib), cfg.calibration_samples)
         float_acc = _val_accuracy(model, ctx)
         max_drop = cfg.max_drop if cfg.max_drop is not None else (ctx.target.budgets.accuracy_drop_pct or 1.0)
         notes, metrics = [], {"calibration_inputs": len(calib), "calibration_source": calib_source}
         if ctx.data is None and not cfg.calibration_data:
             notes.append(f"calibrated on {calib_source}")
-        quantized = None
+        if skip:
+            notes.append(f"kept in float (skip): {', '.join(skip)}")
+        model = _prepare(model, cfg, ctx, calib, metrics, notes)
+        quantized, errors = None, None
         if cfg.qat != "always":
             quantized = ptq(model, settings, calib, ctx.spec.input_shape, ctx.seed, cfg.rounding == "stochastic")
+            errors = _layer_report(quantized, calib[: cfg.report_samples], metrics, notes)
         ptq_acc = _val_accuracy(quantized, ctx) if quantized is not None else None
         metrics.update(val_accuracy_float=float_acc, val_accuracy_ptq=ptq_acc)
-        needs_qat = cfg.qat == "always" or (
+        if cfg.max_drop is not None and quantized is not None and cfg.qat != "always":
+            if ptq_acc is None or float_acc is None:
+                raise ConfigError("max_drop needs validation data to measure the drop", "pass --data")
+            if float_acc - ptq_acc > max_drop:
+                quantized, skip = self._revert(model, cfg, ctx, settings, calib, errors, float_acc, ptq_acc,
+                                               skip, metrics, notes)
+                ptq_acc = metrics["val_accuracy_reverted"]
+        needs_qat = cfg.qat == "always" or (cfg.max_drop is None and
             cfg.qat == "auto" and ptq_acc is not None and float_acc is not None and float_acc - ptq_acc > max_drop)
         if needs_qat:
             if ctx.data is None:
@@ -262,9 +282,67 @@ class QuantizeInt8(Stage):
         metrics["method"] = "qat" if needs_qat else "ptq"
         int8 = Int8Export(calibration=cfg.calibration, percentile=cfg.percentile, weights=cfg.weights, io=cfg.io,
                           rounding=cfg.rounding, fixed_point=cfg.fixed_point, trim=cfg.trim, mode="static",
-                          method=metrics["method"])
+                          method=metrics["method"], skip=list(skip))
         export = ctx.export.model_copy(update={"dtype": "int8", "int8": int8})
         return StageResult(model=quantized, metrics=metrics, notes=notes, export=export)
+
+    @staticmethod
+    def _revert(model, cfg: Int8Config, ctx: BuildContext, settings, calib, errors, float_acc: float,
+                ptq_acc: float, skip: list[str], metrics: dict, notes: list[str]):
+        """Keep the most sensitive layers float until ``cfg.max_drop`` holds; returns (model, skip)."""
+        from dataclasses import replace
+
+        from edgecomp.compress.quant_report import sensitivity_order
+
+        def quantize(names: list[str]):
+            return ptq(model, replace(settings, skip=tuple(names)), calib, ctx.spec.input_shape, ctx.seed,
+                       cfg.rounding == "stochastic")
+
+        order = sensitivity_order(errors or [])
+        quantized, done = sel.revert_until(model, order, skip, float_acc, cfg.max_drop, quantize,
+                                           lambda m: _val_accuracy(m, ctx), ptq_acc)
+        reverted = [r["layer"] for r in done.layers]
+        metrics.update(reverted_layers=done.layers, val_accuracy_reverted=done.metric)
+        notes.append(f"int8 lost {float_acc - ptq_acc:.2f} points (max_drop {cfg.max_drop}): kept float, most "
+                     "sensitive first: " + ", ".join(f"{r['layer']} (+{r['weight_bytes_added']} B)"
+                                                     for r in done.layers)
+                     + f" -> drop {float_acc - done.metric:.2f}")
+        return quantized, skip + reverted
+
+
+def _prepare(model: nn.Module, cfg: Int8Config, ctx: BuildContext, calib: np.ndarray, metrics: dict,
+             notes: list[str]) -> nn.Module:
+    """Cross-layer equalisation and bias correction when asked (each on a copy of the model)."""
+    from edgecomp.compress import equalize
+
+    if cfg.equalize:
+        model, pairs = equalize.equalize(model, ctx.spec.input_shape, calib)
+        metrics["equalized_pairs"] = [f"{p.conv1}->{p.conv2}" for p in pairs]
+        notes.append(f"cross-layer equalisation of {len(pairs)} conv pairs" if pairs else
+                     "cross-layer equalisation found no conv -> ReLU/ReLU6 -> conv chain")
+    if cfg.bias_correction:
+        model, n = equalize.correct_bias(model, calib, per_channel=cfg.weights == "per-channel")
+        metrics["bias_corrected_layers"] = n
+        notes.append(f"bias correction of {n} layers (mean int8 weight error on {len(calib)} inputs)")
+    return model
+
+
+def _layer_report(quantized, x: np.ndarray, metrics: dict, notes: list[str]):
+    """The layer-wise error report of ``quantized`` on ``x`` into metrics and notes; the errors (or None)."""
+    from edgecomp.compress import quant_report
+
+    if not len(x):
+        return None
+    errors = quant_report.layer_errors(quantized, x)
+    metrics["layer_errors"] = quant_report.summary(errors)
+    top = quant_report.worst(errors, 3)
+    low = quant_report.worst(errors, 1, "sqnr_db")
+    if top:
+        notes.append("most sensitive int8 layers (dB of SQNR each loses): "
+                     + ", ".join(f"{e.name} {e.lost_db:.1f}" for e in top)
+                     + f"; lowest SQNR {low[0].sqnr_db:.1f} dB at {low[0].name}")
+        logger.info("  %s", notes[-1])
+    return errors
 
 
 class DynamicConfig(StageConfig):

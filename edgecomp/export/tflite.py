@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def export_tflite(model: nn.Module, spec: ModelSpec, options: ExportOptions, pat
         raise ExportError(f"TFLite export of {options.dtype} models is not available", "use fp32, fp16 or int8")
     example = (torch.zeros(spec.input_shape),)
     if options.dtype == "int8":
-        return _export_int8(model, options, path, example)
+        return _export_int8(model, options, path, example, calibration)
     try:
         edge_model = litert_torch.convert(model.eval(), example)
         edge_model.export(str(path))
@@ -58,7 +59,8 @@ def export_tflite(model: nn.Module, spec: ModelSpec, options: ExportOptions, pat
     return ExportedArtifact("tflite", path, options.dtype, *tflite_io(path), details=details)
 
 
-def _export_int8(model: nn.Module, options: ExportOptions, path: Path, example: tuple) -> ExportedArtifact:
+def _export_int8(model: nn.Module, options: ExportOptions, path: Path, example: tuple,
+                 calibration: np.ndarray | None = None) -> ExportedArtifact:
     """Convert the PT2E fake-quant reference to a full-integer (or dynamic-range) .tflite."""
     import litert_torch
     from litert_torch.quantize.quant_config import QuantConfig
@@ -71,8 +73,9 @@ def _export_int8(model: nn.Module, options: ExportOptions, path: Path, example: 
                           "put quantize.int8 (or quantize.dynamic) last in the recipe")
     settings = options.int8 or Int8Export()
     try:
-        edge_model = litert_torch.convert(model.unfolded[0], example,
-                                          quant_config=QuantConfig(pt2e_quantizer=model.quantizer))
+        with _strict_qdq(bool(settings.skip)):
+            edge_model = litert_torch.convert(model.unfolded[0], example,
+                                              quant_config=QuantConfig(pt2e_quantizer=model.quantizer))
         edge_model.export(str(path))
     except Exception as exc:
         raise unsupported_op_error("tflite", exc) from exc
@@ -92,9 +95,57 @@ def _export_int8(model: nn.Module, options: ExportOptions, path: Path, example: 
     if summary.bias_scale_mismatches:
         notes.append(f"{summary.bias_scale_mismatches} int32 biases are not scaled input x weight scale: the "
                      "integer kernels will mis-scale them (see the parity check)")
+    if static and calibration is not None:  # layer-wise error of the file itself, next to the fake-quant one
+        details["layer_errors"] = _layer_report(path, model, calibration, notes)
+    if summary.intended_islands:
+        notes.append(f"{len(summary.intended_islands)} float layers kept on purpose (quantize.int8 skip/max_drop)")
     if summary.qdq_between_integer_ops:
         notes.append(f"{summary.qdq_between_integer_ops} DEQUANTIZE ops feed float ops between integer ops")
     return ExportedArtifact("tflite", path, "int8", *tflite_io(path), notes=notes, details=details)
+
+
+@contextlib.contextmanager
+def _strict_qdq(on: bool):
+    """Run litert-torch's converter in strict QDQ mode when layers are kept float on purpose.
+
+    By default the converter quantizes a float conv that sits between a DEQUANTIZE and a QUANTIZE
+    (weights and all), undoing ``quantize.int8(skip=...)``; strict mode converts only what the graph
+    quantizes. Off otherwise: strict mode writes 48 more bytes for the same all-int8 graph.
+    """
+    from litert_torch._convert import litert_converter
+
+    api = litert_converter.converter_api_ext
+    stock = api.ConvertToTFLConfig
+    if not on:
+        yield
+        return
+
+    def strict():
+        config = stock()
+        config.strict_qdq_mode = True
+        return config
+
+    api.ConvertToTFLConfig = strict
+    try:
+        yield
+    finally:
+        api.ConvertToTFLConfig = stock
+
+
+def _layer_report(path: Path, model, calibration: np.ndarray, notes: list[str]) -> dict | None:
+    """compress.quant_report on the written file; a failure to match tensors is logged, never fatal."""
+    from edgecomp.compress.quant_report import tflite_report
+
+    try:
+        report = tflite_report(path, model, np.asarray(calibration, np.float32))
+    except Exception:  # a diagnostic: the artifact stays valid without it
+        logger.warning("layer-wise .tflite error report failed", exc_info=True)
+        return None
+    worst = report.get("converter_worst")
+    if worst and worst["sqnr_gap_db"] > 3.0:
+        notes.append(f".tflite departs from the int8 reference at {worst['layer']} "
+                     f"({worst['sqnr_gap_db']:.1f} dB less SQNR than the fake-quant graph)")
+    return report
 
 
 def _fp16_weights(path: Path) -> None:

@@ -85,6 +85,7 @@ class TFLiteSummary:
     breakdown: dict[str, int] = field(default_factory=dict)
     params: int = 0
     bias_scale_mismatches: int = 0
+    intended_islands: list[dict] = field(default_factory=list)  # float layers kept on purpose, with the reason
 
     def as_details(self) -> dict:
         """A JSON-ready dict for ``ExportedArtifact.details``."""
@@ -92,7 +93,7 @@ class TFLiteSummary:
             "tflite_ops": self.ops, "weight_dtypes": self.weight_dtypes, "quantize_ops": self.quantize_ops,
             "dequantize_ops": self.dequantize_ops, "qdq_between_integer_ops": self.qdq_between_integer_ops,
             "io_dtypes": self.io_dtypes, "byte_breakdown": self.breakdown, "stored_weight_elements": self.params,
-            "bias_scale_mismatches": self.bias_scale_mismatches,
+            "bias_scale_mismatches": self.bias_scale_mismatches, "intended_float_islands": self.intended_islands,
         }
 
 
@@ -117,6 +118,7 @@ def inspect_tflite(path: str | Path) -> TFLiteSummary:
     params = 0
     qdq_inside = 0
     mismatches = 0
+    intended: list[dict] = []
     io: dict[str, str] = {}
     for k, sg in enumerate(model.subgraphs):
         raw_sg = raw.Subgraphs(k)
@@ -174,8 +176,16 @@ def inspect_tflite(path: str | Path) -> TFLiteSummary:
             op = sg.operators[i]
             if name == "DEQUANTIZE":  # int -> float feeding a float op that is later re-quantized
                 src = producers.get(int(op.inputs[0]))
-                if src is not None and src in integer and _feeds_quantize(int(op.outputs[0]), sg, consumers, names):
-                    qdq_inside += 1
+                region: list[int] = []
+                if src is not None and src in integer and _feeds_quantize(int(op.outputs[0]), sg, consumers, names,
+                                                                          region=region):
+                    kept = [names[j] for j in region if names[j] in _WEIGHT_OPS and _float_weights(sg, j)]
+                    if kept:
+                        intended.append({"float_ops": sorted({names[j] for j in region}),
+                                         "reason": f"layer kept in float on purpose ({', '.join(kept)} with "
+                                                   "float32 weights: quantize.int8 skip / max_drop)"})
+                    else:
+                        qdq_inside += 1
         for kind, tensors in (("input", sg.inputs), ("output", sg.outputs)):
             for k, t in enumerate(tensors if tensors is not None else []):
                 io[f"{kind}{k}"] = tensor_dtype(sg.tensors[t])
@@ -185,7 +195,7 @@ def inspect_tflite(path: str | Path) -> TFLiteSummary:
     return TFLiteSummary(
         bytes=total, ops=dict(ops), weight_dtypes=dict(weight_dtypes), quantize_ops=ops.get("QUANTIZE", 0),
         dequantize_ops=ops.get("DEQUANTIZE", 0), qdq_between_integer_ops=qdq_inside, io_dtypes=io,
-        breakdown=dict(cats), params=params, bias_scale_mismatches=mismatches,
+        breakdown=dict(cats), params=params, bias_scale_mismatches=mismatches, intended_islands=intended,
     )
 
 
@@ -209,15 +219,29 @@ def _bias_scale_ok(sg, op) -> bool:
     return bool(np.allclose(np.broadcast_to(scales[2], expected.shape), expected, rtol=1e-4))
 
 
-def _feeds_quantize(tensor: int, sg, consumers: dict[int, list[int]], names: list[str], depth: int = 0) -> bool:
-    """Whether a float tensor reaches a QUANTIZE op through float ops (a float island between int ops)."""
+def _float_weights(sg, op_index: int) -> bool:
+    """Whether a conv/linear op reads float32 weights (a layer left in float), not int8 ones."""
+    op = sg.operators[op_index]
+    return op.inputs is not None and len(op.inputs) > 1 and op.inputs[1] >= 0 and \
+        tensor_dtype(sg.tensors[int(op.inputs[1])]) == "float32"
+
+
+def _feeds_quantize(tensor: int, sg, consumers: dict[int, list[int]], names: list[str], depth: int = 0,
+                    region: list[int] | None = None) -> bool:
+    """Whether a float tensor reaches a QUANTIZE op through float ops (a float island between int ops).
+
+    The float ops on the way are appended to ``region`` when given.
+    """
     if depth > 32:
         return False
+    reached = False
     for c in consumers.get(tensor, []):
         if names[c] == "QUANTIZE":
-            return True
-        if names[c] != "DEQUANTIZE" and any(
-            _feeds_quantize(int(o), sg, consumers, names, depth + 1) for o in sg.operators[c].outputs
+            reached = True
+        elif names[c] != "DEQUANTIZE" and any(
+            _feeds_quantize(int(o), sg, consumers, names, depth + 1, region) for o in sg.operators[c].outputs
         ):
-            return True
-    return False
+            reached = True
+            if region is not None and c not in region:
+                region.append(c)
+    return reached

@@ -9,7 +9,7 @@ import html
 
 from edgecomp.records import BuildReport
 from edgecomp.report.console import explain_plan, fmt, fmt_accuracy, metric_label, plan_candidates
-from edgecomp.report.plots import planner_plot, stage_plot
+from edgecomp.report.plots import planner_plot, quant_error_plot, stage_plot
 from edgecomp.timings import phase_bars_html
 
 
@@ -50,7 +50,10 @@ def render_html(report: BuildReport, extra_sections: list[str] | None = None) ->
                        if m.accuracy is not None else (m.accuracy_note or "accuracy -"))
     if m.data:
         source_accuracy += f"; data: {m.data}"
-    sections = (planner_section(report) + phase_bars_html(report.phases, report.build_seconds)
+    quant = quant_error_plot(report)
+    sections = (planner_section(report) + (f'<h2>int8 error per layer</h2><img alt="int8 SQNR per layer" '
+                                           f'src="data:image/png;base64,{quant}">' if quant else "")
+                + phase_bars_html(report.phases, report.build_seconds)
                 + "".join(extra_sections or []))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>edgecomp: {esc(m.name)} for {esc(report.target)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}

@@ -129,3 +129,35 @@ def planner_plot(report: BuildReport) -> str | None:
     data = _png(fig)
     plt.close(fig)
     return data
+
+
+def quant_error_plot(report: BuildReport) -> str | None:
+    """Base64 PNG: SQNR (dB) of every int8 activation in graph order, fake-quant and .tflite; None if no int8 stage.
+
+    Read from the ``layer_errors`` metrics of ``quantize.int8`` and the int8 .tflite artifact's details.
+    """
+    stage = next((s.metrics["layer_errors"] for s in report.stages if s.metrics.get("layer_errors")), None)
+    if not stage:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = stage["layers"]
+    tfl = next((a.details.get("layer_errors") for a in report.artifacts
+                if a.format == "tflite" and (a.details or {}).get("layer_errors")), None)
+    fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(layers)), 3.2))
+    xs = range(len(layers))
+    ax.plot(xs, [e["sqnr_db"] for e in layers], "o-", color="#4a7bb7", label="int8 reference (PyTorch)")
+    ax.bar(xs, [e["lost_db"] for e in layers], color="#e08a3c", alpha=0.6, label="dB lost at this layer")
+    if tfl:
+        ax.plot(range(len(tfl["layers"])), [e["tflite_sqnr_db"] if e["tflite_sqnr_db"] is not None else float("nan")
+                                            for e in tfl["layers"]], "x", color="#c0392b", label=".tflite")
+    ax.set_xticks(list(xs), [e["name"] for e in layers], rotation=90, fontsize=6)
+    ax.set_ylabel("SQNR vs float, dB")
+    ax.set_title("int8 error per layer (calibration inputs)")
+    ax.legend(fontsize=7)
+    data = _png(fig)
+    plt.close(fig)
+    return data
