@@ -89,7 +89,8 @@ def plan(factory: str, weights: Path, folder: Path, size_mb: float, metric: str 
     try:
         report = build(f"{MODELS_PY}:{factory}", "android-arm64", opts).model_dump()
     except EdgecompError as exc:
-        return {"error": f"{exc} ({exc.hint})", "seconds": time.monotonic() - start}
+        return {"error": exc.message + (f" -- hint: {exc.hint}" if exc.hint else ""),
+                "seconds": time.monotonic() - start}
     report["seconds"] = time.monotonic() - start
     return report
 
