@@ -63,7 +63,7 @@ def train(factory: str, folder: Path, epochs: int) -> tuple[Path, float]:
     from edgecomp.finetune import FinetuneConfig, finetune
     from edgecomp.metrics import evaluate, load_metric
 
-    weights = cache_dir() / f"{factory}-e{epochs}.pt"
+    weights = cache_dir() / f"{factory}-e{epochs}-v2.pt"  # v2: the shared BasicBlock (shortcut.*)
     data = load_data(str(folder))
     data.metric = load_metric("top1")
     torch.manual_seed(0)
