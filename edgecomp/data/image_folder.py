@@ -15,7 +15,6 @@ height and width whenever the images are not already that size.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -32,8 +31,6 @@ from edgecomp.data.base import Dataset
 from edgecomp.data.preprocess import Preprocess, check_channels, resized_size
 from edgecomp.errors import ConfigError
 from edgecomp.spec import ImagePreprocess, ModelSpec, Normalization
-
-logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 MAX_BAD_FRACTION = 0.10
@@ -127,9 +124,7 @@ def load_image_folder(root: str | Path, preprocess: Preprocess | None, seed: int
     pre, settled = settle_recipe(preprocess, spec, sizes)
     notes += settled
     n_images = sum(len(files) for files in splits.values())
-    for note in notes:
-        logger.info("  data: %s", note)
-    return Dataset(
+    return Dataset(  # its notes reach the console once, from the build (build._load)
         name=root.name, train=ImageFolderSplit(splits["train"], pre), val=ImageFolderSplit(splits["val"], pre),
         test=ImageFolderSplit(splits["test"], pre), labels=labels, preprocess=pre,
         workers=min(2, os.cpu_count() or 1) if workers is None else workers,
@@ -267,7 +262,6 @@ def _bad_file_notes(root: Path, bad: list[str], total: int) -> list[str]:
         raise ConfigError(f"{len(bad)} of {total} image files in {root} are unreadable ({examples}), more than "
                           f"the {MAX_BAD_FRACTION:.0%} that are skipped",
                           "delete or re-save the broken files (they may be truncated downloads or not images)")
-    logger.warning("skipped %d unreadable image file(s) of %d in %s", len(bad), total, root)
     return [f"skipped {len(bad)} unreadable image file(s) of {total} ({examples})"]
 
 
