@@ -1,0 +1,167 @@
+"""Time .tflite graphs at several thread counts and turn the times into calibration measurements.
+
+One measuring loop for every caller: ``edgecomp profile --calibrate host``
+(:mod:`edgecomp.profile.host_calibrate`, LiteRT in this process), ``--calibrate NAME --device SERIAL``
+(``benchmark_model`` over adb) and ``benchmarks/predictor.py``. :func:`time_rounds` times every
+(file, thread count) once per round, in a shuffled order, so that all of them see the same load on a
+shared machine; a :class:`Timed` keeps each round's fastest and median run. The fastest run over the
+rounds is the cost on an unloaded machine (load only ever adds time); how far the rounds' medians lie
+above it says how loaded the machine was. :func:`to_measurements` reads each file's layers once and
+makes the :class:`~edgecomp.profile.calibrate.Measurement` list the fit takes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from edgecomp.profile.calibrate import Measurement
+from edgecomp.profile.predict import read_tflite_layers
+
+logger = logging.getLogger(__name__)
+K = TypeVar("K", bound=Hashable)
+# A wait for a CPU longer than this share of a run's time marks the run contended (another process held a core).
+CONTENDED_SHARE = 0.02
+
+
+@dataclass
+class Round:
+    """One round of one file at one thread count: the times (ms) of its runs, or one figure a tool reported.
+
+    ``contended`` counts the runs left out because a thread of the inference waited for a CPU (another
+    process held it); when every run waited, ``times`` holds them all and ``clean`` is False.
+    """
+
+    times: list[float]
+    contended: int = 0
+    clean: bool = True
+
+
+Timer = Callable[[Path, int], Round]
+
+
+@dataclass
+class Timed:
+    """The times of one file at one thread count over the rounds: each round's fastest and median run."""
+
+    fastest: list[float] = field(default_factory=list)
+    medians: list[float] = field(default_factory=list)
+    clean: list[bool] = field(default_factory=list)
+
+    def add(self, round_: Round) -> None:
+        """Record one round."""
+        self.fastest.append(min(round_.times))
+        self.medians.append(float(statistics.median(round_.times)))
+        self.clean.append(round_.clean)
+
+    @property
+    def contended(self) -> bool:
+        """True when no round had a run free of waits for a CPU: the time is a loaded machine's."""
+        return not any(self.clean)
+
+    def _kept(self, values: list[float]) -> list[float]:
+        return [v for v, c in zip(values, self.clean) if c] or values
+
+    @property
+    def ms(self) -> float:
+        """The fastest uncontended run over all rounds (ms): the cost on an unloaded machine."""
+        return min(self._kept(self.fastest))
+
+    @property
+    def load_excess(self) -> float:
+        """How much slower the best round's median is than the fastest run (0.05 = 5 %): the noise left."""
+        return min(self._kept(self.medians)) / self.ms - 1
+
+
+def cpu_wait_ns() -> int | None:
+    """Nanoseconds this process's threads have waited on a run queue for a CPU (Linux schedstat), or None."""
+    total, seen = 0, False
+    for path in Path("/proc/self/task").glob("*/schedstat"):
+        try:
+            total += int(path.read_text().split()[1])
+            seen = True
+        except (OSError, IndexError, ValueError):
+            continue
+    return total if seen else None
+
+
+def time_tflite(path: Path, threads: int, runs: int = 30, budget_s: float = 0.1, warmup: int = 2) -> Round:
+    """Up to ``runs`` LiteRT invocations of ``path`` in this process, after ``warmup``: at least 3, then as
+    many as fit in ``budget_s``.
+
+    With one thread XNNPACK runs in the calling thread, so its CPU time is the inference's cost without the
+    time slices other processes take on a shared machine. With more, wall time, and a run during which the
+    inference's threads waited for a CPU longer than ``CONTENDED_SHARE`` of it is left out (a worker
+    thread that waits holds up every parallel op).
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgecomp.quiet import captured_output
+
+    with captured_output("LiteRT"):
+        interp = Interpreter(model_path=str(path), num_threads=threads)
+    interp.allocate_tensors()
+    rng = np.random.default_rng(0)
+    for d in interp.get_input_details():
+        x = (rng.standard_normal(d["shape"]) if np.issubdtype(d["dtype"], np.floating)
+             else rng.integers(-100, 100, d["shape"]))
+        interp.set_tensor(d["index"], x.astype(d["dtype"]))
+    for _ in range(warmup):
+        interp.invoke()
+    clock = time.thread_time if threads == 1 else time.perf_counter
+    watch = threads > 1 and cpu_wait_ns() is not None
+    times: list[float] = []
+    clean: list[bool] = []
+    start = time.perf_counter()
+    while len(times) < runs and (time.perf_counter() - start < budget_s or len(times) < 3):
+        waited = cpu_wait_ns() if watch else 0
+        t = clock()
+        interp.invoke()
+        times.append((clock() - t) * 1e3)
+        waited = (cpu_wait_ns() or 0) - (waited or 0) if watch else 0
+        clean.append(waited / 1e6 <= CONTENDED_SHARE * times[-1])
+    kept = [t for t, c in zip(times, clean) if c]
+    return Round(kept or times, contended=len(times) - len(kept), clean=bool(kept))
+
+
+def time_rounds(files: Mapping[K, Path], threads: Sequence[int], timer: Timer = time_tflite,
+                rounds: int = 1) -> dict[tuple[K, int], Timed]:
+    """Time every file at every thread count once per round, in a new shuffled order each round.
+
+    Returns (file key, threads) -> :class:`Timed`, in the order of ``files`` and ``threads``.
+    """
+    keys = [(key, t) for key in files for t in threads]
+    timed: dict[tuple[K, int], Timed] = {key: Timed() for key in keys}
+    order = list(keys)
+    for r in range(rounds):
+        random.Random(r).shuffle(order)
+        for key, t in order:
+            timed[(key, t)].add(timer(files[key], t))
+            logger.debug("%s, %d thread(s), round %d: %.3f ms", key, t, r + 1, timed[(key, t)].fastest[-1])
+    return timed
+
+
+def to_measurements(files: Mapping[K, Path], timed: Mapping[tuple[K, int], Timed], name: Callable[[K, int], str],
+                    source: str = "measured:host") -> list[Measurement]:
+    """One :class:`Measurement` per timed (file, threads), named by ``name(key, threads)``; each file's layers
+    are read once."""
+    layers = {key: read_tflite_layers(path) for key, path in files.items()}
+    return [Measurement(name(key, t), *layers[key], t, result.ms, source) for (key, t), result in timed.items()]
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages and the core count, e.g. ``load 0.42 0.51 1.20 on 2 cores``."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "load average unknown"
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"

@@ -1,0 +1,86 @@
+"""The one measuring loop: interleaved shuffled rounds, the fastest run kept, each round's median as noise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgecomp.profile.microbench import microbench_files
+from edgecomp.profile.timed_runs import (
+    Round,
+    Timed,
+    cpu_wait_ns,
+    load_average,
+    time_rounds,
+    time_tflite,
+    to_measurements,
+)
+
+
+def test_rounds_interleave_every_file_and_thread_count_and_keep_the_fastest():
+    files = {"a": Path("a.tflite"), "b": Path("b.tflite"), "c": Path("c.tflite")}
+    calls: list[tuple[str, int]] = []
+    slow = {0: 3.0, 1: 1.0, 2: 2.0}  # the machine's load in each round: round 2 is the quiet one
+
+    def timer(path: Path, threads: int) -> Round:
+        calls.append((path.stem, threads))
+        load = slow[len(calls) // 6 - (len(calls) % 6 == 0)]
+        base = {"a": 1.0, "b": 2.0, "c": 4.0}[path.stem] / threads
+        return Round([base * load, base * load * 1.5, base * load * 1.1], clean=load < 3 or threads == 1)
+
+    timed = time_rounds(files, (1, 2), timer, rounds=3)
+    assert list(timed) == [("a", 1), ("a", 2), ("b", 1), ("b", 2), ("c", 1), ("c", 2)]
+    rounds = [calls[i:i + 6] for i in (0, 6, 12)]
+    assert all(sorted(r) == sorted(timed) for r in rounds)  # each once per round
+    assert rounds[0] != rounds[1] or rounds[1] != rounds[2]  # in a shuffled order
+    assert timed[("c", 2)].ms == pytest.approx(2.0)  # the quiet round's fastest run
+    assert timed[("c", 2)].fastest == pytest.approx([6.0, 2.0, 4.0])
+    assert timed[("c", 2)].load_excess == pytest.approx(0.1)  # best median 2.2 over fastest 2.0
+    assert timed[("c", 2)].clean == [False, True, True] and not timed[("c", 2)].contended
+
+
+def test_contended_rounds_count_only_when_no_round_ran_clean():
+    t = Timed()
+    t.add(Round([1.0], clean=False))  # fast but contended (a lucky run of a loaded machine): left out
+    t.add(Round([2.0, 2.2]))
+    assert (t.ms, t.contended) == (2.0, False)
+    t = Timed()
+    for ms in (3.0, 2.5):
+        t.add(Round([ms], contended=1, clean=False))
+    assert (t.ms, t.contended) == (2.5, True)
+
+
+def test_timed_of_a_single_reported_figure_has_no_excess():
+    t = Timed()
+    t.add(Round([5.0]))
+    t.add(Round([4.0]))
+    assert (t.ms, t.load_excess, t.medians) == (4.0, 0.0, [5.0, 4.0])
+
+
+def test_litert_times_become_measurements_with_the_files_layers():
+    files = microbench_files(["fully_connected"])
+    timed = time_rounds(files, (1,), lambda path, t: time_tflite(path, t, runs=3, budget_s=0.0), rounds=2)
+    runs = to_measurements(files, timed, lambda key, t: f"{key[0]}:{key[1]}:{t}", "measured:host")
+    assert sorted(m.name for m in runs) == ["fully_connected:fp32:1", "fully_connected:int8:1"]
+    for m in runs:
+        assert m.measured_ms > 0 and m.threads == 1 and m.source == "measured:host"
+        assert m.dtype == m.name.split(":")[1] and any(layer.op == "fc" for layer in m.layers)
+        assert len(timed[((m.name.split(":")[0], m.dtype), 1)].fastest) == 2
+    assert "cores" in load_average()
+
+
+def test_two_thread_runs_during_which_a_thread_waited_for_a_cpu_are_left_out(monkeypatch):
+    from edgecomp.profile import timed_runs
+
+    path = microbench_files(["conv3x3"])[("conv3x3", "fp32")]
+    big = 10**12  # ns: a wait far longer than any run
+    # the first read checks the counter exists; then one read before and one after each run
+    waits = iter([0, 0, 0, 0, big, big, big, big, 2 * big])
+    monkeypatch.setattr(timed_runs, "cpu_wait_ns", lambda: next(waits))
+    result = time_tflite(path, 2, runs=4, budget_s=60)
+    assert (len(result.times), result.contended, result.clean) == (2, 2, True)
+    waits = iter([0] + [big * i for i in range(1, 9)])  # every run waited
+    result = time_tflite(path, 2, runs=4, budget_s=60)
+    assert (len(result.times), result.contended, result.clean) == (4, 4, False)
+    assert cpu_wait_ns() is None or cpu_wait_ns() >= 0
