@@ -25,7 +25,9 @@ cached in ~/.cache/edgecomp/predictor-v2; timings are always measured afresh).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
+import json
 import logging
 import os
 import statistics
@@ -51,7 +53,7 @@ from edgecomp.profile.calibrate import Measurement, fit_scales, predicted_ms, sc
 from edgecomp.profile.host_calibrate import fit_host_family
 from edgecomp.profile.host_cpu import HOST_PROFILES, host_profile, read_host
 from edgecomp.profile.predict import read_tflite_layers
-from edgecomp.profile.timed_runs import load_average, time_rounds, time_tflite, to_measurements
+from edgecomp.profile.timed_runs import Timed, load_average, time_rounds, time_tflite, to_measurements
 from edgecomp.targets import available, load_profile, packaged_dir
 
 ROUNDS = 8  # shuffled rounds: every file at every thread count once per round
@@ -92,7 +94,8 @@ def export(name: str, factory, side: int, dtype: str) -> Path:
     return path
 
 
-def host_part(threads: tuple[int, ...], rounds: int, write_family: bool) -> list[float]:
+def host_part(threads: tuple[int, ...], rounds: int, write_family: bool, save_times: str | None = None,
+              load_times: str | None = None) -> list[float]:
     """Derive the host profile, calibrate on CALIBRATION, predict EVALUATION; print the table; return |errors|."""
     info = read_host()
     print(f"machine: {info.isa}, {info.model or 'unknown model'}, {info.cores} cores at "
@@ -103,13 +106,21 @@ def host_part(threads: tuple[int, ...], rounds: int, write_family: bool) -> list
              for dt in ("fp32", "int8")}
     print(f"exported/cached {len(files)} .tflite files in {time.perf_counter() - t0:.0f} s")
     t0, before = time.perf_counter(), load_average()
-    timer = functools.partial(time_tflite, runs=RUNS, budget_s=BUDGET_S, warmup=3)
-    timed = time_rounds(files, threads, timer, rounds)
+    if load_times:  # timings saved by an earlier run (--save-times): the model's development without re-timing
+        saved = json.loads(Path(load_times).read_text())
+        timed = {(tuple(key), t): Timed(**saved[f"{key[1]}:{key[2]}:{t}"]) for key in files for t in threads}
+        before = f"timings from {load_times} ({saved['_load']})"
+    else:
+        timer = functools.partial(time_tflite, runs=RUNS, budget_s=BUDGET_S, warmup=3)
+        timed = time_rounds(files, threads, timer, rounds)
+    if save_times:
+        saved = {f"{key[1]}:{key[2]}:{t}": dataclasses.asdict(v) for (key, t), v in timed.items()}
+        Path(save_times).write_text(json.dumps({**saved, "_load": f"{before} before, {load_average()} after"}))
     excess = [100 * t.load_excess for t in timed.values()]
     print(f"measured {len(files)} models x threads {list(threads)} x {rounds} shuffled rounds in "
           f"{time.perf_counter() - t0:.0f} s (LiteRT, up to {RUNS} runs or {BUDGET_S:g} s per round; 1 thread: "
           f"thread CPU time, more: wall time; the fastest run over the rounds counts)\n"
-          f"  {before} before, {load_average()} after; the best round's median lies above the fastest run by "
+          f"  {before if load_times else f'{before} before, {load_average()} after'}; the best round's median lies above the fastest run by "
           f"{statistics.median(excess):.1f}% (median over files), {max(excess):.1f}% at most")
     contended = {key for key, t in timed.items() if t.contended}
     multi = [key for key in timed if key[1] > 1]
@@ -123,10 +134,10 @@ def host_part(threads: tuple[int, ...], rounds: int, write_family: bool) -> list
     print(f"{prior.description}\npeaks {core.fp32_flops_per_cycle:g} fp32 FLOP and {core.int8_ops_per_cycle:g} "
           f"int8 ops per cycle per core at {core.clock_ghz:g} GHz")
     t0 = time.perf_counter()
-    fitted, with_fit = fit_host_family(template, [m for ((role, *_), _), m in runs.items() if role == "cal"],
-                                       f"benchmarks/predictor.py, threads {list(threads)}")
-    print(f"{template.name} calibrated for {info.family} on {len(CALIBRATION)} architectures x 2 dtypes x "
-          f"{len(threads)} thread counts in {time.perf_counter() - t0:.0f} s; fitted: "
+    calibration = [m for key, m in runs.items() if key[0][0] == "cal" and key not in contended]
+    fitted, with_fit = fit_host_family(template, calibration, f"benchmarks/predictor.py, threads {list(threads)}")
+    print(f"{template.name} calibrated for {info.family} on {len(calibration)} timings ({len(CALIBRATION)} "
+          f"architectures x 2 dtypes x {len(threads)} thread counts, less the loaded ones) in {time.perf_counter() - t0:.0f} s; fitted: "
           + ", ".join(f"{k}={v:.3g}" for k, v in sorted(fitted.efficiency.items()))
           + f", overhead_us={fitted.overhead_us:.3g}, bandwidth_gbs={fitted.memory_bandwidth_gbs:.3g}, "
           f"small_k={fitted.small_k:.3g}, small_k_int8={fitted.small_k_int8:.3g}, "
@@ -274,6 +285,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="host thread counts (default 1 2)")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"shuffled host rounds (default {ROUNDS})")
+    parser.add_argument("--save-times", metavar="JSON", help="write the host timings to JSON")
+    parser.add_argument("--load-times", metavar="JSON", help="use host timings saved by --save-times, time nothing")
     parser.add_argument("--skip-host", action="store_true", help="only the published figures")
     parser.add_argument("--skip-published", action="store_true", help="only this machine")
     parser.add_argument("--write-host-family", action="store_true",
@@ -285,7 +298,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if not args.skip_host:
-        host_part(tuple(args.threads), args.rounds, args.write_host_family)
+        host_part(tuple(args.threads), args.rounds, args.write_host_family, args.save_times, args.load_times)
     if not args.skip_published:
         published_part(args.write_profiles)
 

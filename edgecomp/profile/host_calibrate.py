@@ -35,7 +35,8 @@ def measure_microbench(threads: tuple[int, ...], rounds: int = 2, names: list[st
     """Time every micro-benchmark at each thread count here; the fastest over ``rounds`` shuffled rounds."""
     files = microbench_files(names)
     timed = time_rounds(files, threads, time_tflite, rounds)
-    return to_measurements(files, timed, lambda key, t: f"microbench:{key[0]}:{key[1]}", source)
+    return to_measurements(files, timed, lambda key, t: f"microbench:{key[0]}:{key[1]}", source,
+                           drop_contended=True)
 
 
 def calibrate_host(name: str = "host", threads: tuple[int, ...] | None = None, rounds: int = 2,

@@ -151,11 +151,16 @@ def time_rounds(files: Mapping[K, Path], threads: Sequence[int], timer: Timer = 
 
 
 def to_measurements(files: Mapping[K, Path], timed: Mapping[tuple[K, int], Timed], name: Callable[[K, int], str],
-                    source: str = "measured:host") -> list[Measurement]:
+                    source: str = "measured:host", drop_contended: bool = False) -> list[Measurement]:
     """One :class:`Measurement` per timed (file, threads), named by ``name(key, threads)``; each file's layers
-    are read once."""
+    are read once. ``drop_contended`` leaves out those with no run free of waits for a CPU (a fit must not
+    learn a loaded machine's thread scaling)."""
     layers = {key: read_tflite_layers(path) for key, path in files.items()}
-    return [Measurement(name(key, t), *layers[key], t, result.ms, source) for (key, t), result in timed.items()]
+    kept = {k: v for k, v in timed.items() if not (drop_contended and v.contended)}
+    if len(kept) < len(timed):
+        logger.warning("left out %d of %d timings: another process held a CPU during every run of them",
+                       len(timed) - len(kept), len(timed))
+    return [Measurement(name(key, t), *layers[key], t, result.ms, source) for (key, t), result in kept.items()]
 
 
 def load_average() -> str:
