@@ -112,7 +112,8 @@ class HardwareProfile(Frozen):
         None, ge=0, le=1, description="Speed-up of each extra thread on memory-bound work (None: parallel_efficiency)."
     )
     gemm_tile: dict[str, int] = Field(
-        default_factory=dict, description="Output-channel tile width of the GEMM micro-kernels per dtype (fp32, int8)."
+        default_factory=dict, description="Output-channel tile width of the GEMM micro-kernels per dtype (fp32, int8; "
+        "<dtype>_narrow: the narrower kernel for layers of fewer output channels than a tile)."
     )
     gemm_kr: dict[str, int] = Field(
         default_factory=dict, description="Input channels the GEMM micro-kernels consume at a time per dtype "

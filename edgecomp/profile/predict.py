@@ -4,7 +4,8 @@ Each layer costs ``max(MACs / (peak MAC/s × efficiency × utilisation), bytes m
 fixed per-op overhead; layers without MACs (adds, pooling, padding, quantize) cost bytes moved over an
 efficiency-scaled bandwidth. Peaks come from the profile (clock × FLOP or int8 OP per cycle, summed over
 the cores the threads run on, the fastest first); utilisation models the micro-kernels' blocks of output
-channels (``gemm_tile``), output pixels (``gemm_rows``) and input channels (``gemm_kr``), and the loss on
+channels (``gemm_tile``; ``<dtype>_narrow``: the narrower kernel XNNPACK takes for layers with fewer output
+channels than a tile, its "nr2" kernels), output pixels (``gemm_rows``) and input channels (``gemm_kr``), and the loss on
 short reductions (``small_k``, ``small_k_int8``). Memory-bound work speeds up with threads by
 ``memory_parallel_efficiency`` per extra thread (bandwidth does not grow like compute does). A PAD that
 feeds a convolution costs nothing: XNNPACK folds it into the convolution's padding. Efficiencies are per
@@ -143,6 +144,9 @@ def memory_speedup(profile: HardwareProfile, threads: int) -> float:
 def _utilisation(layer: LayerCost, profile: HardwareProfile, dtype: str) -> float:
     util = 1.0
     tile = profile.gemm_tile.get(dtype) or profile.gemm_tile.get("fp32")
+    narrow = profile.gemm_tile.get(f"{dtype}_narrow")
+    if tile and narrow and layer.out_channels < tile:  # fewer output channels than a tile: a narrower kernel
+        tile = narrow
     if tile and layer.out_channels:
         util *= layer.out_channels / (math.ceil(layer.out_channels / tile) * tile)
     small_k = profile.small_k_int8 if dtype == "int8" and profile.small_k_int8 is not None else profile.small_k
