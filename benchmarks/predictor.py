@@ -139,7 +139,7 @@ def host_part(threads: tuple[int, ...], rounds: int, write_family: bool, save_ti
     print(f"{template.name} calibrated for {info.family} on {len(calibration)} timings ({len(CALIBRATION)} "
           f"architectures x 2 dtypes x {len(threads)} thread counts, less the loaded ones) in {time.perf_counter() - t0:.0f} s; fitted: "
           + ", ".join(f"{k}={v:.3g}" for k, v in sorted(fitted.efficiency.items()))
-          + f", overhead_us={fitted.overhead_us:.3g}, bandwidth_gbs={fitted.memory_bandwidth_gbs:.3g}, "
+          + f", overhead_us={fitted.overhead_us:.3g}, thread_sync_us={fitted.thread_sync_us:.3g}, bandwidth_gbs={fitted.memory_bandwidth_gbs:.3g}, "
           f"small_k={fitted.small_k:.3g}, small_k_int8={fitted.small_k_int8:.3g}, "
           f"parallel_efficiency={fitted.parallel_efficiency:.3g}, "
           f"memory_parallel_efficiency={fitted.memory_parallel_efficiency or 0:.3g}\n")

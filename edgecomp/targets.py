@@ -102,6 +102,9 @@ class HardwareProfile(Frozen):
         default_factory=dict, description="Fraction of peak reached per op type (conv, depthwise, fc, ...)."
     )
     overhead_us: float = Field(0.0, ge=0, description="Fixed cost per op invocation, in microseconds.")
+    thread_sync_us: float = Field(
+        0.0, ge=0, description="Extra cost per op and per extra thread of handing work out and waiting for it (µs)."
+    )
     prime_cores: CoreSpec | None = Field(
         None, description="A faster cluster that threads use first (e.g. the 2.84 GHz A76 of a Pixel 4)."
     )

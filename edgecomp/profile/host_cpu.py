@@ -20,8 +20,8 @@ from edgecomp.targets import HardwareProfile
 
 UNCALIBRATED = "uncalibrated prior"
 # Keys of a family entry that are HardwareProfile fields (the rest is provenance).
-_FAMILY_FIELDS = ("efficiency", "overhead_us", "memory_bandwidth_gbs", "cache_bandwidth_gbs", "small_k",
-                  "small_k_int8", "parallel_efficiency", "memory_parallel_efficiency", "gemm_tile", "gemm_rows",
+_FAMILY_FIELDS = ("efficiency", "overhead_us", "thread_sync_us", "memory_bandwidth_gbs", "cache_bandwidth_gbs",
+                  "small_k", "small_k_int8", "parallel_efficiency", "memory_parallel_efficiency", "gemm_tile", "gemm_rows",
                   "gemm_kr", "cache_mb", "l2_kb")
 
 

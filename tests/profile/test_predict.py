@@ -128,6 +128,18 @@ def test_a_layer_narrower_than_a_tile_takes_the_narrow_kernel():
                                1).ms == pytest.approx(2 * per_mac(8) * 8e6, rel=0.01)
 
 
+def test_every_op_on_several_threads_pays_the_hand_out_and_wait():
+    prof = load_profile("cortex-a76").model_copy(update={"thread_sync_us": 10.0, "overhead_us": 0.0})
+    layers = [LayerCost("pointwise", macs=1e5, out_channels=64, reduction=64)] * 20
+    no_sync = prof.model_copy(update={"thread_sync_us": 0.0})
+    for threads in (1, 2, 4):
+        extra = predict_from_layers(layers, prof, threads).ms - predict_from_layers(layers, no_sync, threads).ms
+        assert extra == pytest.approx(20 * 10e-3 * (threads - 1))  # 20 ops x 10 us x extra threads
+    cores = prof.cores.count + (prof.prime_cores.count if prof.prime_cores else 0)
+    more = predict_from_layers(layers, prof, cores + 4).ms - predict_from_layers(layers, no_sync, cores + 4).ms
+    assert more == pytest.approx(20 * 10e-3 * (cores - 1))  # threads beyond the cores add no work split
+
+
 def test_int8_kernels_have_their_own_short_reduction_penalty():
     prof = load_profile("cortex-a76").model_copy(update={"small_k": 8, "small_k_int8": 24, "gemm_tile": {},
                                                          "overhead_us": 0})
