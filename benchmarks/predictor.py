@@ -3,12 +3,18 @@
 Part 1, this machine. The host profile is derived at run time from /proc/cpuinfo (cores, clock, vector
 ISA and its peaks: edgecomp.profile.host_cpu.host_profile) and its efficiencies are fitted for this
 machine's ISA family. Every architecture in benchmarks/predictor_models.py is exported to .tflite (fp32,
-and int8 as edgecomp's quantize.int8 builds it) and timed here with LiteRT (XNNPACK; the fastest run over
-shuffled rounds; 1 thread as thread CPU time, 2 threads as wall time). The profile is calibrated on the
-CALIBRATION architectures only (small networks plus op micro-benchmarks, at both thread counts), then
-predicts the EVALUATION architectures, which share no family with them. Goal: >= 90 % of the held-out
-predictions within ±10 %. ``--write-host-family`` stores the fit as this ISA family's entry in
-edgecomp/resources/profiles/host-x86.yaml (calibration.families).
+and int8 as edgecomp's quantize.int8 builds it) and timed here with LiteRT (XNNPACK) by the product's own
+measuring loop (edgecomp.profile.timed_runs): every file at every thread count once per round, ROUNDS
+shuffled rounds, the fastest run counting; 1 thread as thread CPU time, 2 threads as wall time, leaving out
+runs during which a thread of the inference waited for a CPU (another process held it). A measurement with
+no such run is a loaded machine's: it is marked * in the table, left out of the fit, and the share within
+±10 % is also printed without it. The load average before and after and how far the rounds' medians lie
+above the fastest runs say how quiet the machine was. The profile is calibrated on the CALIBRATION
+architectures only (small networks plus op micro-benchmarks, at both thread counts), then predicts the
+EVALUATION architectures, which share no family with them. Goal: >= 90 % of the held-out predictions
+within ±10 %. ``--write-host-family`` stores the fit as this ISA family's entry in
+edgecomp/resources/profiles/host-x86.yaml (calibration.families). ``--save-times``/``--load-times`` keep
+one run's timings to work on the model without timing again.
 
 Part 2, published figures (benchmarks/published_latency.yaml, each with its source). For every shipped
 profile with figures, a few parameters (one scale on compute efficiencies, one on memory-bound work and,
@@ -18,8 +24,8 @@ each held-out error and a stated confidence per profile; profiles with no figure
 uncalibrated priors. Goal: >= 90 % of the figures within ±15 % held out. ``--write-profiles`` writes the
 fit to all figures, and the validation, into the shipped profiles.
 
-Run: .venv/bin/python benchmarks/predictor.py  (10+ minutes the first time on 2 cores, mostly exports,
-cached in ~/.cache/edgecomp/predictor-v2; timings are always measured afresh).
+Run: nice .venv/bin/python benchmarks/predictor.py  (10+ minutes the first time on 2 cores, mostly exports,
+cached in ~/.cache/edgecomp/predictor-v2; then about 2 minutes of timing, measured afresh unless --load-times).
 """
 
 from __future__ import annotations

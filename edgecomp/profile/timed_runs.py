@@ -5,8 +5,12 @@ One measuring loop for every caller: ``edgecomp profile --calibrate host``
 (``benchmark_model`` over adb) and ``benchmarks/predictor.py``. :func:`time_rounds` times every
 (file, thread count) once per round, in a shuffled order, so that all of them see the same load on a
 shared machine; a :class:`Timed` keeps each round's fastest and median run. The fastest run over the
-rounds is the cost on an unloaded machine (load only ever adds time); how far the rounds' medians lie
-above it says how loaded the machine was. :func:`to_measurements` reads each file's layers once and
+rounds is the cost on an unloaded machine (load only ever adds time: on the shared 2-core virtual machine
+this was written on, a round's median drifted by up to 20 % between sessions minutes apart, the fastest
+run by 0.1 % in the median model); how far the rounds' medians lie above it says how loaded the machine
+was. Runs on several threads are timed by the wall clock, so a run during which one of them waited for a
+CPU is left out (Linux schedstat), and a file none of whose runs was free of such waits is marked
+``contended``. :func:`to_measurements` reads each file's layers once and
 makes the :class:`~edgecomp.profile.calibrate.Measurement` list the fit takes.
 """
 
