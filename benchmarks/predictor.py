@@ -6,7 +6,7 @@ machine's ISA family. Every architecture in benchmarks/predictor_models.py is ex
 and int8 as edgecomp's quantize.int8 builds it) and timed here with LiteRT (XNNPACK) by the product's own
 measuring loop (edgecomp.profile.timed_runs): every file at every thread count once per round, ROUNDS
 shuffled rounds, the fastest run counting; 1 thread as thread CPU time, 2 threads as wall time, leaving out
-runs during which a thread of the inference waited for a CPU (another process held it). A measurement with
+runs during which the process did not have a CPU for each thread (another process held one). A measurement with
 no such run is a loaded machine's: it is marked * in the table, left out of the fit, and the share within
 ±10 % is also printed without it. The load average before and after and how far the rounds' medians lie
 above the fastest runs say how quiet the machine was. The profile is calibrated on the CALIBRATION
@@ -59,7 +59,7 @@ from edgecomp.profile.calibrate import Measurement, fit_scales, predicted_ms, sc
 from edgecomp.profile.host_calibrate import fit_host_family
 from edgecomp.profile.host_cpu import HOST_PROFILES, host_profile, read_host
 from edgecomp.profile.predict import read_tflite_layers
-from edgecomp.profile.timed_runs import Timed, load_average, time_rounds, time_tflite, to_measurements
+from edgecomp.profile.timed_runs import CLEAN_CPU_SHARE, Timed, load_average, time_rounds, time_tflite, to_measurements
 from edgecomp.targets import available, load_profile, packaged_dir
 
 ROUNDS = 8  # shuffled rounds: every file at every thread count once per round
@@ -130,7 +130,8 @@ def host_part(threads: tuple[int, ...], rounds: int, write_family: bool, save_ti
           f"{statistics.median(excess):.1f}% (median over files), {max(excess):.1f}% at most")
     contended = {key for key, t in timed.items() if t.contended}
     multi = [key for key in timed if key[1] > 1]
-    print(f"  multi-thread runs during which a thread waited for a CPU (another process held it) are left out; "
+    print(f"  multi-thread runs during which the process had less than {CLEAN_CPU_SHARE:g} of a CPU per thread "
+          "(another process held one) are left out; "
           f"{sum(k in contended for k in multi)} of {len(multi)} multi-thread measurements had no other run "
           "(marked * below: a loaded machine's time)\n")
     runs = dict(zip(timed, to_measurements(files, timed, lambda key, t: f"{key[1]}:{key[2]}:{t}t")))

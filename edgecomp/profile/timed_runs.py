@@ -8,9 +8,9 @@ shared machine; a :class:`Timed` keeps each round's fastest and median run. The 
 rounds is the cost on an unloaded machine (load only ever adds time: on the shared 2-core virtual machine
 this was written on, a round's median drifted by up to 20 % between sessions minutes apart, the fastest
 run by 0.1 % in the median model); how far the rounds' medians lie above it says how loaded the machine
-was. Runs on several threads are timed by the wall clock, so a run during which one of them waited for a
-CPU is left out (Linux schedstat), and a file none of whose runs was free of such waits is marked
-``contended``. :func:`to_measurements` reads each file's layers once and
+was. Runs on several threads are timed by the wall clock, so a run during which the process did not have
+a CPU for each thread is left out (its CPU time over the wall time says so), and a file none of whose runs
+had them is marked ``contended``. :func:`to_measurements` reads each file's layers once and
 makes the :class:`~edgecomp.profile.calibrate.Measurement` list the fit takes.
 """
 
@@ -33,16 +33,17 @@ from edgecomp.profile.predict import read_tflite_layers
 
 logger = logging.getLogger(__name__)
 K = TypeVar("K", bound=Hashable)
-# A wait for a CPU longer than this share of a run's time marks the run contended (another process held a core).
-CONTENDED_SHARE = 0.02
+# A run on N threads whose process used less than this share of N CPUs over its wall time was contended: some
+# thread had no CPU part of the time (XNNPACK's threads run or spin for the whole inference when they have one).
+CLEAN_CPU_SHARE = 0.75
 
 
 @dataclass
 class Round:
     """One round of one file at one thread count: the times (ms) of its runs, or one figure a tool reported.
 
-    ``contended`` counts the runs left out because a thread of the inference waited for a CPU (another
-    process held it); when every run waited, ``times`` holds them all and ``clean`` is False.
+    ``contended`` counts the runs left out because a thread of the inference had no CPU part of the time
+    (another process held it); when every run was so, ``times`` holds them all and ``clean`` is False.
     """
 
     times: list[float]
@@ -69,7 +70,7 @@ class Timed:
 
     @property
     def contended(self) -> bool:
-        """True when no round had a run free of waits for a CPU: the time is a loaded machine's."""
+        """True when no round had a run with a CPU for every thread: the time is a loaded machine's."""
         return not any(self.clean)
 
     def _kept(self, values: list[float]) -> list[float]:
@@ -86,16 +87,9 @@ class Timed:
         return min(self._kept(self.medians)) / self.ms - 1
 
 
-def cpu_wait_ns() -> int | None:
-    """Nanoseconds this process's threads have waited on a run queue for a CPU (Linux schedstat), or None."""
-    total, seen = 0, False
-    for path in Path("/proc/self/task").glob("*/schedstat"):
-        try:
-            total += int(path.read_text().split()[1])
-            seen = True
-        except (OSError, IndexError, ValueError):
-            continue
-    return total if seen else None
+def process_cpu_s() -> float:
+    """CPU seconds this process's threads have used so far (all threads together)."""
+    return time.process_time()
 
 
 def time_tflite(path: Path, threads: int, runs: int = 30, budget_s: float = 0.1, warmup: int = 2) -> Round:
@@ -104,8 +98,8 @@ def time_tflite(path: Path, threads: int, runs: int = 30, budget_s: float = 0.1,
 
     With one thread XNNPACK runs in the calling thread, so its CPU time is the inference's cost without the
     time slices other processes take on a shared machine. With more, wall time, and a run during which the
-    inference's threads waited for a CPU longer than ``CONTENDED_SHARE`` of it is left out (a worker
-    thread that waits holds up every parallel op).
+    process used less than ``CLEAN_CPU_SHARE`` of ``threads`` CPUs is left out: another process held a
+    core, so a thread waited (and the others did its share of the work, or waited for it).
     """
     from ai_edge_litert.interpreter import Interpreter
 
@@ -122,17 +116,16 @@ def time_tflite(path: Path, threads: int, runs: int = 30, budget_s: float = 0.1,
     for _ in range(warmup):
         interp.invoke()
     clock = time.thread_time if threads == 1 else time.perf_counter
-    watch = threads > 1 and cpu_wait_ns() is not None
     times: list[float] = []
     clean: list[bool] = []
     start = time.perf_counter()
     while len(times) < runs and (time.perf_counter() - start < budget_s or len(times) < 3):
-        waited = cpu_wait_ns() if watch else 0
+        cpu = process_cpu_s()
         t = clock()
         interp.invoke()
         times.append((clock() - t) * 1e3)
-        waited = (cpu_wait_ns() or 0) - (waited or 0) if watch else 0
-        clean.append(waited / 1e6 <= CONTENDED_SHARE * times[-1])
+        used_ms = (process_cpu_s() - cpu) * 1e3
+        clean.append(threads == 1 or used_ms >= CLEAN_CPU_SHARE * threads * times[-1])
     kept = [t for t, c in zip(times, clean) if c]
     return Round(kept or times, contended=len(times) - len(kept), clean=bool(kept))
 
@@ -157,7 +150,7 @@ def time_rounds(files: Mapping[K, Path], threads: Sequence[int], timer: Timer = 
 def to_measurements(files: Mapping[K, Path], timed: Mapping[tuple[K, int], Timed], name: Callable[[K, int], str],
                     source: str = "measured:host", drop_contended: bool = False) -> list[Measurement]:
     """One :class:`Measurement` per timed (file, threads), named by ``name(key, threads)``; each file's layers
-    are read once. ``drop_contended`` leaves out those with no run free of waits for a CPU (a fit must not
+    are read once. ``drop_contended`` leaves out those with no run that had a CPU per thread (a fit must not
     learn a loaded machine's thread scaling)."""
     layers = {key: read_tflite_layers(path) for key, path in files.items()}
     kept = {k: v for k, v in timed.items() if not (drop_contended and v.contended)}
