@@ -5,9 +5,9 @@ ISA and its peaks: edgecomp.profile.host_cpu.host_profile) and its efficiencies 
 machine's ISA family. Every architecture in benchmarks/predictor_models.py is exported to .tflite (fp32,
 and int8 as edgecomp's quantize.int8 builds it) and timed here with LiteRT (XNNPACK) by the product's own
 measuring loop (edgecomp.profile.timed_runs): every file at every thread count once per round, ROUNDS
-shuffled rounds, the fastest run counting; 1 thread as thread CPU time, 2 threads as wall time, leaving out
-runs during which the process did not have a CPU for each thread (another process held one). A measurement with
-no such run is a loaded machine's: it is marked * in the table, left out of the fit, and the share within
+shuffled rounds, the fastest run counting; 1 thread as thread CPU time, 2 threads as wall time, leaving
+out runs during which the process did not have a CPU for each thread (another process held one). A
+measurement with no other run is a loaded machine's: it is marked * in the table, left out of the fit, and the share within
 ±10 % is also printed without it. The load average before and after and how far the rounds' medians lie
 above the fastest runs say how quiet the machine was. The profile is calibrated on the CALIBRATION
 architectures only (small networks plus op micro-benchmarks, at both thread counts), then predicts the
@@ -59,7 +59,14 @@ from edgecomp.profile.calibrate import Measurement, fit_scales, predicted_ms, sc
 from edgecomp.profile.host_calibrate import fit_host_family
 from edgecomp.profile.host_cpu import HOST_PROFILES, host_profile, read_host
 from edgecomp.profile.predict import read_tflite_layers
-from edgecomp.profile.timed_runs import CLEAN_CPU_SHARE, Timed, load_average, time_rounds, time_tflite, to_measurements
+from edgecomp.profile.timed_runs import (
+    CLEAN_CPU_SHARE,
+    Timed,
+    load_average,
+    time_rounds,
+    time_tflite,
+    to_measurements,
+)
 from edgecomp.targets import available, load_profile, packaged_dir
 
 ROUNDS = 8  # shuffled rounds: every file at every thread count once per round
