@@ -155,8 +155,9 @@ def to_measurements(files: Mapping[K, Path], timed: Mapping[tuple[K, int], Timed
     layers = {key: read_tflite_layers(path) for key, path in files.items()}
     kept = {k: v for k, v in timed.items() if not (drop_contended and v.contended)}
     if len(kept) < len(timed):
-        logger.warning("left out %d of %d timings: another process held a CPU during every run of them",
-                       len(timed) - len(kept), len(timed))
+        logger.warning("left out %d of %d timings: another process held a CPU during every run of them (run again "
+                       "on a quieter machine to fit how this one scales with threads)", len(timed) - len(kept),
+                       len(timed))
     return [Measurement(name(key, t), *layers[key], t, result.ms, source) for (key, t), result in kept.items()]
 
 
