@@ -100,3 +100,17 @@ def test_two_thread_runs_without_a_cpu_for_each_thread_are_left_out(monkeypatch)
     shares = iter([1.0, 1.2, 0.9])  # never both: a loaded machine's times, all kept and said so
     result = time_tflite(path, 2, runs=3, budget_s=60, warmup=0)
     assert (len(result.times), result.contended, result.clean) == (3, 3, False)
+
+
+def test_a_fit_can_leave_out_the_timings_of_a_loaded_machine(caplog):
+    files = microbench_files(["fully_connected"])
+    timed = {}
+    for key in files:
+        timed[(key, 1)], timed[(key, 2)] = Timed(), Timed()
+        timed[(key, 1)].add(Round([1.0]))
+        timed[(key, 2)].add(Round([3.0], contended=1, clean=False))
+    name = lambda key, t: f"{key[1]}:{t}"
+    assert len(to_measurements(files, timed, name)) == 4
+    kept = to_measurements(files, timed, name, drop_contended=True)
+    assert sorted(m.name for m in kept) == ["fp32:1", "int8:1"]
+    assert "left out 2 of 4 timings" in caplog.text and "quieter machine" in caplog.text
