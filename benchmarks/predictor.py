@@ -125,12 +125,13 @@ def host_part(threads: tuple[int, ...], rounds: int, write_family: bool, save_ti
         before = f"timings from {load_times} ({saved['_load']})"
     else:
         timer = functools.partial(time_tflite, runs=RUNS, budget_s=BUDGET_S, warmup=3)
-        timed = time_rounds(files, threads, timer, rounds)
+        timed = time_rounds(files, threads, timer, rounds, extra_rounds=rounds)
     if save_times:
         saved = {f"{key[1]}:{key[2]}:{t}": dataclasses.asdict(v) for (key, t), v in timed.items()}
         Path(save_times).write_text(json.dumps({**saved, "_load": f"{before} before, {load_average()} after"}))
     excess = [100 * t.load_excess for t in timed.values()]
-    print(f"measured {len(files)} models x threads {list(threads)} x {rounds} shuffled rounds in "
+    print(f"measured {len(files)} models x threads {list(threads)} x {rounds} shuffled rounds (and up to {rounds} "
+          f"more of those with no uncontended run) in "
           f"{time.perf_counter() - t0:.0f} s (LiteRT, up to {RUNS} runs or {BUDGET_S:g} s per round; 1 thread: "
           f"thread CPU time, more: wall time; the fastest run over the rounds counts)\n"
           f"  {before if load_times else f'{before} before, {load_average()} after'}; the best round's median lies above the fastest run by "

@@ -131,16 +131,19 @@ def time_tflite(path: Path, threads: int, runs: int = 30, budget_s: float = 0.1,
 
 
 def time_rounds(files: Mapping[K, Path], threads: Sequence[int], timer: Timer = time_tflite,
-                rounds: int = 1) -> dict[tuple[K, int], Timed]:
-    """Time every file at every thread count once per round, in a new shuffled order each round.
+                rounds: int = 1, extra_rounds: int = 0) -> dict[tuple[K, int], Timed]:
+    """Time every file at every thread count once per round, in a new shuffled order each round; then, for up
+    to ``extra_rounds`` more rounds, only those with no uncontended run yet (a quieter moment may come).
 
     Returns (file key, threads) -> :class:`Timed`, in the order of ``files`` and ``threads``.
     """
     keys = [(key, t) for key in files for t in threads]
     timed: dict[tuple[K, int], Timed] = {key: Timed() for key in keys}
-    order = list(keys)
-    for r in range(rounds):
-        random.Random(r).shuffle(order)
+    for r in range(rounds + extra_rounds):
+        order = keys if r < rounds else [key for key in keys if timed[key].contended]
+        if not order:
+            break
+        order = random.Random(r).sample(order, len(order))
         for key, t in order:
             timed[(key, t)].add(timer(files[key], t))
             logger.debug("%s, %d thread(s), round %d: %.3f ms", key, t, r + 1, timed[(key, t)].fastest[-1])

@@ -114,3 +114,16 @@ def test_a_fit_can_leave_out_the_timings_of_a_loaded_machine(caplog):
     kept = to_measurements(files, timed, name, drop_contended=True)
     assert sorted(m.name for m in kept) == ["fp32:1", "int8:1"]
     assert "left out 2 of 4 timings" in caplog.text and "quieter machine" in caplog.text
+
+
+def test_extra_rounds_time_again_only_what_ran_contended():
+    files = {"a": Path("a.tflite"), "b": Path("b.tflite")}
+    calls: list[tuple[str, int]] = []
+
+    def timer(path: Path, threads: int) -> Round:  # b on 2 threads is contended until its 4th run
+        calls.append((path.stem, threads))
+        return Round([1.0], clean=(path.stem, threads) != ("b", 2) or calls.count(("b", 2)) >= 4)
+
+    timed = time_rounds(files, (1, 2), timer, rounds=2, extra_rounds=5)
+    assert len(calls) == 2 * 4 + 2 and calls[8:] == [("b", 2), ("b", 2)]  # then it ran clean: no more rounds
+    assert not timed[("b", 2)].contended and timed[("b", 2)].clean == [False, False, False, True]
