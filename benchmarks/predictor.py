@@ -6,8 +6,8 @@ machine's ISA family. Every architecture in benchmarks/predictor_models.py is ex
 and int8 as edgecomp's quantize.int8 builds it) and timed here with LiteRT (XNNPACK) by the product's own
 measuring loop (edgecomp.profile.timed_runs): every file at every thread count once per round, ROUNDS
 shuffled rounds, the fastest run counting; 1 thread as thread CPU time, 2 threads as wall time, leaving
-out runs during which the process did not have a CPU for each thread (another process held one). A
-measurement with no other run is a loaded machine's: it is marked * in the table, left out of the fit, and the share within
+out rounds during which the process did not have a CPU for each thread (another process held one). A
+measurement with no other round is a loaded machine's: it is marked * in the table, left out of the fit, and the share within
 ±10 % is also printed without it. The load average before and after and how far the rounds' medians lie
 above the fastest runs say how quiet the machine was. The profile is calibrated on the CALIBRATION
 architectures only (small networks plus op micro-benchmarks, at both thread counts), then predicts the
@@ -138,9 +138,9 @@ def host_part(threads: tuple[int, ...], rounds: int, write_family: bool, save_ti
           f"{statistics.median(excess):.1f}% (median over files), {max(excess):.1f}% at most")
     contended = {key for key, t in timed.items() if t.contended}
     multi = [key for key in timed if key[1] > 1]
-    print(f"  multi-thread runs during which the process had less than {CLEAN_CPU_SHARE:g} of a CPU per thread "
-          "(another process held one) are left out; "
-          f"{sum(k in contended for k in multi)} of {len(multi)} multi-thread measurements had no other run "
+    print(f"  multi-thread rounds during which the process had less than {CLEAN_CPU_SHARE:g} of a CPU per thread "
+          "(another process held one) do not count; "
+          f"{sum(k in contended for k in multi)} of {len(multi)} multi-thread measurements had no other round "
           "(marked * below: a loaded machine's time)\n")
     runs = dict(zip(timed, to_measurements(files, timed, lambda key, t: f"{key[1]}:{key[2]}:{t}t")))
     template = load_profile(HOST_PROFILES.get(info.arch, "host-x86"))

@@ -8,9 +8,9 @@ shared machine; a :class:`Timed` keeps each round's fastest and median run. The 
 rounds is the cost on an unloaded machine (load only ever adds time: on the shared 2-core virtual machine
 this was written on, a round's median drifted by up to 20 % between sessions minutes apart, the fastest
 run by 0.1 % in the median model); how far the rounds' medians lie above it says how loaded the machine
-was. Runs on several threads are timed by the wall clock, so a run during which the process did not have
-a CPU for each thread is left out (its CPU time over the wall time says so), and a file none of whose runs
-had them is marked ``contended``. :func:`to_measurements` reads each file's layers once and
+was. Runs on several threads are timed by the wall clock, so a round during which the process did not have
+a CPU for each thread (its CPU time over the wall time says so) does not count, and a file none of whose
+rounds had them is marked ``contended``. :func:`to_measurements` reads each file's layers once and
 makes the :class:`~edgecomp.profile.calibrate.Measurement` list the fit takes.
 """
 
@@ -33,21 +33,18 @@ from edgecomp.profile.predict import read_tflite_layers
 
 logger = logging.getLogger(__name__)
 K = TypeVar("K", bound=Hashable)
-# A run on N threads whose process used less than this share of N CPUs over its wall time was contended: some
-# thread had no CPU part of the time (XNNPACK's threads run or spin for the whole inference when they have one).
-CLEAN_CPU_SHARE = 0.75
+# A round on N threads during which the process used less than this share of N CPUs was contended: another
+# process held a core, so a thread waited for it. Judged over the whole round, not per run: Linux books the CPU
+# time of a thread running on another core only at scheduler ticks (4 ms), longer than many runs.
+CLEAN_CPU_SHARE = 0.6
 
 
 @dataclass
 class Round:
-    """One round of one file at one thread count: the times (ms) of its runs, or one figure a tool reported.
-
-    ``contended`` counts the runs left out because a thread of the inference had no CPU part of the time
-    (another process held it); when every run was so, ``times`` holds them all and ``clean`` is False.
-    """
+    """One round of one file at one thread count: the times (ms) of its runs, or one figure a tool reported;
+    ``clean`` is False when the process did not have a CPU for each thread during the round."""
 
     times: list[float]
-    contended: int = 0
     clean: bool = True
 
 
@@ -70,7 +67,7 @@ class Timed:
 
     @property
     def contended(self) -> bool:
-        """True when no round had a run with a CPU for every thread: the time is a loaded machine's."""
+        """True when no round had a CPU for every thread: the time is a loaded machine's."""
         return not any(self.clean)
 
     def _kept(self, values: list[float]) -> list[float]:
@@ -78,7 +75,7 @@ class Timed:
 
     @property
     def ms(self) -> float:
-        """The fastest uncontended run over all rounds (ms): the cost on an unloaded machine."""
+        """The fastest run of the uncontended rounds (ms): the cost on an unloaded machine."""
         return min(self._kept(self.fastest))
 
     @property
@@ -97,9 +94,9 @@ def time_tflite(path: Path, threads: int, runs: int = 30, budget_s: float = 0.1,
     many as fit in ``budget_s``.
 
     With one thread XNNPACK runs in the calling thread, so its CPU time is the inference's cost without the
-    time slices other processes take on a shared machine. With more, wall time, and a run during which the
-    process used less than ``CLEAN_CPU_SHARE`` of ``threads`` CPUs is left out: another process held a
-    core, so a thread waited (and the others did its share of the work, or waited for it).
+    time slices other processes take on a shared machine. With more, wall time, and the round is marked
+    contended (``clean`` False) when the process had less than ``CLEAN_CPU_SHARE`` of ``threads`` CPUs over
+    it: another process held a core, so a thread waited (and the others did its share, or waited for it).
     """
     from ai_edge_litert.interpreter import Interpreter
 
@@ -117,17 +114,13 @@ def time_tflite(path: Path, threads: int, runs: int = 30, budget_s: float = 0.1,
         interp.invoke()
     clock = time.thread_time if threads == 1 else time.perf_counter
     times: list[float] = []
-    clean: list[bool] = []
-    start = time.perf_counter()
+    cpu, start = process_cpu_s(), time.perf_counter()
     while len(times) < runs and (time.perf_counter() - start < budget_s or len(times) < 3):
-        cpu = process_cpu_s()
         t = clock()
         interp.invoke()
         times.append((clock() - t) * 1e3)
-        used_ms = (process_cpu_s() - cpu) * 1e3
-        clean.append(threads == 1 or used_ms >= CLEAN_CPU_SHARE * threads * times[-1])
-    kept = [t for t, c in zip(times, clean) if c]
-    return Round(kept or times, contended=len(times) - len(kept), clean=bool(kept))
+    cpus = (process_cpu_s() - cpu) / max(time.perf_counter() - start, 1e-9)  # CPUs the process had, on average
+    return Round(times, clean=threads == 1 or cpus >= CLEAN_CPU_SHARE * threads)
 
 
 def time_rounds(files: Mapping[K, Path], threads: Sequence[int], timer: Timer = time_tflite,
@@ -153,7 +146,7 @@ def time_rounds(files: Mapping[K, Path], threads: Sequence[int], timer: Timer = 
 def to_measurements(files: Mapping[K, Path], timed: Mapping[tuple[K, int], Timed], name: Callable[[K, int], str],
                     source: str = "measured:host", drop_contended: bool = False) -> list[Measurement]:
     """One :class:`Measurement` per timed (file, threads), named by ``name(key, threads)``; each file's layers
-    are read once. ``drop_contended`` leaves out those with no run that had a CPU per thread (a fit must not
+    are read once. ``drop_contended`` leaves out those with no round that had a CPU per thread (a fit must not
     learn a loaded machine's thread scaling)."""
     layers = {key: read_tflite_layers(path) for key, path in files.items()}
     kept = {k: v for k, v in timed.items() if not (drop_contended and v.contended)}

@@ -46,7 +46,7 @@ def test_contended_rounds_count_only_when_no_round_ran_clean():
     assert (t.ms, t.contended) == (2.0, False)
     t = Timed()
     for ms in (3.0, 2.5):
-        t.add(Round([ms], contended=1, clean=False))
+        t.add(Round([ms], clean=False))
     assert (t.ms, t.contended) == (2.5, True)
 
 
@@ -69,16 +69,15 @@ def test_litert_times_become_measurements_with_the_files_layers():
     assert "cores" in load_average()
 
 
-def test_two_thread_runs_without_a_cpu_for_each_thread_are_left_out(monkeypatch):
+def test_a_two_thread_round_without_a_cpu_for_each_thread_is_contended(monkeypatch):
     from edgecomp.profile import timed_runs
 
     path = microbench_files(["conv3x3"])[("conv3x3", "fp32")]
-    clock = {"wall": 0.0, "cpu": 0.0}
-    shares = iter([2.0, 1.0, 1.9, 0.5])  # CPUs the process had during each run: 2 of 2, 1 of 2, ...
+    clock = {"wall": 0.0, "cpu": 0.0, "cpus": 2.0}
 
-    def invoke() -> None:  # a run of 1 ms of wall time
+    def invoke() -> None:  # a run of 1 ms of wall time on as many CPUs as the process has
         clock["wall"] += 1e-3
-        clock["cpu"] += 1e-3 * next(shares)
+        clock["cpu"] += 1e-3 * clock["cpus"]
 
     class Fake:
         def __init__(self, *args, **kwargs) -> None:
@@ -95,11 +94,11 @@ def test_two_thread_runs_without_a_cpu_for_each_thread_are_left_out(monkeypatch)
     monkeypatch.setattr(ai_edge_litert.interpreter, "Interpreter", Fake)
     monkeypatch.setattr(timed_runs, "process_cpu_s", lambda: clock["cpu"])
     monkeypatch.setattr(timed_runs.time, "perf_counter", lambda: clock["wall"])
-    result = time_tflite(path, 2, runs=4, budget_s=60, warmup=0)
-    assert (result.times, result.contended, result.clean) == (pytest.approx([1.0, 1.0]), 2, True)
-    shares = iter([1.0, 1.2, 0.9])  # never both: a loaded machine's times, all kept and said so
-    result = time_tflite(path, 2, runs=3, budget_s=60, warmup=0)
-    assert (len(result.times), result.contended, result.clean) == (3, 3, False)
+    for cpus, clean in ((2.0, True), (1.3, True), (1.0, False), (0.7, False)):  # a loaded machine gave us 1 CPU
+        clock["cpus"] = cpus
+        result = time_tflite(path, 2, runs=4, budget_s=60, warmup=0)
+        assert (result.times, result.clean) == (pytest.approx([1.0] * 4), clean)
+    assert time_tflite(path, 1, runs=3, budget_s=60, warmup=0).clean  # one thread: its own CPU time
 
 
 def test_a_fit_can_leave_out_the_timings_of_a_loaded_machine(caplog):
@@ -108,7 +107,7 @@ def test_a_fit_can_leave_out_the_timings_of_a_loaded_machine(caplog):
     for key in files:
         timed[(key, 1)], timed[(key, 2)] = Timed(), Timed()
         timed[(key, 1)].add(Round([1.0]))
-        timed[(key, 2)].add(Round([3.0], contended=1, clean=False))
+        timed[(key, 2)].add(Round([3.0], clean=False))
     name = lambda key, t: f"{key[1]}:{t}"
     assert len(to_measurements(files, timed, name)) == 4
     kept = to_measurements(files, timed, name, drop_contended=True)
