@@ -7,9 +7,9 @@ and int8 as edgecomp's quantize.int8 builds it) and timed here with LiteRT (XNNP
 measuring loop (edgecomp.profile.timed_runs): every file at every thread count once per round, ROUNDS
 shuffled rounds, the fastest run counting; 1 thread as thread CPU time, 2 threads as wall time, leaving
 out rounds during which the process did not have a CPU for each thread (another process held one). A
-measurement with no other round is a loaded machine's: it is marked * in the table, left out of the fit, and the share within
-±10 % is also printed without it. The load average before and after and how far the rounds' medians lie
-above the fastest runs say how quiet the machine was. The profile is calibrated on the CALIBRATION
+measurement with no other round is a loaded machine's: it is marked * in the table, left out of the fit,
+and the share within ±10 % is also printed without it. The load average before and after and how far
+the rounds' medians lie above the fastest runs say how quiet the machine was. The profile is calibrated on the CALIBRATION
 architectures only (small networks plus op micro-benchmarks, at both thread counts), then predicts the
 EVALUATION architectures, which share no family with them. Goal: >= 90 % of the held-out predictions
 within ±10 %. ``--write-host-family`` stores the fit as this ISA family's entry in
