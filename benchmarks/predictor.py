@@ -122,20 +122,22 @@ def host_part(threads: tuple[int, ...], rounds: int, write_family: bool, save_ti
     if load_times:  # timings saved by an earlier run (--save-times): the model's development without re-timing
         saved = json.loads(Path(load_times).read_text())
         timed = {(tuple(key), t): Timed(**saved[f"{key[1]}:{key[2]}:{t}"]) for key in files for t in threads}
-        before = f"timings from {load_times} ({saved['_load']})"
+        load = saved["_load"]
+        print(f"timings loaded from {load_times}, measured with {load}")
     else:
         timer = functools.partial(time_tflite, runs=RUNS, budget_s=BUDGET_S, warmup=3)
         timed = time_rounds(files, threads, timer, rounds, extra_rounds=rounds)
+        load = f"{before} before, {load_average()} after"
+        print(f"measured {len(files)} models x threads {list(threads)} x {rounds} shuffled rounds (and up to "
+              f"{rounds} more of those with no uncontended round) in {time.perf_counter() - t0:.0f} s (LiteRT, up "
+              f"to {RUNS} runs or {BUDGET_S:g} s per round; 1 thread: thread CPU time, more: wall time; the "
+              f"fastest run over the rounds counts)\n  {load}")
     if save_times:
         saved = {f"{key[1]}:{key[2]}:{t}": dataclasses.asdict(v) for (key, t), v in timed.items()}
-        Path(save_times).write_text(json.dumps({**saved, "_load": f"{before} before, {load_average()} after"}))
+        Path(save_times).write_text(json.dumps({**saved, "_load": load}))
     excess = [100 * t.load_excess for t in timed.values()]
-    print(f"measured {len(files)} models x threads {list(threads)} x {rounds} shuffled rounds (and up to {rounds} "
-          f"more of those with no uncontended run) in "
-          f"{time.perf_counter() - t0:.0f} s (LiteRT, up to {RUNS} runs or {BUDGET_S:g} s per round; 1 thread: "
-          f"thread CPU time, more: wall time; the fastest run over the rounds counts)\n"
-          f"  {before if load_times else f'{before} before, {load_average()} after'}; the best round's median lies above the fastest run by "
-          f"{statistics.median(excess):.1f}% (median over files), {max(excess):.1f}% at most")
+    print(f"  the best round's median lies above the fastest run by {statistics.median(excess):.1f}% (median "
+          f"over files), {max(excess):.1f}% at most")
     contended = {key for key, t in timed.items() if t.contended}
     multi = [key for key in timed if key[1] > 1]
     print(f"  multi-thread rounds during which the process had less than {CLEAN_CPU_SHARE:g} of a CPU per thread "
