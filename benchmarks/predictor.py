@@ -3,12 +3,18 @@
 Part 1, this machine. The host profile is derived at run time from /proc/cpuinfo (cores, clock, vector
 ISA and its peaks: edgecomp.profile.host_cpu.host_profile) and its efficiencies are fitted for this
 machine's ISA family. Every architecture in benchmarks/predictor_models.py is exported to .tflite (fp32,
-and int8 as edgecomp's quantize.int8 builds it) and timed here with LiteRT (XNNPACK; the fastest run over
-shuffled rounds; 1 thread as thread CPU time, 2 threads as wall time). The profile is calibrated on the
-CALIBRATION architectures only (small networks plus op micro-benchmarks, at both thread counts), then
-predicts the EVALUATION architectures, which share no family with them. Goal: >= 90 % of the held-out
-predictions within ±10 %. ``--write-host-family`` stores the fit as this ISA family's entry in
-edgecomp/resources/profiles/host-x86.yaml (calibration.families).
+and int8 as edgecomp's quantize.int8 builds it) and timed here with LiteRT (XNNPACK) by the product's own
+measuring loop (edgecomp.profile.timed_runs): every file at every thread count once per round, ROUNDS
+shuffled rounds, the fastest run counting; 1 thread as thread CPU time, 2 threads as wall time, leaving
+out rounds during which the process did not have a CPU for each thread (another process held one). A
+measurement with no other round is a loaded machine's: it is marked * in the table, left out of the fit,
+and the share within ±10 % is also printed without it. The load average before and after and how far
+the rounds' medians lie above the fastest runs say how quiet the machine was. The profile is calibrated on the CALIBRATION
+architectures only (small networks plus op micro-benchmarks, at both thread counts), then predicts the
+EVALUATION architectures, which share no family with them. Goal: >= 90 % of the held-out predictions
+within ±10 %. ``--write-host-family`` stores the fit as this ISA family's entry in
+edgecomp/resources/profiles/host-x86.yaml (calibration.families). ``--save-times``/``--load-times`` keep
+one run's timings to work on the model without timing again.
 
 Part 2, published figures (benchmarks/published_latency.yaml, each with its source). For every shipped
 profile with figures, a few parameters (one scale on compute efficiencies, one on memory-bound work and,
@@ -18,17 +24,18 @@ each held-out error and a stated confidence per profile; profiles with no figure
 uncalibrated priors. Goal: >= 90 % of the figures within ±15 % held out. ``--write-profiles`` writes the
 fit to all figures, and the validation, into the shipped profiles.
 
-Run: .venv/bin/python benchmarks/predictor.py  (10+ minutes the first time on 2 cores, mostly exports,
-cached in ~/.cache/edgecomp/predictor-v2; timings are always measured afresh).
+Run: nice .venv/bin/python benchmarks/predictor.py  (10+ minutes the first time on 2 cores, mostly exports,
+cached in ~/.cache/edgecomp/predictor-v2; then about 2 minutes of timing, measured afresh unless --load-times).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
+import json
 import logging
-import math
 import os
-import random
 import statistics
 import sys
 import time
@@ -48,21 +55,22 @@ from benchmarks.predictor_models import (
     mobilenet_v3,
     squeezenet,
 )
-from edgecomp.profile.calibrate import (
-    Measurement,
-    family_entry_of,
-    fit_profile,
-    fit_scales,
-    predicted_ms,
-    scaled_profile,
-    with_family,
-    write_profile,
-)
+from edgecomp.profile.calibrate import Measurement, fit_scales, predicted_ms, scaled_profile, write_profile
+from edgecomp.profile.host_calibrate import fit_host_family
 from edgecomp.profile.host_cpu import HOST_PROFILES, host_profile, read_host
 from edgecomp.profile.predict import read_tflite_layers
+from edgecomp.profile.timed_runs import (
+    CLEAN_CPU_SHARE,
+    Timed,
+    load_average,
+    time_rounds,
+    time_tflite,
+    to_measurements,
+)
 from edgecomp.targets import available, load_profile, packaged_dir
 
-ROUNDS = 6
+ROUNDS = 8  # shuffled rounds: every file at every thread count once per round
+RUNS, BUDGET_S = 40, 0.1  # per round: up to RUNS runs, at least 3, as many as fit in BUDGET_S
 CACHE = Path(os.environ.get("EDGECOMP_PREDICTOR_CACHE", "~/.cache/edgecomp/predictor-v2")).expanduser()
 PUBLISHED = Path(__file__).with_name("published_latency.yaml")
 PHONE_MODELS = {"mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2,
@@ -99,37 +107,8 @@ def export(name: str, factory, side: int, dtype: str) -> Path:
     return path
 
 
-def measure(path: Path, threads: int = 1, runs: int = 40, budget_s: float = 0.1) -> float:
-    """Fastest of up to ``runs`` LiteRT invocations (ms) after a warm-up, as CPU time of the invoking thread.
-
-    With one thread XNNPACK runs in the calling thread, so its CPU time is the inference's cost without
-    the time slices other processes take on this shared machine. The fastest run, taken over several
-    shuffled rounds by :func:`host_part`, is the cost on an unloaded machine: on this virtual machine the
-    median of a round drifts by up to 20 % between sessions minutes apart (neighbours sharing the host's
-    caches and memory bus), the fastest run by 0.1 % (median over 38 models; 8 % at most, for models
-    whose weights stream from DRAM).
-    """
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_path=str(path), num_threads=threads)
-    interp.allocate_tensors()
-    rng = np.random.default_rng(0)
-    for d in interp.get_input_details():
-        x = (rng.standard_normal(d["shape"]) if np.issubdtype(d["dtype"], np.floating)
-             else rng.integers(-100, 100, d["shape"]))
-        interp.set_tensor(d["index"], x.astype(d["dtype"]))
-    for _ in range(3):
-        interp.invoke()
-    clock = time.thread_time if threads == 1 else time.perf_counter
-    times, start = [], time.perf_counter()
-    while len(times) < runs and (time.perf_counter() - start < budget_s or len(times) < 5):
-        t = clock()
-        interp.invoke()
-        times.append((clock() - t) * 1e3)
-    return min(times)
-
-
-def host_part(threads: tuple[int, ...], write_family: bool) -> list[float]:
+def host_part(threads: tuple[int, ...], rounds: int, write_family: bool, save_times: str | None = None,
+              load_times: str | None = None) -> list[float]:
     """Derive the host profile, calibrate on CALIBRATION, predict EVALUATION; print the table; return |errors|."""
     info = read_host()
     print(f"machine: {info.isa}, {info.model or 'unknown model'}, {info.cores} cores at "
@@ -139,58 +118,82 @@ def host_part(threads: tuple[int, ...], write_family: bool) -> list[float]:
     files = {(role, name, dt): export(name, f, side, dt) for (role, name), (f, side) in models.items()
              for dt in ("fp32", "int8")}
     print(f"exported/cached {len(files)} .tflite files in {time.perf_counter() - t0:.0f} s")
-    t0 = time.perf_counter()
-    keys = [(*key, t) for key in files for t in threads]
-    measured = {key: math.inf for key in keys}
-    for r in range(ROUNDS):  # shuffled rounds: calibration and evaluation models see the same load
-        random.Random(r).shuffle(keys)
-        for key in keys:
-            measured[key] = min(measured[key], measure(files[key[:3]], key[3]))
-    print(f"measured {len(files)} models x threads {list(threads)} x {ROUNDS} shuffled rounds in "
-          f"{time.perf_counter() - t0:.0f} s (LiteRT, fastest of up to 40 runs per round; 1 thread: thread CPU "
-          "time, more: wall time)\n")
-    layers = {key: read_tflite_layers(path) for key, path in files.items()}
-    runs = {key: Measurement(f"{key[1]}:{key[2]}:{key[3]}t", *layers[key[:3]], key[3], measured[key])
-            for key in sorted(measured)}
+    t0, before = time.perf_counter(), load_average()
+    if load_times:  # timings saved by an earlier run (--save-times): the model's development without re-timing
+        saved = json.loads(Path(load_times).read_text())
+        timed = {(tuple(key), t): Timed(**saved[f"{key[1]}:{key[2]}:{t}"]) for key in files for t in threads}
+        load = saved["_load"]
+        print(f"timings loaded from {load_times}, measured with {load}")
+    else:
+        timer = functools.partial(time_tflite, runs=RUNS, budget_s=BUDGET_S, warmup=3)
+        timed = time_rounds(files, threads, timer, rounds, extra_rounds=rounds)
+        load = f"{before} before, {load_average()} after"
+        print(f"measured {len(files)} models x threads {list(threads)} x {rounds} shuffled rounds (and up to "
+              f"{rounds} more of those with no uncontended round) in {time.perf_counter() - t0:.0f} s (LiteRT, up "
+              f"to {RUNS} runs or {BUDGET_S:g} s per round; 1 thread: thread CPU time, more: wall time; the "
+              f"fastest run over the rounds counts)\n  {load}")
+    if save_times:
+        saved = {f"{key[1]}:{key[2]}:{t}": dataclasses.asdict(v) for (key, t), v in timed.items()}
+        Path(save_times).write_text(json.dumps({**saved, "_load": load}))
+    excess = [100 * t.load_excess for t in timed.values()]
+    print(f"  the best round's median lies above the fastest run by {statistics.median(excess):.1f}% (median "
+          f"over files), {max(excess):.1f}% at most")
+    contended = {key for key, t in timed.items() if t.contended}
+    multi = [key for key in timed if key[1] > 1]
+    print(f"  multi-thread rounds during which the process had less than {CLEAN_CPU_SHARE:g} of a CPU per thread "
+          "(another process held one) do not count; "
+          f"{sum(k in contended for k in multi)} of {len(multi)} multi-thread measurements had no other round "
+          "(marked * below: a loaded machine's time)\n")
+    runs = dict(zip(timed, to_measurements(files, timed, lambda key, t: f"{key[1]}:{key[2]}:{t}t")))
     template = load_profile(HOST_PROFILES.get(info.arch, "host-x86"))
     prior = host_profile(template)
     core = prior.cores
     print(f"{prior.description}\npeaks {core.fp32_flops_per_cycle:g} fp32 FLOP and {core.int8_ops_per_cycle:g} "
           f"int8 ops per cycle per core at {core.clock_ghz:g} GHz")
     t0 = time.perf_counter()
-    fitted = fit_profile(prior, [m for (role, *_), m in runs.items() if role == "cal"])
-    print(f"{template.name} calibrated for {info.family} on {len(CALIBRATION)} architectures x 2 dtypes x "
-          f"{len(threads)} thread counts in {time.perf_counter() - t0:.0f} s; fitted: "
+    calibration = [m for key, m in runs.items() if key[0][0] == "cal" and key not in contended]
+    fitted, with_fit = fit_host_family(template, calibration, f"benchmarks/predictor.py, threads {list(threads)}")
+    print(f"{template.name} calibrated for {info.family} on {len(calibration)} timings ({len(CALIBRATION)} "
+          f"architectures x 2 dtypes x {len(threads)} thread counts, less the loaded ones) in {time.perf_counter() - t0:.0f} s; fitted: "
           + ", ".join(f"{k}={v:.3g}" for k, v in sorted(fitted.efficiency.items()))
-          + f", overhead_us={fitted.overhead_us:.3g}, bandwidth_gbs={fitted.memory_bandwidth_gbs:.3g}, "
+          + f", overhead_us={fitted.overhead_us:.3g}, thread_sync_us={fitted.thread_sync_us:.3g}, bandwidth_gbs={fitted.memory_bandwidth_gbs:.3g}, "
           f"small_k={fitted.small_k:.3g}, small_k_int8={fitted.small_k_int8:.3g}, "
           f"parallel_efficiency={fitted.parallel_efficiency:.3g}, "
           f"memory_parallel_efficiency={fitted.memory_parallel_efficiency or 0:.3g}\n")
     if write_family:
         target = packaged_dir("profiles") / f"{template.name}.yaml"
-        entry = family_entry_of(fitted, f"{info.isa}, {info.model or 'unknown model'}, {info.cores} cores "
-                                        f"(benchmarks/predictor.py, threads {list(threads)})")
-        write_profile(with_family(template, info.family, entry), target)
+        write_profile(with_fit, target)
         print(f"wrote the {info.family} family into {target}\n")
     print(f"{'architecture (evaluation set)':30s} {'dtype':5s} {'thr':>3s} {'MMACs':>8s} {'measured':>9s} "
           f"{'predicted':>9s} {'error':>7s} {'prior':>7s}")
     errors: dict[tuple[str, int], list[float]] = {}
-    for (role, name, dt, t), m in runs.items():
+    loaded: dict[tuple[str, int], list[bool]] = {}
+    for ((role, name, dt), t), m in sorted(runs.items()):
         if role != "eval":
             continue
         pred = predicted_ms(fitted, m)
         err = pred / m.measured_ms - 1
         errors.setdefault((dt, t), []).append(abs(err))
+        loaded.setdefault((dt, t), []).append(((role, name, dt), t) in contended)
         macs = sum(layer.macs for layer in m.layers) / 1e6
-        print(f"{name:30s} {dt:5s} {t:3d} {macs:8.1f} {m.measured_ms:7.3f}ms {pred:7.3f}ms {100 * err:+6.1f}% "
+        mark = "*" if ((role, name, dt), t) in contended else " "
+        print(f"{name:30s} {dt:5s} {t:3d} {macs:8.1f} {m.measured_ms:7.3f}ms{mark}{pred:7.3f}ms {100 * err:+6.1f}% "
               f"{100 * (predicted_ms(prior, m) / m.measured_ms - 1):+6.0f}%")
-    print()
-    for (dt, t), errs in sorted(errors.items()):
-        print(f"{dt}, {t} thread(s):", end=" ")
-        _distribution(errs, 0.10)
+    print(f"\n{'configuration':20s} {'predictions':>11s} {'within ±5%':>10s} {'within ±10%':>11s} "
+          f"{'median |error|':>14s} {'max |error|':>11s} {'loaded (*)':>10s}")
     everything = [e for errs in errors.values() for e in errs]
-    print("all held-out host predictions:", end=" ")
+    rows = [(f"{dt}, {t} thread(s)", errs, loaded[(dt, t)]) for (dt, t), errs in sorted(errors.items())]
+    all_marks = [mark for marks in loaded.values() for mark in marks]
+    for label, errs, marks in [*rows, ("all", everything, all_marks)]:
+        print(f"{label:20s} {len(errs):11d} {sum(e <= 0.05 for e in errs):10d} {sum(e <= 0.10 for e in errs):11d} "
+              f"{100 * statistics.median(errs):13.1f}% {100 * max(errs):10.1f}% {sum(marks):10d}")
+    print(f"{info.isa} ({info.family}): {sum(e <= 0.10 for e in everything)} of {len(everything)} held-out host "
+          "predictions within ±10%:", end=" ")
     _distribution(everything, 0.10)
+    if any(all_marks):
+        clean = [e for e, mark in zip(everything, all_marks) if not mark]
+        print(f"without the {sum(all_marks)} loaded (*) measurements:", end=" ")
+        _distribution(clean, 0.10)
     return everything
 
 
@@ -298,6 +301,9 @@ def main() -> None:
     """Run both parts."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="host thread counts (default 1 2)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"shuffled host rounds (default {ROUNDS})")
+    parser.add_argument("--save-times", metavar="JSON", help="write the host timings to JSON")
+    parser.add_argument("--load-times", metavar="JSON", help="use host timings saved by --save-times, time nothing")
     parser.add_argument("--skip-host", action="store_true", help="only the published figures")
     parser.add_argument("--skip-published", action="store_true", help="only this machine")
     parser.add_argument("--write-host-family", action="store_true",
@@ -309,7 +315,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if not args.skip_host:
-        host_part(tuple(args.threads), args.write_host_family)
+        host_part(tuple(args.threads), args.rounds, args.write_host_family, args.save_times, args.load_times)
     if not args.skip_published:
         published_part(args.write_profiles)
 

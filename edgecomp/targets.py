@@ -102,6 +102,9 @@ class HardwareProfile(Frozen):
         default_factory=dict, description="Fraction of peak reached per op type (conv, depthwise, fc, ...)."
     )
     overhead_us: float = Field(0.0, ge=0, description="Fixed cost per op invocation, in microseconds.")
+    thread_sync_us: float = Field(
+        0.0, ge=0, description="Extra cost per op and per extra thread of handing work out and waiting for it (µs)."
+    )
     prime_cores: CoreSpec | None = Field(
         None, description="A faster cluster that threads use first (e.g. the 2.84 GHz A76 of a Pixel 4)."
     )
@@ -112,7 +115,8 @@ class HardwareProfile(Frozen):
         None, ge=0, le=1, description="Speed-up of each extra thread on memory-bound work (None: parallel_efficiency)."
     )
     gemm_tile: dict[str, int] = Field(
-        default_factory=dict, description="Output-channel tile width of the GEMM micro-kernels per dtype (fp32, int8)."
+        default_factory=dict, description="Output-channel tile width of the GEMM micro-kernels per dtype (fp32, int8; "
+        "<dtype>_narrow: the narrower kernel for layers of fewer output channels than a tile)."
     )
     gemm_kr: dict[str, int] = Field(
         default_factory=dict, description="Input channels the GEMM micro-kernels consume at a time per dtype "

@@ -17,10 +17,10 @@ from pathlib import Path
 from edgecomp.android.adb import Adb
 from edgecomp.android.device import profile_on_device, read_cpu_freqs
 from edgecomp.errors import ConfigError, DeviceError
-from edgecomp.profile.calibrate import Measurement, fit_profile, user_profile_path, write_profile
+from edgecomp.profile.calibrate import fit_profile, user_profile_path, write_profile
 from edgecomp.profile.host_cpu import parse_cpuinfo
 from edgecomp.profile.microbench import microbench_files
-from edgecomp.profile.predict import read_tflite_layers
+from edgecomp.profile.timed_runs import Round, time_rounds, to_measurements
 from edgecomp.targets import PLAIN_NAME, CoreSpec, HardwareProfile, available, load_profile
 
 logger = logging.getLogger(__name__)
@@ -67,17 +67,19 @@ def calibrate_device(name: str, serial: str | None, benchmark_binary: str | Path
     files = microbench_files(names)
     if not files:
         raise DeviceError("no built-in micro-benchmarks found", "reinstall edgecomp (its package data is missing)")
-    measurements = []
-    for (bench, dtype), path in sorted(files.items()):
-        layers, file_dtype = read_tflite_layers(path)
-        for t in threads:
-            result = profile_on_device(path, benchmark_binary, adb.serial, threads=t, runs=runs, warmup=warmup,
-                                       op_profiling=False, timeout_s=timeout_s, adb=adb)
-            ms = result.latency.get("p50_ms") or result.latency.get("mean_ms")
-            if not ms:
-                raise DeviceError(f"benchmark_model printed no latency for {path.name}", "run it by hand to see why")
-            measurements.append(Measurement(f"microbench:{bench}:{dtype}", layers, file_dtype, t, ms, result.source))
-            logger.info("%s %s, %d threads: %.3f ms", bench, dtype, t, ms)
+
+    def on_device(path: Path, t: int) -> Round:  # benchmark_model's median of ``runs``: one figure
+        result = profile_on_device(path, benchmark_binary, adb.serial, threads=t, runs=runs, warmup=warmup,
+                                   op_profiling=False, timeout_s=timeout_s, adb=adb)
+        ms = result.latency.get("p50_ms") or result.latency.get("mean_ms")
+        if not ms:
+            raise DeviceError(f"benchmark_model printed no latency for {path.name}", "run it by hand to see why")
+        logger.info("%s, %d threads: %.3f ms", path.stem, t, ms)
+        return Round([ms])
+
+    timed = time_rounds(files, threads, on_device)
+    measurements = to_measurements(files, timed, lambda key, t: f"microbench:{key[0]}:{key[1]}",
+                                   f"measured:device:{device.serial}")
     fitted = fit_profile(prior, measurements)
     fitted = fitted.model_copy(update={"calibration": {**fitted.calibration, "device": device.serial,
                                                        "device_model": device.model or ""}})

@@ -155,15 +155,9 @@ def _host_arch() -> str:
 def _calibrate(profile_name: str, results: list[dict[str, Any]]) -> None:
     from edgecomp.bundle import sha256_of
     from edgecomp.errors import ConfigError
-    from edgecomp.profile.calibrate import (
-        Measurement,
-        family_entry_of,
-        fit_profile,
-        user_profile_path,
-        with_family,
-        write_profile,
-    )
-    from edgecomp.profile.host_cpu import HOST_PROFILES, host_profile, read_host
+    from edgecomp.profile.calibrate import Measurement, fit_profile, user_profile_path, write_profile
+    from edgecomp.profile.host_calibrate import fit_host_family
+    from edgecomp.profile.host_cpu import HOST_PROFILES
     from edgecomp.profile.predict import read_tflite_layers
     from edgecomp.targets import load_profile, packaged_dir, resolve_path
 
@@ -191,16 +185,15 @@ def _calibrate(profile_name: str, results: list[dict[str, Any]]) -> None:
             layers, dtype = read_tflite_layers(file)
             measurements.append(Measurement(old["name"], layers, dtype, old["threads"], old["measured_ms"],
                                             old.get("source", "")))
-    template, profile = profile, host_profile(profile) if profile.name in HOST_PROFILES.values() else profile
-    fitted = fit_profile(profile, measurements)
-    cal = fitted.calibration
-    if template is not profile:  # a host template: the fit is this machine's ISA family's entry
-        info = read_host()
-        entry = family_entry_of(fitted, f"{info.isa}, {info.model or 'unknown model'} (edgecomp profile "
-                                        f"--calibrate on {len(measurements)} runs)")
-        fitted = with_family(template, info.family, entry)
-        fitted = fitted.model_copy(update={"calibration": {**fitted.calibration, **{
+    if profile.name in HOST_PROFILES.values():  # a host template: the fit is this machine's ISA family's entry
+        fitted, template = fit_host_family(profile, measurements,
+                                           f"edgecomp profile --calibrate on {len(measurements)} runs")
+        cal = fitted.calibration
+        fitted = template.model_copy(update={"calibration": {**template.calibration, **{
             k: cal[k] for k in ("fitted_at", "runs", "median_abs_error_pct", "max_abs_error_pct")}}})
+    else:
+        fitted = fit_profile(profile, measurements)
+        cal = fitted.calibration
     write_profile(fitted, path)
     print(f"calibrated {profile.name} on {len(measurements)} runs: median error {cal['median_abs_error_pct']}%, "
           f"max {cal['max_abs_error_pct']}%; written to {path}")

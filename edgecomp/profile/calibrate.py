@@ -5,8 +5,8 @@ The fit minimises the squared log-ratio of predicted to measured latency over th
 parameter the runs cannot tell apart stays where it was. It fits the per-op-type efficiencies seen in
 the runs (per dtype; memory-bound ops per runtime op name; ops outside XNNPACK as ``reference``), the
 per-op overhead, the DRAM and cache bandwidths, the short-reduction penalties ``small_k`` and
-``small_k_int8`` and, given runs at several thread counts, ``parallel_efficiency`` and
-``memory_parallel_efficiency``; peaks (clocks, FLOP per cycle) are facts about the silicon and stay fixed.
+``small_k_int8`` and, given runs at several thread counts, ``parallel_efficiency``,
+``memory_parallel_efficiency`` and ``thread_sync_us``; peaks (clocks, FLOP per cycle) are facts about the silicon and stay fixed.
 :func:`fit_scales` fits only a few scales, for a handful of whole-network figures (published ones).
 
 A calibrated profile is written to the user's profiles folder (:func:`user_profile_path`), never into the
@@ -90,7 +90,8 @@ def _scalars(profile: HardwareProfile, measurements: list[Measurement]) -> list[
         mpe = profile.parallel_efficiency if profile.memory_parallel_efficiency is None \
             else profile.memory_parallel_efficiency
         out += [("parallel_efficiency", profile.parallel_efficiency, 0.05, 1.0),
-                ("memory_parallel_efficiency", max(mpe, 0.05), 0.01, 1.0)]
+                ("memory_parallel_efficiency", max(mpe, 0.05), 0.01, 1.0),
+                ("thread_sync_us", max(profile.thread_sync_us, 1.0), 0.01, math.inf)]
     return out
 
 
@@ -170,8 +171,8 @@ def family_entry_of(fitted: HardwareProfile, fitted_on: str) -> dict[str, Any]:
     entry = {"fitted_on": fitted_on, "fitted_at": cal.get("fitted_at"), "clock_ghz": fitted.cores.clock_ghz,
              "median_abs_error_pct": cal.get("median_abs_error_pct"),
              "max_abs_error_pct": cal.get("max_abs_error_pct"), "runs": len(cal.get("runs", []))}
-    for key in ("efficiency", "overhead_us", "memory_bandwidth_gbs", "cache_bandwidth_gbs", "small_k", "small_k_int8",
-                "parallel_efficiency", "memory_parallel_efficiency", "cache_mb", "l2_kb"):
+    for key in ("efficiency", "overhead_us", "thread_sync_us", "memory_bandwidth_gbs", "cache_bandwidth_gbs", "small_k",
+                "small_k_int8", "parallel_efficiency", "memory_parallel_efficiency", "cache_mb", "l2_kb"):
         if key in data:
             entry[key] = {k: round(v, 4) for k, v in data[key].items()} if key == "efficiency" else \
                 round(data[key], 4) if isinstance(data[key], float) else data[key]
@@ -203,8 +204,8 @@ def write_profile(profile: HardwareProfile, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = profile.model_dump(mode="json", exclude_none=True)
     data["efficiency"] = {k: round(v, 4) for k, v in data["efficiency"].items()}
-    for key in ("overhead_us", "memory_bandwidth_gbs", "small_k", "small_k_int8", "cache_bandwidth_gbs",
-                "parallel_efficiency", "memory_parallel_efficiency"):
+    for key in ("overhead_us", "thread_sync_us", "memory_bandwidth_gbs", "small_k", "small_k_int8",
+                "cache_bandwidth_gbs", "parallel_efficiency", "memory_parallel_efficiency"):
         if key in data:
             data[key] = round(data[key], 4)
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -20,8 +20,8 @@ from edgecomp.targets import HardwareProfile
 
 UNCALIBRATED = "uncalibrated prior"
 # Keys of a family entry that are HardwareProfile fields (the rest is provenance).
-_FAMILY_FIELDS = ("efficiency", "overhead_us", "memory_bandwidth_gbs", "cache_bandwidth_gbs", "small_k",
-                  "small_k_int8", "parallel_efficiency", "memory_parallel_efficiency", "gemm_tile", "gemm_rows",
+_FAMILY_FIELDS = ("efficiency", "overhead_us", "thread_sync_us", "memory_bandwidth_gbs", "cache_bandwidth_gbs",
+                  "small_k", "small_k_int8", "parallel_efficiency", "memory_parallel_efficiency", "gemm_tile", "gemm_rows",
                   "gemm_kr", "cache_mb", "l2_kb")
 
 
@@ -173,9 +173,13 @@ def _micro_kernels(info: CpuInfo) -> dict[str, Any]:
     wide = "avx512f" in info.flags
     # 16 output channels (fp32 on AVX2 and AVX-512, int8 with AVX-512 VNNI), 8 with AVX2 int8; 7 output
     # pixels per call on AVX-512 (28 of 32 zmm registers hold accumulators), 4 on AVX2; int8 kernels
-    # consume 8 input channels at a time (the c8 of the qs8 7x16c8 and 3x8c8 kernels)
-    return {"gemm_tile": {"fp32": 16, "int8": 16 if wide and "avx512_vnni" in info.flags else 8},
-            "gemm_rows": 7 if wide else 4, "gemm_kr": {"int8": 8}}
+    # consume 8 input channels at a time (the c8 of the qs8 7x16c8 and 3x8c8 kernels). With AVX2, a layer of
+    # fewer than 16 output channels runs one 8-lane register wide (XNNPACK's nr2 kernels): measured here, a
+    # 3x3 convolution of 16 to 8 channels ran at 13.5 GMAC/s, 16 to 16 at 14.3, 16 to 24 at 11.0 (24 of 32 lanes)
+    tile = {"fp32": 16, "int8": 16 if wide and "avx512_vnni" in info.flags else 8}
+    if not wide:
+        tile["fp32_narrow"] = 8
+    return {"gemm_tile": tile, "gemm_rows": 7 if wide else 4, "gemm_kr": {"int8": 8}}
 
 
 def family_entry(profile: HardwareProfile, family: str) -> dict[str, Any] | None:

@@ -4,9 +4,12 @@ Each layer costs ``max(MACs / (peak MAC/s × efficiency × utilisation), bytes m
 fixed per-op overhead; layers without MACs (adds, pooling, padding, quantize) cost bytes moved over an
 efficiency-scaled bandwidth. Peaks come from the profile (clock × FLOP or int8 OP per cycle, summed over
 the cores the threads run on, the fastest first); utilisation models the micro-kernels' blocks of output
-channels (``gemm_tile``), output pixels (``gemm_rows``) and input channels (``gemm_kr``), and the loss on
+channels (``gemm_tile``; ``<dtype>_narrow``: the narrower kernel XNNPACK takes for layers with fewer output
+channels than a tile, its "nr2" kernels), output pixels (``gemm_rows``) and input channels (``gemm_kr``), and the loss on
 short reductions (``small_k``, ``small_k_int8``). Memory-bound work speeds up with threads by
-``memory_parallel_efficiency`` per extra thread (bandwidth does not grow like compute does). A PAD that
+``memory_parallel_efficiency`` per extra thread (bandwidth does not grow like compute does), and every
+op XNNPACK runs on several threads pays ``thread_sync_us`` per extra thread for handing out its work and
+waiting for the last thread (what keeps networks of many small ops from speeding up with threads). A PAD that
 feeds a convolution costs nothing: XNNPACK folds it into the convolution's padding. Efficiencies are per
 op type and dtype (``conv``, ``pointwise``, ``depthwise``, ``fc``, ``elementwise``, ``pool``, ``softmax``,
 ``data``, ``quantize``; ``<type>_int8`` for int8) and are fitted from measured runs by
@@ -143,6 +146,9 @@ def memory_speedup(profile: HardwareProfile, threads: int) -> float:
 def _utilisation(layer: LayerCost, profile: HardwareProfile, dtype: str) -> float:
     util = 1.0
     tile = profile.gemm_tile.get(dtype) or profile.gemm_tile.get("fp32")
+    narrow = profile.gemm_tile.get(f"{dtype}_narrow")
+    if tile and narrow and layer.out_channels < tile:  # fewer output channels than a tile: a narrower kernel
+        tile = narrow
     if tile and layer.out_channels:
         util *= layer.out_channels / (math.ceil(layer.out_channels / tile) * tile)
     small_k = profile.small_k_int8 if dtype == "int8" and profile.small_k_int8 is not None else profile.small_k
@@ -185,6 +191,7 @@ def predict_from_layers(layers: list[LayerCost], profile: HardwareProfile, threa
     cache = (profile.cache_bandwidth_gbs or profile.memory_bandwidth_gbs) * 1e9 if cache_bytes else dram
     weights_bw = dram if cache_bytes and sum(la.weight_bytes for la in layers) > cache_bytes else cache
     overhead = profile.overhead_us * 1e-6
+    sync = profile.thread_sync_us * 1e-6 * (min(threads, len(_core_rates(profile, dtype))) - 1)
     per_op, undelegated = [], []
     for layer in layers:
         if layer.op == "free":
@@ -208,7 +215,7 @@ def predict_from_layers(layers: list[LayerCost], profile: HardwareProfile, threa
         else:
             compute, memory = 0.0, memory / efficiency_of(profile, layer.op, dtype, layer.kind) / speedup
         bound = "compute" if compute >= memory else "memory"
-        seconds = max(compute, memory) + overhead
+        seconds = max(compute, memory) + overhead + sync
         per_op.append(OpPrediction(layer.name, layer.op, seconds * 1e3, bound, layer.macs, layer.bytes))
     total = sum(p.ms for p in per_op)
     pred = Prediction(ms=total, per_op=per_op, source=f"predicted:{profile.name}", threads=threads, dtype=dtype)

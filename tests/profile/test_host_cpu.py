@@ -61,7 +61,7 @@ def test_host_template_takes_the_machine_and_its_family_efficiencies():
     assert (epyc.cores.count, epyc.cores.fp32_flops_per_cycle, epyc.cores.int8_ops_per_cycle) == (2, 32, 64)
     assert epyc.efficiency["conv"] == load_profile("host-x86").efficiency["conv"]
     assert "uncalibrated prior" in epyc.description and not is_calibrated(epyc)
-    assert epyc.gemm_tile["int8"] == 8 and epyc.gemm_rows == 4
+    assert epyc.gemm_tile == {"fp32": 16, "fp32_narrow": 8, "int8": 8} and epyc.gemm_rows == 4
     pred = predict_from_layers([_conv()], epyc, 1)
     assert pred.calibration == "uncalibrated prior" and any("uncalibrated prior" in w for w in pred.warnings)
     # the same layer is predicted slower on the AVX2 machine's peaks than on the AVX-512 one's

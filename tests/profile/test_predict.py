@@ -115,6 +115,31 @@ def test_gemm_blocks_of_rows_and_input_channels_leave_lanes_idle():
     assert per_mac(rgb) == pytest.approx(per_mac(wide), rel=0.01)  # fp32 kernels take one channel at a time
 
 
+def test_a_layer_narrower_than_a_tile_takes_the_narrow_kernel():
+    prof = load_profile("cortex-a76").model_copy(update={"small_k": 0, "gemm_rows": 1, "overhead_us": 0,
+                                                         "gemm_tile": {"fp32": 16, "fp32_narrow": 8}})
+    per_mac = lambda oc: predict_from_layers([LayerCost("conv", macs=1e6 * oc, out_channels=oc, reduction=144,
+                                                        taps=9)], prof, 1).per_op[0].ms / (1e6 * oc)
+    assert per_mac(8) == pytest.approx(per_mac(16), rel=0.01)  # 8 lanes of an 8-wide kernel, all used
+    assert per_mac(4) == pytest.approx(per_mac(16) * 2, rel=0.01)  # 4 of 8
+    assert per_mac(24) == pytest.approx(per_mac(16) * 32 / 24, rel=0.01)  # wider than a tile: 2 tiles of 16
+    without = prof.model_copy(update={"gemm_tile": {"fp32": 16}})
+    assert predict_from_layers([LayerCost("conv", macs=8e6, out_channels=8, reduction=144, taps=9)], without,
+                               1).ms == pytest.approx(2 * per_mac(8) * 8e6, rel=0.01)
+
+
+def test_every_op_on_several_threads_pays_the_hand_out_and_wait():
+    prof = load_profile("cortex-a76").model_copy(update={"thread_sync_us": 10.0, "overhead_us": 0.0})
+    layers = [LayerCost("pointwise", macs=1e5, out_channels=64, reduction=64)] * 20
+    no_sync = prof.model_copy(update={"thread_sync_us": 0.0})
+    for threads in (1, 2, 4):
+        extra = predict_from_layers(layers, prof, threads).ms - predict_from_layers(layers, no_sync, threads).ms
+        assert extra == pytest.approx(20 * 10e-3 * (threads - 1))  # 20 ops x 10 us x extra threads
+    cores = prof.cores.count + (prof.prime_cores.count if prof.prime_cores else 0)
+    more = predict_from_layers(layers, prof, cores + 4).ms - predict_from_layers(layers, no_sync, cores + 4).ms
+    assert more == pytest.approx(20 * 10e-3 * (cores - 1))  # threads beyond the cores add no work split
+
+
 def test_int8_kernels_have_their_own_short_reduction_penalty():
     prof = load_profile("cortex-a76").model_copy(update={"small_k": 8, "small_k_int8": 24, "gemm_tile": {},
                                                          "overhead_us": 0})
