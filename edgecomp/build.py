@@ -43,8 +43,10 @@ from edgecomp.profile.host_cpu import resolve_profile
 from edgecomp.quiet import captured_output
 from edgecomp.records import ACCURACY_NOT_MEASURED, ArtifactRecord, BuildReport, Latency, ModelRecord
 from edgecomp.report.html import render_html
+from edgecomp.report.plot_memo import plot_memo_dir
 from edgecomp.targets import Budgets, Target, load_target
 from edgecomp.timings import Timings
+from edgecomp.zoo import cache_dir
 
 logger = logging.getLogger(__name__)
 MAX_PARITY_SAMPLES = 512
@@ -160,9 +162,24 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
         return _write_bundle(base, loaded, final, dataclasses.replace(ctx, export=export_opts), formats, opts, dest,
                              timings=timings)
 
+    from edgecomp.plan.plan_memo import PlanMemo, plan_key
     from edgecomp.plan.planner import Planner
-    from edgecomp.zoo import cache_dir
 
+    memo = stored = None
+    if opts.reuse_plans:
+        with timings.phase("plan:memo"):
+            memo = PlanMemo(cache_dir() / "plans", plan_key(loaded.module, ctx, budgets, formats[0],
+                                                            opts.search_time_s, opts.max_finetune_epochs))
+            stored = memo.load()
+    if stored is not None:
+        logger.info("[plan] reusing the plan of %s (identical inputs): %s", stored.planned_at,
+                    " -> ".join(stored.recipe) or "fp32 (untouched)")
+        with timings.phase("plan:reuse"):
+            final, stages, export = _quietly(lambda: stored.reapply(loaded.module, ctx, opts.max_finetune_epochs))
+        report = base.model_copy(deep=True)
+        report.recipe, report.stages, report.planner = stored.recipe, stages, stored.report_record()
+        return _write_bundle(report, loaded, final, dataclasses.replace(ctx, export=export), formats, opts, dest,
+                             timings=timings)
     planner = Planner(loaded.module, ctx, budgets, formats[0], search_time_s=opts.search_time_s,
                       max_finetune_epochs=opts.max_finetune_epochs,
                       cache_dir=cache_dir() / "plans" if opts.reuse_plans else None)
@@ -182,9 +199,12 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
         report.planner = {"candidates": planner.candidates, "notes": planner.notes,
                           "search_seconds": search_seconds}
         try:
-            return _write_bundle(report, loaded, evaluated.model,
-                                 dataclasses.replace(ctx, export=evaluated.export), formats, opts, dest,
-                                 planned=(planner, candidate), timings=timings)
+            written = _write_bundle(report, loaded, evaluated.model,
+                                    dataclasses.replace(ctx, export=evaluated.export), formats, opts, dest,
+                                    planned=(planner, candidate), timings=timings)
+            if memo is not None:
+                memo.store(written.recipe, written.planner)
+            return written
         except BudgetMissed as miss:
             logger.warning("  real numbers miss a budget: %s; trying the next candidate", miss.message)
             planner.reject_chosen(candidate, miss.message)
@@ -302,7 +322,8 @@ def _write_bundle(report: BuildReport, loaded: LoadedModel, final, ctx: BuildCon
             write_json(folder / MANIFEST_NAME, manifest)
             report.bundle = str(dest)
             report.phases, report.build_seconds = timings.phases(), round(timings.elapsed(), 3)
-            page = render_html(report)  # phases up to here; report.json: the whole bundle phase
+            with plot_memo_dir(cache_dir() / "plots" if cache is not None else None):
+                page = render_html(report)  # phases up to here; report.json: the whole bundle phase
         report.phases, report.build_seconds = timings.phases(), round(timings.elapsed(), 3)
         write_json(folder / "report.json", report)
         (folder / "report.html").write_text(page)
