@@ -166,7 +166,7 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
     from edgecomp.plan.planner import Planner
 
     memo = stored = None
-    if opts.reuse_plans:
+    if opts.reuse_plans and cache_enabled(opts.cache):  # --fresh-search, --no-cache and $EDGECOMP_NO_CACHE search
         with timings.phase("plan:memo"):
             memo = PlanMemo(cache_dir() / "plans", plan_key(loaded.module, ctx, budgets, formats[0],
                                                             opts.search_time_s, opts.max_finetune_epochs))

@@ -120,7 +120,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="re-evaluate every candidate instead of reusing cached planner results")
     p.add_argument("--no-cache", action="store_true",
                    help="export and measure every format again instead of reusing identical earlier exports "
-                        "from the artifact cache (<user cache dir>/edgecomp/artifacts)")
+                        "from the artifact cache (<user cache dir>/edgecomp/artifacts), and search again instead "
+                        "of reusing the plan of an identical earlier build")
     p.add_argument("--skip-failed-formats", action="store_true", help="build the other formats if one fails")
     p.add_argument("--allow-parity-failure", action="store_true", help="write the bundle even if parity fails")
 
