@@ -26,15 +26,15 @@ def zoo():
 
 
 def _ctx(zoo, target="android-arm64", hardware=None, seed=0, data="same") -> BuildContext:
-    model, spec, dataset = zoo
+    _, spec, dataset = zoo
     tgt = load_target(target)
     return BuildContext(spec=spec, target=tgt, profile=load_profile(hardware or tgt.hardware),
                         data=dataset if data == "same" else data, seed=seed)
 
 
-def _key(zoo, model=None, ctx=None, budgets=Budgets(size_mb=10), fmt="tflite", search_time_s=600.0,
+def _key(zoo, model=None, ctx=None, budgets=None, fmt="tflite", search_time_s=600.0,
          max_epochs=None) -> str:
-    return plan_key(model if model is not None else zoo[0], ctx or _ctx(zoo), budgets, fmt, search_time_s,
+    return plan_key(model if model is not None else zoo[0], ctx or _ctx(zoo), budgets or Budgets(size_mb=10), fmt, search_time_s,
                     max_epochs)
 
 
@@ -102,7 +102,7 @@ def test_reapplying_the_kept_recipe_gives_the_model_the_planner_chose(zoo, tmp_p
     ctx = _ctx(zoo, data=None)  # data-free: the planner applies fp16 or BN-calibrated int8 without searching
     planner = Planner(model, ctx, Budgets(size_mb=0.08), "onnx", cache_dir=tmp_path)
     planner.search()
-    candidate, steps, evaluated = planner.next_choice()
+    candidate, _, evaluated = planner.next_choice()
     assert candidate.recipe, "the untouched model should miss the 0.08 MB budget"
     stored = plan_memo.StoredPlan(recipe=candidate.recipe, planner={}, planned_at="then")
     again, stages, export = stored.reapply(model, ctx, None)
