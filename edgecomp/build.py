@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgecomp import __version__
 from edgecomp.artifact_cache import ArtifactCache, array_digest, artifact_key, cache_enabled, package_versions
+from edgecomp.build_options import BuildOptions
 from edgecomp.bundle import (
     MANIFEST_NAME,
     SAMPLES_NAME,
@@ -46,38 +46,10 @@ from edgecomp.report.html import render_html
 from edgecomp.report.plot_memo import plot_memo_dir
 from edgecomp.targets import Budgets, Target, load_target
 from edgecomp.timings import Timings
-from edgecomp.zoo import cache_dir
+from edgecomp.zoo_cache import cache_dir
 
 logger = logging.getLogger(__name__)
 MAX_PARITY_SAMPLES = 512
-
-
-@dataclass
-class BuildOptions:
-    """Everything ``build`` can be told besides the model and the target (CLI flags map 1:1)."""
-
-    out: str | Path | None = None
-    recipe: str | list[RecipeStep] | None = None
-    input_shape: list[int] | None = None
-    weights: str | None = None
-    data: str | None = None  # --data: .npz, image folder or dataset factory (edgecomp.data.sources)
-    metric: str | None = None  # --metric: top1 (default), top5 or module:fn (edgecomp.metrics)
-    preprocess: object | None = None  # image-folder preprocessing (edgecomp.data.preprocess.Preprocess)
-    hardware: str | None = None
-    budgets: Budgets | None = None
-    formats: list[str] | None = None
-    threads: int | None = None
-    runs: int = 50  # the most host timing runs; fewer once the p50 is known within latency_tolerance
-    latency_tolerance: float = 0.02  # stop timing when the p50's 95 % CI half-width is within this fraction
-    warmup: int = 5
-    seed: int = 0
-    skip_failed_formats: bool = False
-    allow_parity_failure: bool = False
-    search_time_s: float = 600.0
-    max_finetune_epochs: int | None = None
-    reuse_plans: bool = True
-    force: bool = False  # replace an existing folder at ``out`` even if it is not a bundle
-    cache: bool = True  # reuse identical exports (and their parity and host timings) from the artifact cache
 
 
 def _parity_inputs(loaded: LoadedModel, seed: int) -> tuple[np.ndarray, np.ndarray | None, str]:

@@ -25,7 +25,7 @@ from edgecomp.records import BuildReport
 logger = logging.getLogger(__name__)
 MAX_ENTRIES = 256  # ~50 kB each; the oldest go first
 NO_PLOT = "-"  # stored for a plot function that returned None
-IGNORED_TOP = ("created", "phases", "build_seconds", "bundle")  # read by the page, never by a plot
+IGNORED_TOP = ("created", "phases", "build_seconds", "bundle", "reused_from")  # read by the page, never by a plot
 IGNORED_ARTIFACT = ("measured_at", "cached", "export_seconds", "latency")
 IGNORED_STAGE = ("seconds",)
 IGNORED_PLANNER = ("search_seconds", "reused_from", "notes")
