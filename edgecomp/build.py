@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecomp import __version__
+from edgecomp import __version__, build_reuse
 from edgecomp.artifact_cache import ArtifactCache, array_digest, artifact_key, cache_enabled, package_versions
 from edgecomp.build_options import BuildOptions
 from edgecomp.bundle import (
@@ -117,6 +117,11 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
     timings = Timings()
     with timings.phase("load"):
         loaded, tgt, profile, formats, budgets, steps, src = _load(model, target, opts)
+    with timings.phase("reuse:key"):  # a model files could not identify (a factory, --data): after loading
+        key = build_reuse.reuse_key(model, target, opts, loaded)
+    restored = build_reuse.restore(key, opts.out, opts.force, timings.phases()) if key else None
+    if restored is not None:
+        return restored
     spec, data = loaded.spec, loaded.data
     ctx = BuildContext(spec=spec, target=tgt, profile=profile, data=data, teacher=loaded.module,
                        seed=opts.seed, threads=opts.threads or 2)
@@ -131,8 +136,8 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
             final, stage_records, export_opts = apply_recipe(loaded.module, steps, ctx)
         _split_compress_phase(timings, stage_records)
         base.recipe, base.stages = [s.describe() for s in steps], stage_records
-        return _write_bundle(base, loaded, final, dataclasses.replace(ctx, export=export_opts), formats, opts, dest,
-                             timings=timings)
+        return _kept(key, _write_bundle(base, loaded, final, dataclasses.replace(ctx, export=export_opts), formats,
+                                        opts, dest, timings=timings))
 
     from edgecomp.plan.plan_memo import PlanMemo, plan_key
     from edgecomp.plan.planner import Planner
@@ -150,8 +155,8 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
             final, stages, export = _quietly(lambda: stored.reapply(loaded.module, ctx, opts.max_finetune_epochs))
         report = base.model_copy(deep=True)
         report.recipe, report.stages, report.planner = stored.recipe, stages, stored.report_record()
-        return _write_bundle(report, loaded, final, dataclasses.replace(ctx, export=export), formats, opts, dest,
-                             timings=timings)
+        return _kept(key, _write_bundle(report, loaded, final, dataclasses.replace(ctx, export=export), formats,
+                                        opts, dest, timings=timings))
     planner = Planner(loaded.module, ctx, budgets, formats[0], search_time_s=opts.search_time_s,
                       max_finetune_epochs=opts.max_finetune_epochs,
                       cache_dir=cache_dir() / "plans" if opts.reuse_plans else None)
@@ -176,11 +181,18 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
                                     planned=(planner, candidate), timings=timings)
             if memo is not None:
                 memo.store(written.recipe, written.planner)
-            return written
+            return _kept(key, written)
         except BudgetMissed as miss:
             logger.warning("  real numbers miss a budget: %s; trying the next candidate", miss.message)
             planner.reject_chosen(candidate, miss.message)
     raise planner.infeasible_error()
+
+
+def _kept(key: str | None, report: BuildReport) -> BuildReport:
+    """``report``, after keeping its bundle for an identical build (``edgecomp.build_reuse``) when ``key``."""
+    if key is not None:
+        build_reuse.keep(key, report)
+    return report
 
 
 def _split_compress_phase(timings: Timings, stages) -> None:

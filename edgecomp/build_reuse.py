@@ -37,8 +37,8 @@ from edgecomp.timings import Phase
 logger = logging.getLogger(__name__)
 KEY_VERSION = 1  # bump when the key or what is kept changes
 NOT_KEYED_ENV = ("EDGECOMP_CACHE_DIR", "EDGECOMP_ARTIFACT_CACHE_DIR", "EDGECOMP_CACHE_MAX_MB", "EDGECOMP_NO_CACHE")
-REUSED_TEXT = ("build reused: identical to the build of {date} (same model, target, options, edgecomp and "
-               "packages), so nothing was loaded, exported or measured again; --no-cache builds afresh")
+REUSED_TEXT = ("build reused: identical to the build of {date} (same model, data, target, options, edgecomp and "
+               "packages), so nothing was compressed, exported or measured again; --no-cache builds afresh")
 
 
 class _Miss(Exception):
@@ -102,14 +102,31 @@ def _options(opts: BuildOptions) -> dict[str, object]:
     return values
 
 
-def reuse_key(model: str | None, target: str, opts: BuildOptions) -> str | None:
-    """The key of a build that files identify completely, or None when it must run (see the module docstring)."""
+def loaded_identity(model: str | None, loaded, opts: BuildOptions) -> dict[str, object] | None:
+    """The model and data as loaded (weights and structure digest, spec, data fingerprint), or None when user
+    code beyond the model decides the result (a dataset factory, whose loss is code, or a metric function)."""
+    from edgecomp.artifact_cache import model_digest
+
+    if (opts.metric and ":" in opts.metric) or (opts.data and ":" in opts.data and not Path(opts.data).exists()):
+        return None
+    data = loaded.data
+    return {"ref": str(model), "source": loaded.source, "digest": model_digest(loaded.module),
+            "spec": loaded.spec.model_dump(mode="json"), "data": None if data is None else data.fingerprint(),
+            "metric": None if data is None or data.metric is None else data.metric.name}
+
+
+def reuse_key(model: str | None, target: str, opts: BuildOptions, loaded=None) -> str | None:
+    """The key of a build whose inputs are identified, or None when it must run (see the module docstring).
+
+    Without ``loaded``, files must identify the model (no torch is imported); with ``loaded`` (an
+    ``edgecomp.model.LoadedModel``), its weights, structure and data do, after loading.
+    """
     from edgecomp.profile.host_cpu import resolve_profile
     from edgecomp.targets import load_target, resolve_path
 
     if not (opts.cache and opts.reuse_plans and cache_enabled()):
         return None
-    identity = model_identity(model, opts)
+    identity = model_identity(model, opts) if loaded is None else loaded_identity(model, loaded, opts)
     if identity is None:
         return None
     try:
@@ -123,7 +140,7 @@ def reuse_key(model: str | None, target: str, opts: BuildOptions) -> str | None:
         "installed": installed_digest(), "machine": machine_identity(),
         "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("EDGECOMP_") and k not in NOT_KEYED_ENV},
     }
-    return "build-" + hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return ("build-" if loaded is None else "loaded-") + hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def keep(key: str, report: BuildReport) -> None:
@@ -132,17 +149,19 @@ def keep(key: str, report: BuildReport) -> None:
 
 
 def find(model: str | None, target: str, opts: BuildOptions) -> tuple[str | None, BuildReport | None]:
-    """The build's reuse key (None: it must run) and, when an identical build was kept, its restored report."""
+    """The build's reuse key from files (None: not identified so) and, when an identical build was kept, its
+    restored report; torch is not imported."""
     start = time.monotonic()
     key = reuse_key(model, target, opts)
     if key is None:
         return None, None
-    return key, restore(key, opts.out, opts.force, key_seconds=time.monotonic() - start)
+    return key, restore(key, opts.out, opts.force, [Phase(name="reuse:key", seconds=time.monotonic() - start)])
 
 
-def restore(key: str, out: str | Path | None, force: bool = False, key_seconds: float = 0.0) -> BuildReport | None:
+def restore(key: str, out: str | Path | None, force: bool = False, phases: list[Phase] | None = None
+            ) -> BuildReport | None:
     """Write the build kept under ``key`` to ``out`` (default: where the build would write it) and return its
-    report as this build's, or None (a miss). ``key_seconds``: time spent computing the key (a phase)."""
+    report as this build's, or None (a miss). ``phases``: this build's phases so far (loading, the key)."""
     from edgecomp.report.html import render_html
     from edgecomp.report.plot_memo import plot_memo_dir
     from edgecomp.zoo_cache import cache_dir
@@ -167,7 +186,7 @@ def restore(key: str, out: str | Path | None, force: bool = False, key_seconds: 
             for artifact in report.artifacts:
                 artifact.cached = artifact.cached or artifact.status == "ok"
             note = REUSED_TEXT.format(date=report.reused_from)
-            report.phases = [Phase(name="reuse:key", seconds=round(key_seconds, 3)),
+            report.phases = [*(Phase(name=p.name, seconds=round(p.seconds, 3)) for p in phases or []),
                              Phase(name="reuse:restore", seconds=round(time.monotonic() - start, 3))]
             report.build_seconds = round(sum(p.seconds for p in report.phases), 3)
             with plot_memo_dir(cache_dir() / "plots"):

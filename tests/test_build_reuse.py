@@ -12,6 +12,7 @@ from edgecomp.build_options import BuildOptions
 from edgecomp.bundle import sha256_of
 from edgecomp.records import ArtifactRecord, BuildReport, ModelRecord
 from edgecomp.targets import Budgets
+from edgecomp.timings import Phase
 
 
 @pytest.fixture
@@ -87,7 +88,7 @@ def _kept_build(tmp_path) -> tuple[str, BuildReport]:
 def test_a_kept_build_is_restored_whole_and_its_report_says_which_build_it_reuses(caches, tmp_path):
     key, first = _kept_build(tmp_path)
     out = tmp_path / "again"
-    report = build_reuse.restore(key, out, key_seconds=0.25)
+    report = build_reuse.restore(key, out, phases=[Phase(name="reuse:key", seconds=0.25)])
     assert report is not None and report.bundle == str(out)
     assert sha256_of(out / "model.onnx") == sha256_of(tmp_path / "first" / "model.onnx")
     assert report.reused_from == first.created and report.created != first.created
@@ -106,3 +107,25 @@ def test_a_corrupted_kept_build_is_a_miss_that_leaves_nothing_behind(caches, tmp
     assert build_reuse.restore(key, tmp_path / "again") is None
     assert not (tmp_path / "again").exists()
     assert not (tmp_path / "artifacts" / key).exists()  # discarded: the next build runs and keeps a good one
+
+
+def test_a_factory_model_is_reused_after_loading_and_a_changed_weight_builds_again(tmp_path, monkeypatch):
+    from edgecomp.build import build
+
+    monkeypatch.delenv("EDGECOMP_NO_CACHE", raising=False)
+    monkeypatch.setenv("EDGECOMP_ARTIFACT_CACHE_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("EDGECOMP_CACHE_DIR", str(tmp_path / "cache"))
+    factory = tmp_path / "net.py"
+    factory.write_text("import torch\n\ndef net():\n    torch.manual_seed(0)\n"
+                       "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))\n")
+    opts = lambda name: BuildOptions(out=tmp_path / name, recipe="", formats=["onnx"], runs=2, warmup=1,
+                                     input_shape=[1, 16])
+    first = build(f"{factory}:net", "android-arm64", opts("first"))
+    assert first.reused_from is None
+    again = build(f"{factory}:net", "android-arm64", opts("again"))
+    assert again.reused_from == first.created
+    assert [p.name for p in again.phases] == ["load", "reuse:key", "reuse:restore"]
+    assert (tmp_path / "again" / "model.onnx").read_bytes() == (tmp_path / "first" / "model.onnx").read_bytes()
+    factory.write_text(factory.read_text().replace("manual_seed(0)", "manual_seed(1)"))
+    changed = build(f"{factory}:net", "android-arm64", opts("changed"))
+    assert changed.reused_from is None and "export:onnx" in [p.name for p in changed.phases]
