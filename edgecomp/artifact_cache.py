@@ -11,6 +11,9 @@ The cache lives in ``<user cache dir>/artifacts`` (``$EDGECOMP_ARTIFACT_CACHE_DI
 when ``$EDGECOMP_NO_CACHE`` is set (as with ``--no-cache``). Entries are written into a private temporary
 folder and renamed into place, so a reader sees a whole entry or none, and concurrent builds writing the
 same key leave one entry. A restored file is checked against its SHA-256 before it is used.
+
+Folder entries (``store_folder`` / ``restore_folder``) keep a whole bundle the same way, for an identical
+build reused whole (``edgecomp.build_reuse``); they share the size cap and the eviction order.
 """
 
 from __future__ import annotations
