@@ -116,12 +116,14 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
     opts = options or BuildOptions()
     timings = Timings()
     with timings.phase("load"):
-        loaded, tgt, profile, formats, budgets, steps, src = _load(model, target, opts)
+        loaded, tgt, profile, formats, budgets, steps = _load(model, target, opts)
     with timings.phase("reuse:key"):  # a model files could not identify (a factory, --data): after loading
         key = build_reuse.reuse_key(model, target, opts, loaded)
     restored = build_reuse.restore(key, opts.out, opts.force, timings.phases()) if key else None
     if restored is not None:
         return restored
+    with timings.phase("load"):  # (one phase with the loading above)
+        src = _source_record(loaded)
     spec, data = loaded.spec, loaded.data
     ctx = BuildContext(spec=spec, target=tgt, profile=profile, data=data, teacher=loaded.module,
                        seed=opts.seed, threads=opts.threads or 2)
@@ -206,7 +208,7 @@ def _split_compress_phase(timings: Timings, stages) -> None:
 
 
 def _load(model: str | None, target: str, opts: BuildOptions):
-    """Target, hardware profile, formats, budgets, recipe steps, the loaded model and its record."""
+    """Target, hardware profile, formats, budgets, recipe steps and the loaded model (with its data)."""
     tgt: Target = load_target(target)
     profile = resolve_profile(opts.hardware or tgt.hardware)  # a host profile is made this machine
     formats = opts.formats or list(tgt.formats)
@@ -231,6 +233,14 @@ def _load(model: str | None, target: str, opts: BuildOptions):
             loaded.data.metric = load_metric(opts.metric)
         check_data_fits(loaded.module, loaded.spec, loaded.data)
         loaded.spec = spec_with_data(loaded.spec, loaded.data)
+    if loaded.data is not None:
+        for note in loaded.data.notes:
+            logger.warning("  data: %s", note)
+    return loaded, tgt, profile, formats, budgets, steps
+
+
+def _source_record(loaded: LoadedModel) -> ModelRecord:
+    """The source model measured: parameters, MACs and (with data) the metric on the test split."""
     spec, data = loaded.spec, loaded.data
     src = ModelRecord(
         name=spec.name, source=loaded.source, params=count_params(loaded.module),
@@ -240,13 +250,10 @@ def _load(model: str | None, target: str, opts: BuildOptions):
         data=_describe_data(data) if data is not None else None,
         accuracy_note=ACCURACY_NOT_MEASURED if data is None else None,
     )
-    if data is not None:
-        for note in data.notes:
-            logger.warning("  data: %s", note)
     logger.info("  %s: %d params, %d MACs, %s", spec.name, src.params, src.macs,
                 f"{ACCURACY_NOT_MEASURED} (no --data)" if src.accuracy is None
                 else f"{data.metric.name} {src.accuracy:.2f}{data.metric.unit} on the test split")
-    return loaded, tgt, profile, formats, budgets, steps, src
+    return src
 
 
 def _write_bundle(report: BuildReport, loaded: LoadedModel, final, ctx: BuildContext, formats: list[str],
