@@ -11,6 +11,9 @@ The cache lives in ``<user cache dir>/artifacts`` (``$EDGECOMP_ARTIFACT_CACHE_DI
 when ``$EDGECOMP_NO_CACHE`` is set (as with ``--no-cache``). Entries are written into a private temporary
 folder and renamed into place, so a reader sees a whole entry or none, and concurrent builds writing the
 same key leave one entry. A restored file is checked against its SHA-256 before it is used.
+
+Folder entries (``store_folder`` / ``restore_folder``) keep a whole bundle the same way, for an identical
+build reused whole (``edgecomp.build_reuse``); they share the size cap and the eviction order.
 """
 
 from __future__ import annotations
@@ -24,16 +27,18 @@ import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from edgecomp.bundle import FileEntry, now_iso, sha256_of, size_of
 from edgecomp.records import ArtifactRecord
 
+if TYPE_CHECKING:
+    import numpy as np
+
 logger = logging.getLogger(__name__)
 KEY_VERSION = 1  # bump when the key or the entry layout changes
 ENTRY_NAME = "entry.json"
+FILES_DIR = "files"  # where a folder entry keeps its copy
 DEFAULT_MAX_MB = 2048.0
 STALE_TEMP_S = 3600.0  # a temporary folder older than this was left by a killed build
 
@@ -48,7 +53,7 @@ def default_root() -> Path:
     override = os.environ.get("EDGECOMP_ARTIFACT_CACHE_DIR")
     if override:
         return Path(override)
-    from edgecomp.zoo import cache_dir
+    from edgecomp.zoo_cache import cache_dir
 
     return cache_dir() / "artifacts"
 
@@ -93,6 +98,8 @@ def model_digest(model) -> str:
 
 def array_digest(*arrays: np.ndarray | None) -> str:
     """SHA-256 of arrays' dtypes, shapes and bytes (None counts as an absent array)."""
+    import numpy as np
+
     digest = hashlib.sha256()
     for a in arrays:
         if a is None:
@@ -190,6 +197,65 @@ class ArtifactCache:
             return
         self.evict()
 
+    def store_folder(self, key: str, folder: Path, meta: dict[str, Any]) -> None:
+        """Add a copy of ``folder`` (regular files only) with ``meta`` under ``key``, atomically, like ``store``."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = self.root / f".tmp-{secrets.token_hex(8)}"
+            tmp.mkdir()
+        except OSError as exc:
+            logger.warning("  artifact cache %s is not writable (%s); not caching", self.root, exc.strerror)
+            return
+        try:
+            shutil.copytree(folder, tmp / FILES_DIR, symlinks=True, ignore=_links)
+            files = {str(p.relative_to(tmp / FILES_DIR)): sha256_of(p)
+                     for p in sorted((tmp / FILES_DIR).rglob("*")) if p.is_file()}
+            entry = {"key_version": KEY_VERSION, "stored_at": now_iso(), "kind": "folder", "files": files,
+                     "meta": meta}
+            (tmp / ENTRY_NAME).write_text(json.dumps(entry, indent=1, default=str))
+            os.rename(tmp, self.root / key)
+        except OSError as exc:
+            logger.debug("artifact cache: folder %s not stored (%s)", key[:12], exc)
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        self.evict()
+
+    def folder_meta(self, key: str) -> dict[str, Any] | None:
+        """The ``meta`` (plus ``stored_at``) of folder entry ``key`` without copying anything, or None."""
+        try:
+            entry = json.loads((self.root / key / ENTRY_NAME).read_text())
+            if entry.get("kind") != "folder" or entry.get("key_version") != KEY_VERSION:
+                return None
+            return {**dict(entry["meta"]), "stored_at": entry.get("stored_at")}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def restore_folder(self, key: str, dest: Path) -> dict[str, Any] | None:
+        """Copy the files of folder entry ``key`` into ``dest``; its ``meta`` (plus ``stored_at``), or None.
+
+        Every file is checked against its SHA-256; a missing, unreadable or corrupt entry is a miss (a corrupt
+        one is discarded), and what was copied is left for the caller to remove with ``dest``.
+        """
+        entry_dir = self.root / key
+        try:
+            if entry_dir.is_symlink() or not entry_dir.is_dir():
+                return None
+            entry = json.loads((entry_dir / ENTRY_NAME).read_text())
+            if entry.get("kind") != "folder" or entry.get("key_version") != KEY_VERSION:
+                return None
+            files, meta = dict(entry["files"]), dict(entry["meta"])
+            shutil.copytree(entry_dir / FILES_DIR, dest, symlinks=True, ignore=_links, dirs_exist_ok=True)
+            os.utime(entry_dir)  # least recently used goes first
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.debug("artifact cache: no usable folder entry %s (%s)", key[:12], exc)
+            return None
+        copied = {str(p.relative_to(dest)): p for p in dest.rglob("*") if p.is_file()}
+        if set(copied) != set(files) or any(sha256_of(copied[name]) != sha for name, sha in files.items()):
+            logger.warning("  artifact cache entry %s is corrupt; discarding it and building again", key[:12])
+            self._discard(entry_dir)
+            return None
+        return {**meta, "stored_at": entry.get("stored_at")}
+
     def entries(self) -> list[Path]:
         """The complete entries (not temporary folders), oldest use first."""
         if not self.root.is_dir():
@@ -247,6 +313,11 @@ class ArtifactCache:
         except OSError:
             return
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def _links(folder: str, names: list[str]) -> list[str]:
+    """``copytree`` ignore rule: leave out symbolic links (a cache entry holds regular files only)."""
+    return [n for n in names if os.path.islink(os.path.join(folder, n))]
 
 
 def _size(path: Path) -> int:

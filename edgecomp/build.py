@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgecomp import __version__
+from edgecomp import __version__, build_reuse
 from edgecomp.artifact_cache import ArtifactCache, array_digest, artifact_key, cache_enabled, package_versions
+from edgecomp.build_options import BuildOptions
 from edgecomp.bundle import (
     MANIFEST_NAME,
     SAMPLES_NAME,
@@ -43,39 +43,13 @@ from edgecomp.profile.host_cpu import resolve_profile
 from edgecomp.quiet import captured_output
 from edgecomp.records import ACCURACY_NOT_MEASURED, ArtifactRecord, BuildReport, Latency, ModelRecord
 from edgecomp.report.html import render_html
+from edgecomp.report.plot_memo import plot_memo_dir
 from edgecomp.targets import Budgets, Target, load_target
 from edgecomp.timings import Timings
+from edgecomp.zoo_cache import cache_dir
 
 logger = logging.getLogger(__name__)
 MAX_PARITY_SAMPLES = 512
-
-
-@dataclass
-class BuildOptions:
-    """Everything ``build`` can be told besides the model and the target (CLI flags map 1:1)."""
-
-    out: str | Path | None = None
-    recipe: str | list[RecipeStep] | None = None
-    input_shape: list[int] | None = None
-    weights: str | None = None
-    data: str | None = None  # --data: .npz, image folder or dataset factory (edgecomp.data.sources)
-    metric: str | None = None  # --metric: top1 (default), top5 or module:fn (edgecomp.metrics)
-    preprocess: object | None = None  # image-folder preprocessing (edgecomp.data.preprocess.Preprocess)
-    hardware: str | None = None
-    budgets: Budgets | None = None
-    formats: list[str] | None = None
-    threads: int | None = None
-    runs: int = 50  # the most host timing runs; fewer once the p50 is known within latency_tolerance
-    latency_tolerance: float = 0.02  # stop timing when the p50's 95 % CI half-width is within this fraction
-    warmup: int = 5
-    seed: int = 0
-    skip_failed_formats: bool = False
-    allow_parity_failure: bool = False
-    search_time_s: float = 600.0
-    max_finetune_epochs: int | None = None
-    reuse_plans: bool = True
-    force: bool = False  # replace an existing folder at ``out`` even if it is not a bundle
-    cache: bool = True  # reuse identical exports (and their parity and host timings) from the artifact cache
 
 
 def _parity_inputs(loaded: LoadedModel, seed: int) -> tuple[np.ndarray, np.ndarray | None, str]:
@@ -142,7 +116,14 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
     opts = options or BuildOptions()
     timings = Timings()
     with timings.phase("load"):
-        loaded, tgt, profile, formats, budgets, steps, src = _load(model, target, opts)
+        loaded, tgt, profile, formats, budgets, steps = _load(model, target, opts)
+    with timings.phase("reuse:key"):  # a model files could not identify (a factory, --data): after loading
+        key = build_reuse.reuse_key(model, target, opts, loaded)
+    restored = build_reuse.restore(key, opts.out, opts.force, timings.phases()) if key else None
+    if restored is not None:
+        return restored
+    with timings.phase("load"):  # (one phase with the loading above)
+        src = _source_record(loaded)
     spec, data = loaded.spec, loaded.data
     ctx = BuildContext(spec=spec, target=tgt, profile=profile, data=data, teacher=loaded.module,
                        seed=opts.seed, threads=opts.threads or 2)
@@ -157,12 +138,27 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
             final, stage_records, export_opts = apply_recipe(loaded.module, steps, ctx)
         _split_compress_phase(timings, stage_records)
         base.recipe, base.stages = [s.describe() for s in steps], stage_records
-        return _write_bundle(base, loaded, final, dataclasses.replace(ctx, export=export_opts), formats, opts, dest,
-                             timings=timings)
+        return _kept(key, _write_bundle(base, loaded, final, dataclasses.replace(ctx, export=export_opts), formats,
+                                        opts, dest, timings=timings))
 
+    from edgecomp.plan.plan_memo import PlanMemo, plan_key
     from edgecomp.plan.planner import Planner
-    from edgecomp.zoo import cache_dir
 
+    memo = stored = None
+    if opts.reuse_plans and cache_enabled(opts.cache):  # --fresh-search, --no-cache and $EDGECOMP_NO_CACHE search
+        with timings.phase("plan:memo"):
+            memo = PlanMemo(cache_dir() / "plans", plan_key(loaded.module, ctx, budgets, formats[0],
+                                                            opts.search_time_s, opts.max_finetune_epochs))
+            stored = memo.load()
+    if stored is not None:
+        logger.info("[plan] reusing the plan of %s (identical inputs): %s", stored.planned_at,
+                    " -> ".join(stored.recipe) or "fp32 (untouched)")
+        with timings.phase("plan:reuse"):
+            final, stages, export = _quietly(lambda: stored.reapply(loaded.module, ctx, opts.max_finetune_epochs))
+        report = base.model_copy(deep=True)
+        report.recipe, report.stages, report.planner = stored.recipe, stages, stored.report_record()
+        return _kept(key, _write_bundle(report, loaded, final, dataclasses.replace(ctx, export=export), formats,
+                                        opts, dest, timings=timings))
     planner = Planner(loaded.module, ctx, budgets, formats[0], search_time_s=opts.search_time_s,
                       max_finetune_epochs=opts.max_finetune_epochs,
                       cache_dir=cache_dir() / "plans" if opts.reuse_plans else None)
@@ -182,13 +178,23 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
         report.planner = {"candidates": planner.candidates, "notes": planner.notes,
                           "search_seconds": search_seconds}
         try:
-            return _write_bundle(report, loaded, evaluated.model,
-                                 dataclasses.replace(ctx, export=evaluated.export), formats, opts, dest,
-                                 planned=(planner, candidate), timings=timings)
+            written = _write_bundle(report, loaded, evaluated.model,
+                                    dataclasses.replace(ctx, export=evaluated.export), formats, opts, dest,
+                                    planned=(planner, candidate), timings=timings)
+            if memo is not None:
+                memo.store(written.recipe, written.planner)
+            return _kept(key, written)
         except BudgetMissed as miss:
             logger.warning("  real numbers miss a budget: %s; trying the next candidate", miss.message)
             planner.reject_chosen(candidate, miss.message)
     raise planner.infeasible_error()
+
+
+def _kept(key: str | None, report: BuildReport) -> BuildReport:
+    """``report``, after keeping its bundle for an identical build (``edgecomp.build_reuse``) when ``key``."""
+    if key is not None:
+        build_reuse.keep(key, report)
+    return report
 
 
 def _split_compress_phase(timings: Timings, stages) -> None:
@@ -202,7 +208,7 @@ def _split_compress_phase(timings: Timings, stages) -> None:
 
 
 def _load(model: str | None, target: str, opts: BuildOptions):
-    """Target, hardware profile, formats, budgets, recipe steps, the loaded model and its record."""
+    """Target, hardware profile, formats, budgets, recipe steps and the loaded model (with its data)."""
     tgt: Target = load_target(target)
     profile = resolve_profile(opts.hardware or tgt.hardware)  # a host profile is made this machine
     formats = opts.formats or list(tgt.formats)
@@ -227,6 +233,14 @@ def _load(model: str | None, target: str, opts: BuildOptions):
             loaded.data.metric = load_metric(opts.metric)
         check_data_fits(loaded.module, loaded.spec, loaded.data)
         loaded.spec = spec_with_data(loaded.spec, loaded.data)
+    if loaded.data is not None:
+        for note in loaded.data.notes:
+            logger.warning("  data: %s", note)
+    return loaded, tgt, profile, formats, budgets, steps
+
+
+def _source_record(loaded: LoadedModel) -> ModelRecord:
+    """The source model measured: parameters, MACs and (with data) the metric on the test split."""
     spec, data = loaded.spec, loaded.data
     src = ModelRecord(
         name=spec.name, source=loaded.source, params=count_params(loaded.module),
@@ -236,13 +250,10 @@ def _load(model: str | None, target: str, opts: BuildOptions):
         data=_describe_data(data) if data is not None else None,
         accuracy_note=ACCURACY_NOT_MEASURED if data is None else None,
     )
-    if data is not None:
-        for note in data.notes:
-            logger.warning("  data: %s", note)
     logger.info("  %s: %d params, %d MACs, %s", spec.name, src.params, src.macs,
                 f"{ACCURACY_NOT_MEASURED} (no --data)" if src.accuracy is None
                 else f"{data.metric.name} {src.accuracy:.2f}{data.metric.unit} on the test split")
-    return loaded, tgt, profile, formats, budgets, steps, src
+    return src
 
 
 def _write_bundle(report: BuildReport, loaded: LoadedModel, final, ctx: BuildContext, formats: list[str],
@@ -302,7 +313,8 @@ def _write_bundle(report: BuildReport, loaded: LoadedModel, final, ctx: BuildCon
             write_json(folder / MANIFEST_NAME, manifest)
             report.bundle = str(dest)
             report.phases, report.build_seconds = timings.phases(), round(timings.elapsed(), 3)
-            page = render_html(report)  # phases up to here; report.json: the whole bundle phase
+            with plot_memo_dir(cache_dir() / "plots" if cache is not None else None):
+                page = render_html(report)  # phases up to here; report.json: the whole bundle phase
         report.phases, report.build_seconds = timings.phases(), round(timings.elapsed(), 3)
         write_json(folder / "report.json", report)
         (folder / "report.html").write_text(page)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from edgecomp.data import Dataset
 from edgecomp.errors import ModelLoadError
@@ -203,9 +205,38 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, input_shape: list[int]) -> int:
-    """Multiply-accumulates of one forward pass (conv, matmul), counted by torch's FLOP counter."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    """Multiply-accumulates of one forward pass (conv, matmul), counted with torch's FLOP formulas."""
+    counter = _MacCounter()
+    with torch.no_grad(), counter:
         model.eval()(torch.zeros(input_shape))
-    return counter.get_total_flops() // 2
+    return counter.flops // 2
+
+
+class _MacCounter(TorchDispatchMode):
+    """Sums ``torch.utils.flop_counter``'s formulas over the ATen ops of a forward pass.
+
+    What ``FlopCounterMode`` counts, without its module tracking and without torch._dynamo: torch wraps a
+    dispatch mode's ``__torch_dispatch__`` in ``torch._disable_dynamo``, whose first call imports dynamo
+    (seconds, for a count that takes milliseconds); nothing here is compiled, so the mode opts out.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is None and func is not torch.ops.prim.device.default:
+            with self:  # count what a composite op decomposes into, as FlopCounterMode does
+                out = func.decompose(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        out = func(*args, **kwargs)
+        if formula is not None:
+            self.flops += int(formula(*args, **kwargs, out_val=out))
+        return out

@@ -169,3 +169,5 @@ class BuildReport(BaseModel):
     bundle: str = Field("", description="Folder the bundle was written to.")
     phases: list[Phase] = Field(default_factory=list, description="Wall time of each phase of the build, in order.")
     build_seconds: float | None = Field(None, description="Wall time of the whole build up to writing this report.")
+    reused_from: str | None = Field(None, description="When the identical build whose bundle this reuses ran (UTC, "
+                                                      "ISO 8601); None for a build that ran (edgecomp.build_reuse).")

@@ -12,7 +12,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -21,17 +20,16 @@ from edgecomp import data as data_mod
 from edgecomp.finetune import FinetuneConfig, finetune
 from edgecomp.metrics import evaluate
 from edgecomp.spec import ModelSpec, Normalization
+from edgecomp.zoo_cache import (  # noqa: F401 -- ZOO_VERSION and cache_dir: edgecomp.zoo's names since before
+    DEFAULT_MODEL,
+    ZOO_NAMES,
+    ZOO_VERSION,
+    cache_dir,
+    zoo_weights_path,
+)
 
 logger = logging.getLogger(__name__)
-ZOO_VERSION = 1
 DIGIT_LABELS = [str(i) for i in range(10)]
-
-
-def cache_dir() -> Path:
-    """Folder for cached weights: $EDGECOMP_CACHE_DIR, else the platform's user cache dir."""
-    from platformdirs import user_cache_dir
-
-    return Path(os.environ.get("EDGECOMP_CACHE_DIR") or user_cache_dir("edgecomp"))
 
 
 def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
@@ -127,14 +125,14 @@ ZOO: dict[str, tuple[Callable[[], nn.Module], FinetuneConfig]] = {
     "vgg_digits": (VGGDigits, FinetuneConfig(epochs=30, lr=1e-3, patience=8)),
     "mobile_digits": (MobileDigits, FinetuneConfig(epochs=40, lr=3e-3, patience=10)),
 }
-DEFAULT_MODEL = "digits_cnn"
+assert tuple(ZOO) == ZOO_NAMES, "zoo_cache.ZOO_NAMES lists the built-in models (a build that reuses all reads it)"
 
 
 def load_zoo_model(name: str = DEFAULT_MODEL) -> tuple[nn.Module, ModelSpec, data_mod.Dataset]:
     """Return a trained zoo model (training and caching it on first use), its spec and its data."""
     factory, cfg = ZOO[name]
     dataset = data_mod.digits()
-    path = cache_dir() / "zoo" / f"{name}-v{ZOO_VERSION}.pt"
+    path = zoo_weights_path(name)
     torch.manual_seed(0)
     model = factory()
     if path.is_file():

@@ -43,3 +43,14 @@ def test_an_onnx_only_build_never_imports_the_tflite_or_coreml_converters(tmp_pa
             "runs=1, warmup=1, cache=False))")
     loaded = _loaded_after(code, (*CONVERTERS, "onnxruntime"), cwd=tmp_path)
     assert loaded == ["onnxruntime"]  # the format's own runtime ran (parity), nothing else was imported
+
+
+def test_an_identical_rebuild_imports_neither_torch_nor_any_converter_or_runtime(tmp_path):
+    env = {"EDGECOMP_ARTIFACT_CACHE_DIR": str(tmp_path / "artifacts"), "EDGECOMP_NO_CACHE": ""}
+    build = ("import os\nos.environ.update(" + repr(env) + ")\nos.environ.pop('EDGECOMP_NO_CACHE')\n"
+             "from edgecomp.cli import main\n"
+             f"assert main(['build', '--recipe', '', '--formats', 'onnx', '--runs', '2', '--out', "
+             f"{str(tmp_path / 'b')!r}, '--force']) == 0")
+    assert "torch" in _loaded_after(build, ("torch",), cwd=tmp_path)  # the first build runs
+    assert _loaded_after(build, ("torch", *CONVERTERS, *RUNTIMES, "matplotlib"), cwd=tmp_path) == []
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["reused_from"]

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("targets", ("edgecomp.targets",)),
     ("data-model", ("edgecomp.data", "edgecomp.metrics", "edgecomp.finetune", "edgecomp.model", "edgecomp.model_files",
                     "edgecomp.model_sandbox", "edgecomp.model_vetting", "edgecomp.zoo", "edgecomp.bundle",
-                    "edgecomp.schema", "edgecomp.artifact_cache")),
+                    "edgecomp.schema", "edgecomp.artifact_cache", "edgecomp.zoo_cache")),
     ("compress", ("edgecomp.compress",)),
     ("export", ("edgecomp.export",)),
     ("profile", ("edgecomp.profile",)),
@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("verify", ("edgecomp.verify",)),
     ("plan", ("edgecomp.plan",)),
     ("report", ("edgecomp.report",)),
-    ("build", ("edgecomp.build",)),
+    ("build", ("edgecomp.build", "edgecomp.build_options", "edgecomp.build_reuse")),
     ("cli", ("edgecomp.cli", "edgecomp.commands", "edgecomp.__main__")),
 ]
 

@@ -120,23 +120,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="re-evaluate every candidate instead of reusing cached planner results")
     p.add_argument("--no-cache", action="store_true",
                    help="export and measure every format again instead of reusing identical earlier exports "
-                        "from the artifact cache (<user cache dir>/edgecomp/artifacts)")
+                        "from the artifact cache (<user cache dir>/edgecomp/artifacts), and search again instead "
+                        "of reusing the plan of an identical earlier build")
     p.add_argument("--skip-failed-formats", action="store_true", help="build the other formats if one fails")
     p.add_argument("--allow-parity-failure", action="store_true", help="write the bundle even if parity fails")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the build and print the closing table."""
-    from edgecomp.build import BuildOptions, build
+    """Run the build (or reuse an identical one, without importing torch) and print the closing table."""
+    from edgecomp import build_reuse
+    from edgecomp.build_options import BuildOptions
     from edgecomp.report.console import console_table, explain_plan
     from edgecomp.targets import Budgets
     from edgecomp.timings import phase_table
 
     if args.threads is not None and args.threads < 1:
         raise ConfigError("--threads must be at least 1", "pass --threads 1 or more")
-    from edgecomp.data.preprocess import make_preprocess
+    preprocess = None
+    pre_flags = {k: getattr(args, f"pre_{k}") for k in PREPROCESS_FLAGS}
+    if args.preprocess or any(v is not None for v in pre_flags.values()):
+        from edgecomp.data.preprocess import make_preprocess  # imports torch (edgecomp.data)
 
-    preprocess = make_preprocess(args.preprocess, **{k: getattr(args, f"pre_{k}") for k in PREPROCESS_FLAGS})
+        preprocess = make_preprocess(args.preprocess, **pre_flags)
     opts = BuildOptions(
         out=args.out, recipe=args.recipe, input_shape=args.input_shape, weights=args.weights, data=args.data,
         metric=args.metric, preprocess=preprocess,
@@ -151,13 +156,21 @@ def run(args: argparse.Namespace) -> int:
     if args.recipe is not None and any(v is not None for v in (args.max_size, args.max_latency,
                                                                args.max_accuracy_drop)):
         print("note: with --recipe the planner does not run; budgets are reported, not enforced")
-    report = build(args.model, args.target, opts)
+    key, report = build_reuse.find(args.model, args.target, opts)
+    if report is None:
+        from edgecomp.build import build
+
+        report = build(args.model, args.target, opts)
+        if key:
+            build_reuse.keep(key, report)
     print()
     if report.planner:
         print(explain_plan(report))
         print()
     print(console_table(report))
     print()
+    if report.reused_from:
+        print(build_reuse.REUSED_TEXT.format(date=report.reused_from))
     print(phase_table(report.phases, report.build_seconds))
     print(f"\nbundle: {report.bundle}  (report.json, report.html, edgecomp.json)")
     return 0

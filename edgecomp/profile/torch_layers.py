@@ -89,6 +89,10 @@ def _functional_ops(layers: list[LayerCost], elem: int) -> Any:
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class FunctionalOps(TorchDispatchMode):
+        @classmethod
+        def _should_skip_dynamo(cls) -> bool:  # else its first call imports torch._dynamo (seconds)
+            return False
+
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
             name = func.overloadpacket.__name__.rstrip("_")

@@ -10,6 +10,7 @@ import io
 
 from edgecomp.records import BuildReport
 from edgecomp.report.console import plan_candidates
+from edgecomp.report.plot_memo import memoized
 
 
 def _metric_title(report: BuildReport) -> str:
@@ -24,6 +25,7 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+@memoized
 def stage_plot(report: BuildReport) -> str:
     """Base64 PNG: params, MACs, bytes and accuracy after each stage (source model first).
 
@@ -80,6 +82,7 @@ def _budget_line(ax, value: float | None, data_max: float, horizontal: bool, lab
         ax.axvline(value, **style, label=f"{label} {value:g}")
 
 
+@memoized
 def planner_plot(report: BuildReport) -> str | None:
     """Base64 PNG: candidates on size-latency and size-accuracy planes, with each plane's Pareto front
     (step line), the members of the three-objective front (ringed) and the budget lines."""
@@ -131,6 +134,7 @@ def planner_plot(report: BuildReport) -> str | None:
     return data
 
 
+@memoized
 def quant_error_plot(report: BuildReport) -> str | None:
     """Base64 PNG: SQNR (dB) of every int8 activation in graph order, fake-quant and .tflite; None if no int8 stage.
 
