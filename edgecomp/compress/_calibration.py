@@ -100,7 +100,14 @@ def compute_range(samples: np.ndarray, method: str, percentile: float = 99.99,
 
 
 def affine_qparams(lo: float, hi: float, eps: float = 2**-12) -> tuple[float, int]:
-    """Scale and zero point of per-tensor affine int8 covering ``[lo, hi]`` (which contains 0)."""
+    """Scale and zero point of per-tensor affine int8 covering ``[lo, hi]`` widened to contain 0.
+
+    The grid must contain 0 (exact zero padding, ReLU outputs) and its zero point must lie in
+    [-128, 127]: a range that excludes 0, such as a constant operand (``x + 3``: min = max = 3) or a
+    gate in [0.2, 1], would otherwise get the zero point clamped and the grid shifted off the values
+    (3.0 came out as 0.062, which collapsed hard-sigmoid gates).
+    """
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
     scale = max((hi - lo) / (QMAX - QMIN), eps)
     zero = round(QMIN - lo / scale)
     return scale, int(min(max(zero, QMIN), QMAX))
