@@ -226,6 +226,7 @@ class QuantizeInt8(Stage):
     search_rank = 10
     search_appends = True
     needs_data = False  # calibrates on inputs synthesised from batch-norm statistics without data
+    accuracy_budget_setting = "max_drop"  # the planner also tries max_drop=<the target's accuracy budget>
 
     @classmethod
     def search_space(cls) -> list[SearchRecipe]:
@@ -298,14 +299,16 @@ class QuantizeInt8(Stage):
             return ptq(model, replace(settings, skip=tuple(names)), calib, ctx.spec.input_shape, ctx.seed,
                        cfg.rounding == "stochastic")
 
+        def latency(name: str) -> float | None:
+            return sel.latency_cost(model, name, ctx.spec.input_shape, ctx.profile, ctx.target.threads)
+
         order = sensitivity_order(errors or [])
         quantized, done = sel.revert_until(model, order, skip, float_acc, cfg.max_drop, quantize,
-                                           lambda m: _val_accuracy(m, ctx), ptq_acc)
+                                           lambda m: _val_accuracy(m, ctx), ptq_acc, latency)
         reverted = [r["layer"] for r in done.layers]
         metrics.update(reverted_layers=done.layers, val_accuracy_reverted=done.metric)
         notes.append(f"int8 lost {float_acc - ptq_acc:.2f} points (max_drop {cfg.max_drop}): kept float, most "
-                     "sensitive first: " + ", ".join(f"{r['layer']} (+{r['weight_bytes_added']} B)"
-                                                     for r in done.layers)
+                     "sensitive first: " + ", ".join(sel.cost_text(r, ctx.profile.name) for r in done.layers)
                      + f" -> drop {float_acc - done.metric:.2f}")
         return quantized, skip + reverted
 
