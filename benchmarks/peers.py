@@ -4,7 +4,8 @@ Models (trained here on scikit-learn's digits upscaled to 3x32x32, 900 train / 2
 MobileNetV2-style and ResNet-18-style (``benchmarks/real_data_models.py``) and a MobileNetV3-style network
 with hard-swish and squeeze-excite (below). Quantizers, each through its own API:
 
-- edgecomp ``quantize.int8`` (default; ``equalize + bias_correction``; ``max_drop`` reverting layers) -> .tflite
+- edgecomp ``quantize.int8`` (default; ``equalize + bias_correction``; ``max_drop`` reverting layers;
+  ``adaround``) -> .tflite
   (and the default -> ONNX QDQ for the onnxruntime rows);
 - litert-torch's own PT2E flow (``PT2EQuantizer`` + ``get_symmetric_quantization_config(is_per_channel=True)``);
 - ai-edge-quantizer's static int8 recipe (``static_wi8_ai8``) on the fp32 .tflite;
@@ -343,12 +344,13 @@ def run_model(name: str, data: Dataset, epochs: int, folder: Path, use_nncf: boo
     add("fp32", lambda p: export_tflite_file(model, ExportOptions(dtype="fp32"), p), "LiteRT")
     fp32_tfl.write_bytes((folder / f"{name}-0.tflite").read_bytes())
     variants = [("edgecomp int8 (default)", ""), ("edgecomp int8 +CLE+BC", "equalize=True, bias_correction=True"),
-                ("edgecomp int8 max_drop=0.3", "max_drop=0.3")]
+                ("edgecomp int8 max_drop=0.3", "max_drop=0.3"), ("edgecomp int8 +AdaRound", "adaround=True")]
     if name == "mobilenetv2":
         variants += [("edgecomp int8 per-tensor", "weights='per-tensor'"),
                      ("edgecomp per-tensor +CLE+BC", "weights='per-tensor', equalize=True, bias_correction=True"),
                      ("edgecomp per-tensor +CLE+BC max_drop=0.3",
-                      "weights='per-tensor', equalize=True, bias_correction=True, max_drop=0.3")]
+                      "weights='per-tensor', equalize=True, bias_correction=True, max_drop=0.3"),
+                     ("edgecomp per-tensor +CLE+AdaRound", "weights='per-tensor', equalize=True, adaround=True")]
     default_result = None
     for tool, settings in variants:
         try:
