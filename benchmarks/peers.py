@@ -424,7 +424,9 @@ def main() -> None:
     parser.add_argument("--nncf-path", help="folder with a side install of nncf (pip install --target DIR)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(2)
+    # one torch thread for training and quantization: on a shared, loaded 2-core machine two OpenMP threads
+    # spin against each other (measured: 50x slower on small layers); host timings use one thread anyway
+    torch.set_num_threads(1)
     use_nncf = False
     if args.nncf_path:
         sys.path.append(args.nncf_path)
