@@ -310,7 +310,8 @@ def _version(pkg: str) -> str:
         return "n/a"
 
 
-def run_model(name: str, data: Dataset, epochs: int, folder: Path, use_nncf: bool) -> list[dict]:
+def run_model(name: str, data: Dataset, epochs: int, folder: Path, use_nncf: bool,
+              adaround: bool = True) -> list[dict]:
     """Every row of one model."""
     from edgecomp.compress import quant_report as qr
     from edgecomp.export.parity_int8 import judge_int8
@@ -351,6 +352,8 @@ def run_model(name: str, data: Dataset, epochs: int, folder: Path, use_nncf: boo
                      ("edgecomp per-tensor +CLE+BC max_drop=0.3",
                       "weights='per-tensor', equalize=True, bias_correction=True, max_drop=0.3"),
                      ("edgecomp per-tensor +CLE+AdaRound", "weights='per-tensor', equalize=True, adaround=True")]
+    if not adaround:  # AdaRound costs minutes per model on a loaded 2-core machine
+        variants = [(tool, settings) for tool, settings in variants if "adaround" not in settings]
     default_result = None
     for tool, settings in variants:
         try:
@@ -422,6 +425,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--models", default="mobilenetv2,mobilenetv3,resnet18")
     parser.add_argument("--nncf-path", help="folder with a side install of nncf (pip install --target DIR)")
+    parser.add_argument("--no-adaround", action="store_true", help="leave out the AdaRound rows (slow)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     # one torch thread for training and quantization: on a shared, loaded 2-core machine two OpenMP threads
@@ -444,7 +448,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             t0 = time.perf_counter()
-            rows += run_model(name, data, args.epochs, Path(tmp), use_nncf)
+            rows += run_model(name, data, args.epochs, Path(tmp), use_nncf, not args.no_adaround)
             print(f"[{name} done in {time.perf_counter() - t0:.0f} s]", flush=True)
             print_table([r for r in rows if r.get("model") == name])
     print("\nALL MODELS")
