@@ -35,6 +35,7 @@ from edgecomp.errors import ConfigError, EdgecompError, ExportError, ParityError
 from edgecomp.export.base import format_names, get_format
 from edgecomp.export.common import ExportedArtifact
 from edgecomp.export.parity import compare_to_reference, not_run
+from edgecomp.export.parity_int8 import BROKEN_REFERENCE, QUANT_REPORT_HINT
 from edgecomp.finetune import predict_all
 from edgecomp.metrics import evaluate
 from edgecomp.model import LoadedModel, count_macs, count_params, float_network, load_model
@@ -371,8 +372,11 @@ def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model,
         record.parity = not_run(plugin.no_runner_note)
         logger.info("  %s: parity not run (%s)", artifact.format, record.parity.note)
         return record
+    float_model = float_network(model)  # int8: judged against it, relative to the reference (export/parity_int8)
+    float_ref = predict_all(float_model, x) if artifact.dtype == "int8" and float_model is not model else None
     record.parity = compare_to_reference(reference, outputs, quantized=artifact.dtype not in ("fp32", "compressed"),
-                                         names=ctx.spec.output_names(), kinds=ctx.spec.output_kinds())
+                                         names=ctx.spec.output_names(), kinds=ctx.spec.output_kinds(),
+                                         float_reference=float_ref)
     if y is not None:
         record.accuracy = float((outputs[0].argmax(1) == y).mean() * 100.0)
     elif ctx.data is not None:
@@ -385,7 +389,8 @@ def _check_and_profile(artifact: ExportedArtifact, export_seconds: float, model,
     if p.status == "failed" and not opts.allow_parity_failure:
         raise ParityError(
             f"{artifact.format} artifact does not match PyTorch: {p.summary()}",
-            "report the model to us; --allow-parity-failure writes the bundle anyway, marked failed",
+            ("the quantization, not the export, failed: " + QUANT_REPORT_HINT if BROKEN_REFERENCE in p.note
+             else "report the model to us") + "; --allow-parity-failure writes the bundle anyway, marked failed",
         )
     with timings.phase(f"predict:{artifact.format}"):
         record.predicted_latency = _predict(artifact, model, ctx)

@@ -47,6 +47,8 @@ class Parity(BaseModel):
     note: str = Field("", description="Why the check was not run, or what failed.")
     outputs: list[OutputCheck] = Field(default_factory=list,
                                        description="Each output's check, for a model with several outputs.")
+    int8: dict[str, Any] | None = Field(None, description="int8 artifacts: what the int8 rule measured against "
+                                        "the float model (export/parity_int8.judge_int8).")
 
     def summary(self) -> str:
         """One line of what was measured (and the note, if any), for logs and error messages; per output for a
@@ -56,6 +58,7 @@ class Parity(BaseModel):
                           + (f" (rule {o.criterion})" if o.criterion else "") for o in self.outputs]
             return "; ".join(per_output)
         text = _measured(self.max_abs_err, self.top1_agreement, self.cosine, self.note)
+        text = f"{self.int8['measured']}; vs the reference: {text}" if self.int8 and "measured" in self.int8 else text
         return text + (f"; rule {self.criterion}" if self.criterion else "")
 
 

@@ -16,9 +16,12 @@ rounds ``x`` up with probability equal to its fractional part (unbiased: E[SR(x)
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
+
+from edgecomp.errors import ConfigError
 
 METHODS = ("minmax", "percentile", "mse", "entropy")
 QMIN, QMAX = -128, 127
@@ -100,7 +103,14 @@ def compute_range(samples: np.ndarray, method: str, percentile: float = 99.99,
 
 
 def affine_qparams(lo: float, hi: float, eps: float = 2**-12) -> tuple[float, int]:
-    """Scale and zero point of per-tensor affine int8 covering ``[lo, hi]`` (which contains 0)."""
+    """Scale and zero point of per-tensor affine int8 covering ``[lo, hi]`` widened to contain 0.
+
+    The grid must contain 0 (exact zero padding, ReLU outputs) and its zero point must lie in
+    [-128, 127]: a range that excludes 0, such as a constant operand (``x + 3``: min = max = 3) or a
+    gate in [0.2, 1], would otherwise get the zero point clamped and the grid shifted off the values
+    (3.0 came out as 0.062, which collapsed hard-sigmoid gates).
+    """
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
     scale = max((hi - lo) / (QMAX - QMIN), eps)
     zero = round(QMIN - lo / scale)
     return scale, int(min(max(zero, QMIN), QMAX))
@@ -125,3 +135,40 @@ def stochastic_round(x: torch.Tensor, generator: torch.Generator | None = None) 
     floor = torch.floor(x)
     u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     return floor + (u < (x - floor)).to(x.dtype)
+
+
+def load_calibration(path: str, input_shape: list[int], spec_norm=None, n: int = 256) -> np.ndarray:
+    """Normalised float32 inputs from a .npy file or a folder of images, shaped like the model input."""
+    p = Path(path)
+    if p.is_file() and p.suffix == ".npy":
+        try:
+            x = np.load(p, allow_pickle=False).astype(np.float32)
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"cannot read calibration data {p}: {exc}", "save it with numpy.save") from exc
+        if list(x.shape[1:]) != list(input_shape[1:]):
+            raise ConfigError(f"calibration data {p} has shape {list(x.shape)}",
+                              f"it needs N x {input_shape[1:]} (normalised like the model's input)")
+        return x[:n]
+    if p.is_dir():
+        return _load_images(p, input_shape, spec_norm, n)
+    raise ConfigError(f"calibration data not found or not .npy/folder: {p}",
+                      "pass calibration_data='inputs.npy' or a folder of .png/.jpg images")
+
+
+def _load_images(folder: Path, input_shape: list[int], norm, n: int) -> np.ndarray:
+    from PIL import Image
+
+    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp"})[:n]
+    if not files or len(input_shape) != 4:
+        raise ConfigError(f"no images usable as calibration data in {folder}",
+                          "the folder needs .png/.jpg images and the model an NCHW image input")
+    _, c, h, w = input_shape
+    scale = norm.scale if norm else 1.0 / 255.0
+    mean = np.array(norm.mean if norm else [0.0], np.float32).reshape(-1, 1, 1)
+    std = np.array(norm.std if norm else [1.0], np.float32).reshape(-1, 1, 1)
+    out = []
+    for f in files:
+        img = Image.open(f).convert("L" if c == 1 else "RGB").resize((w, h))
+        arr = np.asarray(img, np.float32).reshape(h, w, c).transpose(2, 0, 1)
+        out.append((arr * scale - mean) / std)
+    return np.stack(out).astype(np.float32)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from edgecomp.errors import ConfigError, InfeasibleBudgetError, did_you_mean
+from edgecomp.targets import HardwareProfile
 
 logger = logging.getLogger(__name__)
 MIN_CALIBRATION = 16  # fewer inputs give activation ranges that depend on which few samples were drawn
@@ -64,6 +65,55 @@ def weight_count(model: nn.Module, name: str) -> int:
                if isinstance(getattr(m, "weight", None), nn.Parameter) and m.weight.dim() > 1)
 
 
+def latency_cost(model: nn.Module, name: str, input_shape: list[int], profile: HardwareProfile,
+                 threads: int) -> float | None:
+    """Predicted milliseconds added on ``profile`` by keeping module ``name`` float inside an int8 graph.
+
+    The float island costs the module's layers at fp32 plus a DEQUANTIZE of its input and a QUANTIZE of its
+    output; it saves the same layers at int8 (``profile/predict``, the build's roofline predictor, each layer
+    counted alone). None when the module is not called once with a single tensor input.
+    """
+    try:
+        return _latency_cost(model, name, input_shape, profile, threads)
+    except Exception:  # a prediction is a nicety: never fail the stage over it
+        logger.debug("no latency prediction for keeping %s float", name, exc_info=True)
+        return None
+
+
+def _latency_cost(model: nn.Module, name: str, input_shape: list[int], profile: HardwareProfile,
+                  threads: int) -> float | None:
+    import torch
+
+    from edgecomp.profile.predict import layers_from_torch, predict_from_layers
+
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        return None
+    shapes: list[list[int]] = []
+    handle = module.register_forward_pre_hook(lambda m, args: shapes.append(
+        list(args[0].shape) if len(args) == 1 and isinstance(args[0], torch.Tensor) else []))
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(input_shape))
+    finally:
+        handle.remove()
+    if len(shapes) != 1 or not shapes[0]:
+        return None
+    as_int8 = layers_from_torch(module, shapes[0], "int8")  # [quantize in, layers..., dequantize out]
+    qdq, core = [as_int8[0], as_int8[-1]], as_int8[1:-1]
+    island = (predict_from_layers(layers_from_torch(module, shapes[0], "fp32"), profile, threads, "fp32").ms
+              + predict_from_layers(qdq, profile, threads, "int8").ms)
+    return island - predict_from_layers(core, profile, threads, "int8").ms
+
+
+def cost_text(reverted: dict, profile: str) -> str:
+    """'features.0 (+1296 B, +0.012 ms predicted on pixel7)': what keeping one layer float cost."""
+    ms = reverted.get("predicted_ms_added")
+    return (f"{reverted['layer']} (+{reverted['weight_bytes_added']} B"
+            + ("" if ms is None else f", {ms:+.3f} ms predicted on {profile}") + ")")
+
+
 @dataclass
 class Reverted:
     """Layers put back in float by ``revert_until`` and what each cost."""
@@ -74,10 +124,11 @@ class Reverted:
 
 def revert_until(model: nn.Module, order: list[str], already: list[str], float_metric: float, max_drop: float,
                  quantize: Callable[[list[str]], nn.Module], evaluate: Callable[[nn.Module], float],
-                 start_metric: float):
+                 start_metric: float, latency: Callable[[str], float | None] | None = None):
     """Keep the next most sensitive layer of ``order`` float until the drop is within ``max_drop``.
 
-    ``quantize(skip)`` builds the int8 model with the ``skip`` layers float and ``evaluate`` scores it.
+    ``quantize(skip)`` builds the int8 model with the ``skip`` layers float and ``evaluate`` scores it;
+    ``latency(name)``, when given, is the predicted milliseconds a layer adds in float (:func:`latency_cost`).
     Returns ``(quantized model, Reverted)``; raises ``InfeasibleBudgetError`` (with the best reached)
     when every candidate layer is float and the drop is still larger.
     """
@@ -91,6 +142,7 @@ def revert_until(model: nn.Module, order: list[str], already: list[str], float_m
         weights = weight_count(model, name)
         done.layers.append({"layer": name, "metric_after": round(metric, 4), "weights": weights,
                             "weight_bytes_added": 3 * weights,
+                            "predicted_ms_added": latency(name) if latency is not None else None,
                             "note": "weights stored float32 (4 bytes) instead of int8 (1 byte)"})
         logger.info("  kept %s in float: metric %.2f (float %.2f)", name, metric, float_metric)
         best, done.metric = max(best, metric), metric

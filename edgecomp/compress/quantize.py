@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -27,6 +26,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from edgecomp.compress import _int8_select as sel
+from edgecomp.compress._calibration import load_calibration
 from edgecomp.compress.base import BuildContext, Int8Export, SearchRecipe, Stage, StageConfig, StageResult
 from edgecomp.errors import ConfigError
 
@@ -57,6 +57,7 @@ class Int8Config(StageConfig):
         default_factory=list, description="Modules kept in float: globs or regexes over module names.")
     equalize: bool = Field(False, description="Cross-layer equalisation of conv->ReLU(6)->conv chains first.")
     bias_correction: bool = Field(False, description="Subtract the mean output error of int8 weights from biases.")
+    adaround: bool = Field(False, description="Learn each weight's rounding (up or down) from layer outputs.")
     report_samples: int = Field(64, ge=0, description="Calibration inputs for the layer-wise error report (0: off).")
     qat: Literal["auto", "always", "never"] = Field("auto", description="Quantization-aware fine-tuning.")
     qat_epochs: int = Field(8, ge=1, description="Most epochs of quantization-aware fine-tuning.")
@@ -70,43 +71,6 @@ class Int8Config(StageConfig):
         if value is not None and value != "dynamic":
             parse_fixed_point(value)
         return value
-
-
-def load_calibration(path: str, input_shape: list[int], spec_norm=None, n: int = 256) -> np.ndarray:
-    """Normalised float32 inputs from a .npy file or a folder of images, shaped like the model input."""
-    p = Path(path)
-    if p.is_file() and p.suffix == ".npy":
-        try:
-            x = np.load(p, allow_pickle=False).astype(np.float32)
-        except (ValueError, OSError) as exc:
-            raise ConfigError(f"cannot read calibration data {p}: {exc}", "save it with numpy.save") from exc
-        if list(x.shape[1:]) != list(input_shape[1:]):
-            raise ConfigError(f"calibration data {p} has shape {list(x.shape)}",
-                              f"it needs N x {input_shape[1:]} (normalised like the model's input)")
-        return x[:n]
-    if p.is_dir():
-        return _load_images(p, input_shape, spec_norm, n)
-    raise ConfigError(f"calibration data not found or not .npy/folder: {p}",
-                      "pass calibration_data='inputs.npy' or a folder of .png/.jpg images")
-
-
-def _load_images(folder: Path, input_shape: list[int], norm, n: int) -> np.ndarray:
-    from PIL import Image
-
-    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp"})[:n]
-    if not files or len(input_shape) != 4:
-        raise ConfigError(f"no images usable as calibration data in {folder}",
-                          "the folder needs .png/.jpg images and the model an NCHW image input")
-    _, c, h, w = input_shape
-    scale = norm.scale if norm else 1.0 / 255.0
-    mean = np.array(norm.mean if norm else [0.0], np.float32).reshape(-1, 1, 1)
-    std = np.array(norm.std if norm else [1.0], np.float32).reshape(-1, 1, 1)
-    out = []
-    for f in files:
-        img = Image.open(f).convert("L" if c == 1 else "RGB").resize((w, h))
-        arr = np.asarray(img, np.float32).reshape(h, w, c).transpose(2, 0, 1)
-        out.append((arr * scale - mean) / std)
-    return np.stack(out).astype(np.float32)
 
 
 def _calibration_inputs(cfg: Int8Config, ctx: BuildContext, model: nn.Module) -> tuple[np.ndarray, str]:
@@ -226,6 +190,7 @@ class QuantizeInt8(Stage):
     search_rank = 10
     search_appends = True
     needs_data = False  # calibrates on inputs synthesised from batch-norm statistics without data
+    accuracy_budget_setting = "max_drop"  # the planner also tries max_drop=<the target's accuracy budget>
 
     @classmethod
     def search_space(cls) -> list[SearchRecipe]:
@@ -298,21 +263,23 @@ class QuantizeInt8(Stage):
             return ptq(model, replace(settings, skip=tuple(names)), calib, ctx.spec.input_shape, ctx.seed,
                        cfg.rounding == "stochastic")
 
+        def latency(name: str) -> float | None:
+            return sel.latency_cost(model, name, ctx.spec.input_shape, ctx.profile, ctx.target.threads)
+
         order = sensitivity_order(errors or [])
         quantized, done = sel.revert_until(model, order, skip, float_acc, cfg.max_drop, quantize,
-                                           lambda m: _val_accuracy(m, ctx), ptq_acc)
+                                           lambda m: _val_accuracy(m, ctx), ptq_acc, latency)
         reverted = [r["layer"] for r in done.layers]
         metrics.update(reverted_layers=done.layers, val_accuracy_reverted=done.metric)
         notes.append(f"int8 lost {float_acc - ptq_acc:.2f} points (max_drop {cfg.max_drop}): kept float, most "
-                     "sensitive first: " + ", ".join(f"{r['layer']} (+{r['weight_bytes_added']} B)"
-                                                     for r in done.layers)
+                     "sensitive first: " + ", ".join(sel.cost_text(r, ctx.profile.name) for r in done.layers)
                      + f" -> drop {float_acc - done.metric:.2f}")
         return quantized, skip + reverted
 
 
 def _prepare(model: nn.Module, cfg: Int8Config, ctx: BuildContext, calib: np.ndarray, metrics: dict,
              notes: list[str]) -> nn.Module:
-    """Cross-layer equalisation and bias correction when asked (each on a copy of the model)."""
+    """Cross-layer equalisation, bias correction and AdaRound when asked (each on a copy of the model)."""
     from edgecomp.compress import equalize
 
     if cfg.equalize:
@@ -324,6 +291,14 @@ def _prepare(model: nn.Module, cfg: Int8Config, ctx: BuildContext, calib: np.nda
         model, n = equalize.correct_bias(model, calib, per_channel=cfg.weights == "per-channel")
         metrics["bias_corrected_layers"] = n
         notes.append(f"bias correction of {n} layers (mean int8 weight error on {len(calib)} inputs)")
+    if cfg.adaround:
+        from edgecomp.compress.adaround import adaround
+
+        model, done = adaround(model, calib, ctx.spec.input_shape, per_channel=cfg.weights == "per-channel",
+                               seed=ctx.seed)
+        metrics["adaround"] = {"layers": done.layers, "flipped": done.flipped, "weights": done.weights,
+                               "mse_nearest": done.mse_nearest, "mse_learned": done.mse_learned}
+        notes.append(done.summary())
     return model
 
 

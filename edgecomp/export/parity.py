@@ -6,7 +6,9 @@ There are two rules because they answer two questions, and their thresholds diff
   model computes, on real evaluation inputs? fp32 artifacts must match elementwise within
   ``ATOL + RTOL * |reference|`` like ``numpy.allclose``; quantized artifacts are judged against their own
   fake-quant reference by top-1 agreement (percent) and the *smallest* per-sample cosine similarity.
-  A model with several outputs has each output judged on its own: class logits by that rule, other values
+  An int8 artifact whose float model is known (``float_reference``) is judged instead by
+  :func:`edgecomp.export.parity_int8.int8_parity`: its distance to the float model relative to the
+  reference's own, with an absolute guard on the reference. A model with several outputs has each output judged on its own: class logits by that rule, other values
   (box coordinates, embeddings) by allclose in fp32 and, quantized, by the smallest cosine and a largest
   error of ``MAX_QUANT_VALUE_ERR`` times that output's largest magnitude (its own scale: boxes in [0, 1] and
   logits in the tens are not held to one absolute number).
@@ -25,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, Field
 
+from edgecomp.export.parity_int8 import int8_parity
 from edgecomp.records import OutputCheck, Parity
 
 ATOL = 1e-4
@@ -65,25 +68,32 @@ def _non_finite(name: str, values: np.ndarray) -> str:
 # -- build: an artifact against its PyTorch reference ---------------------------------------------------------
 def compare_to_reference(reference: np.ndarray | list[np.ndarray], outputs: np.ndarray | list[np.ndarray],
                          quantized: bool = False, names: list[str] | None = None,
-                         kinds: list[str] | None = None) -> Parity:
+                         kinds: list[str] | None = None,
+                         float_reference: np.ndarray | list[np.ndarray] | None = None) -> Parity:
     """Compare an artifact's outputs with the PyTorch reference (one array, or a list with one per output).
 
     One output: allclose for float artifacts, top-1 and minimum cosine for quantized. Several: each output under
     its own rule (see the module docstring; ``kinds[j]`` 'logits' or 'values', by default the first output is
     logits), recorded in ``Parity.outputs``; the worst output decides the status. Outputs or a reference holding
-    NaN/Inf, empty outputs, and a different number of outputs fail with a note saying so.
+    NaN/Inf, empty outputs, and a different number of outputs fail with a note saying so. With
+    ``float_reference`` (the float model's outputs; for int8 artifacts), quantized logits are judged by the int8
+    rule (:func:`edgecomp.export.parity_int8.int8_parity`) instead of agreement with the reference.
     """
     refs = reference if isinstance(reference, (list, tuple)) else [reference]
     outs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    floats = (float_reference if isinstance(float_reference, (list, tuple)) else [float_reference]) \
+        if float_reference is not None and quantized else [None] * len(refs)
     if len(refs) == 1 and len(outs) == 1:
+        if floats[0] is not None:
+            return int8_parity(floats[0], refs[0], outs[0])
         return _compare_one(refs[0], outs[0], quantized)
     names = names or [f"output_{j}" for j in range(len(refs))]
     kinds = kinds or ["logits" if j == 0 else "values" for j in range(len(refs))]
     if len(outs) != len(refs):
         return Parity(status="failed", samples=len(refs[0]), criterion="one result per output",
                       note=f"the artifact has {len(outs)} output(s), the PyTorch model {len(refs)} ({', '.join(names)})")
-    checks = [_check_output(name, kind, ref, out, quantized)
-              for name, kind, ref, out in zip(names, kinds, refs, outs, strict=True)]
+    checks = [_check_output(name, kind, ref, out, quantized, flt)
+              for name, kind, ref, out, flt in zip(names, kinds, refs, outs, floats, strict=True)]
     failed = [c.name for c in checks if c.status == "failed"]
 
     def worst(values: list[float | None], pick) -> float | None:
@@ -99,11 +109,15 @@ def compare_to_reference(reference: np.ndarray | list[np.ndarray], outputs: np.n
     )
 
 
-def _check_output(name: str, kind: str, reference: np.ndarray, outputs: np.ndarray, quantized: bool) -> OutputCheck:
-    """One output of a model with several outputs, under the rule for its kind."""
+def _check_output(name: str, kind: str, reference: np.ndarray, outputs: np.ndarray, quantized: bool,
+                  float_out: np.ndarray | None = None) -> OutputCheck:
+    """One output of a model with several outputs, under the rule for its kind (int8 logits: the int8 rule)."""
     logits = kind == "logits"
     if not quantized:
         p = _compare_one(reference, outputs, False)
+    elif logits and float_out is not None:
+        p = int8_parity(float_out, reference, outputs)
+        p.note = "; ".join(t for t in (p.int8["measured"] if p.int8 else "", p.note) if t)
     elif logits:
         p = _compare_one(reference, outputs, True)
     else:

@@ -7,6 +7,10 @@ followed by each ``search_appends`` stage (int8), each group in ``search_rank`` 
 stages are not installed, not allowed by the target or not supported by it are simply not generated.
 Without data (``data_free``) only stages that declare ``needs_data = False`` take part: what the planner
 can bound without measuring accuracy (fp16, int8 calibrated from batch-norm statistics).
+
+A value-only stage that names an ``accuracy_budget_setting`` (int8's ``max_drop``) also gets a copy of
+its recipe with that setting at the target's accuracy budget, right after it, when there is data: where the
+plain recipe misses the budget, that copy keeps its most sensitive layers float until the budget holds.
 """
 
 from __future__ import annotations
@@ -51,8 +55,15 @@ def generate(target: Target, data_free: bool = False) -> list[list[RecipeStep]]:
         return [recipe for cls in leads if cls.structural == structural for recipe in cls.search_space()
                 if all(name in usable for name, _ in recipe)]
 
+    def with_budget(recipe: SearchRecipe) -> list[SearchRecipe]:
+        budget = target.budgets.accuracy_drop_pct
+        setting = getattr(get_stage(recipe[-1][0]), "accuracy_budget_setting", None) if recipe else None
+        if data_free or budget is None or setting is None:
+            return [recipe]
+        return [recipe, [*recipe[:-1], (recipe[-1][0], {**recipe[-1][1], setting: budget})]]
+
     appended: list[SearchRecipe] = [[(cls.name, {})] for cls in leads if cls.search_appends]
-    candidates: list[SearchRecipe] = [[], *recipes(structural=False)]
+    candidates: list[SearchRecipe] = [[], *(r for recipe in recipes(structural=False) for r in with_budget(recipe))]
     for chain in recipes(structural=True):
         candidates += [chain] + [chain + extra for extra in appended]
     steps = [[_step(name, kwargs) for name, kwargs in recipe] for recipe in candidates]

@@ -97,3 +97,24 @@ def test_max_drop_reverts_in_sensitivity_order_and_stops():
     with pytest.raises(InfeasibleBudgetError, match="best reached") as info:
         sel.revert_until(model, order, [], 90.0, 0.5, quantize, lambda m: 80.0, start_metric=79.0)
     assert info.value.exit_code == 3
+
+
+def test_a_reverted_layer_states_its_predicted_latency_cost_on_the_build_profile():
+    from edgecomp.targets import load_profile
+
+    profile = load_profile("cortex-a76")
+    model = make("residual")
+    stem = sel.latency_cost(model, "stem", [1, 3, 8, 8], profile, 4)
+    block = sel.latency_cost(model, "block", [1, 3, 8, 8], profile, 4)
+    assert stem is not None and block is not None
+    assert block > stem > 0  # fp32 conv + a dequantize and a quantize cost more than the int8 conv; two convs more
+    assert sel.latency_cost(model, "no.such.layer", [1, 3, 8, 8], profile, 4) is None
+    costs = {"stem": 0.5, "block": 0.25}
+
+    def quantize(skip):
+        return ptq(model, QuantSettings(skip=tuple(skip)), X, [1, 3, 8, 8])
+
+    _, done = sel.revert_until(model, ["stem", "block"], [], 90.0, 0.5, quantize, lambda m: 90.0, 86.0,
+                               latency=costs.get)
+    assert done.layers[0]["predicted_ms_added"] == 0.5
+    assert sel.cost_text(done.layers[0], "cortex-a76") == "stem (+648 B, +0.500 ms predicted on cortex-a76)"

@@ -189,3 +189,59 @@ def test_se_block_with_hard_sigmoid_and_hard_swish_stays_integer(tmp_path):
     assert isinstance(model.squeeze[-1], torch.nn.Hardsigmoid)  # the user's model is not rewritten
     t = torch.linspace(-5, 5, 41)
     assert torch.allclose(HardSigmoidOps()(t), torch.nn.Hardsigmoid()(t))
+
+
+def test_affine_grid_contains_zero_and_a_constant_operand():
+    """A range that excludes 0 (a constant ``x + 3``, a gate in [0.2, 1]) is widened to contain it."""
+    for lo, hi in [(3.0, 3.0), (1.0 / 6.0, 1.0 / 6.0), (0.2, 1.0), (-5.0, -1.0)]:
+        scale, zero = cal.affine_qparams(lo, hi)
+        assert cal.QMIN <= zero <= cal.QMAX
+        grid = (np.arange(cal.QMIN, cal.QMAX + 1) - zero) * scale
+        assert grid.min() <= min(lo, 0.0) + 1e-6 and grid.max() >= max(hi, 0.0) - 1e-6
+        assert np.abs(grid).min() < 1e-9  # 0 is exactly on the grid
+    scale, zero = cal.affine_qparams(3.0, 3.0)
+    q = min(max(round(3.0 / scale) + zero, cal.QMIN), cal.QMAX)
+    assert abs((q - zero) * scale - 3.0) < 1e-6  # was clamped to 255 * 2^-12 = 0.062
+
+
+class _SqueezeExciteNet(torch.nn.Module):
+    """MobileNetV3's block pattern at 8x8: hard-swish, then a squeeze-excite gate through nn.Hardsigmoid."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.Hardswish())
+        self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16), nn.Hardswish())
+        self.fc1, self.fc2, self.gate = nn.Conv2d(16, 8, 1), nn.Conv2d(8, 16, 1), nn.Hardsigmoid()
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dw(self.stem(x))
+        y = y * self.gate(self.fc2(torch.relu(self.fc1(y.mean((2, 3), keepdim=True)))))
+        return self.head(y.mean((2, 3)))
+
+
+def test_squeeze_excite_hard_swish_model_keeps_its_accuracy_in_int8():
+    """Regression: a constant operand of the hard-sigmoid rewrite (``x + 3``, ``* 1/6``) got a grid that did
+    not contain 0, so 3.0 became 0.062 and every gate collapsed (MobileNetV3-style 98.65 % -> 7.41 %)."""
+    from edgecomp.data.digits import digits
+    from edgecomp.finetune import accuracy
+
+    data = digits()
+    x, y = (torch.as_tensor(a) for a in data.arrays("train"))
+    torch.manual_seed(0)
+    model = _SqueezeExciteNet()
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(12):
+        for i in torch.randperm(len(x)).split(64):
+            loss = torch.nn.functional.cross_entropy(model(x[i]), y[i])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    test = data.arrays("test")
+    float_acc = accuracy(model, *test)
+    assert float_acc > 85.0
+    q = ptq(model, QuantSettings(), data.calibration(256, seed=0), [1, 1, 8, 8])
+    int8_acc = accuracy(q, *test)
+    assert int8_acc >= float_acc - 2.0, (float_acc, int8_acc)  # before the fix: 88.89 -> 7.78

@@ -10,6 +10,7 @@ from edgecomp.plan.candidates import bytes_per_param, dtype_of, generate, is_str
 from edgecomp.targets import Target, load_target
 
 I8 = "quantize.int8"
+I8B = "quantize.int8(max_drop=1.0)"  # int8 keeping its most sensitive layers float within the accuracy budget
 PF3, PF5, PF7 = "prune.filter(ratio=0.3)", "prune.filter", "prune.filter(ratio=0.7)"
 STRUCTURAL = [["separable"], ["lowrank"], [PF3], [PF5], [PF7], ["separable", PF5]]
 
@@ -19,9 +20,9 @@ def _with_int8(chains: list[list[str]]) -> list[list[str]]:
 
 
 PINNED = {
-    "android-arm64": [[], [I8], ["cluster"], ["prune.magnitude", "cluster"]] + _with_int8(STRUCTURAL),
-    "ios-arm64": [[], [I8], ["cluster"]] + _with_int8(STRUCTURAL),
-    "linux-arm64": [[], [I8]] + _with_int8(STRUCTURAL),
+    "android-arm64": [[], [I8], [I8B], ["cluster"], ["prune.magnitude", "cluster"]] + _with_int8(STRUCTURAL),
+    "ios-arm64": [[], [I8], [I8B], ["cluster"]] + _with_int8(STRUCTURAL),
+    "linux-arm64": [[], [I8], [I8B]] + _with_int8(STRUCTURAL),
     "host": [[], [I8]] + _with_int8([[PF3], [PF5], [PF7]]),
 }
 
@@ -55,7 +56,13 @@ def test_candidate_configs_are_pinned():
     ratios = [[s.config.ratio for s in r if s.name == "prune.filter"] for r in generate(load_target("android-arm64"))]
     assert [r for r in ratios if r] == [[0.3], [0.3], [0.5], [0.5], [0.7], [0.7], [0.5], [0.5]]
     defaults = [s for r in generate(load_target("android-arm64")) for s in r if s.name != "prune.filter"]
-    assert all(s.config == type(s.config)() for s in defaults)
+    assert [s.describe() for s in defaults if s.config != type(s.config)()] == [I8B]
+
+
+def test_the_accuracy_budget_copy_of_int8_needs_data_and_a_budget():
+    assert [I8B] not in _described(load_target("host"))  # no accuracy budget
+    data_free = [[s.describe() for s in r] for r in generate(load_target("android-arm64"), data_free=True)]
+    assert [I8] in data_free and [I8B] not in data_free  # max_drop measures the drop on validation data
 
 
 @pytest.mark.parametrize(("methods", "dtypes", "expected"), [
@@ -96,7 +103,8 @@ def test_screen_predictions_are_pinned():
     got = [(c.params, c.predicted_bytes, c.reason.startswith("size")) for c in planner.candidates]
     # separable's and lowrank's error budgets (max_error=0.5) find no rank of this random conv that saves
     # min_saving of its MACs, so separable keeps it; lowrank factorises only the head
-    assert got == [(2682, 11962, True), (2682, 3916, False), (2682, 2575, False), (2682, 11962, True),
+    assert got == [(2682, 11962, True), (2682, 3916, False), (2682, 3916, False), (2682, 2575, False),
+                   (2682, 11962, True),
                    (2682, 3916, False), (2182, 9962, True), (2182, 3416, False), (1582, 7562, True),
                    (1582, 2816, False), (770, 4314, False), (770, 2004, False), (350, 2634, False),
                    (350, 1584, False), (770, 4314, False), (770, 2004, False)]
