@@ -74,6 +74,10 @@ class BuildOptions:
     search_time_s: float = 600.0
     max_finetune_epochs: int | None = None
     reuse_plans: bool = True
+    workers: int | None = None  # --workers N: evaluate candidates in N local processes (edgecomp.plan.executors)
+    ray: str | None = None  # --ray [ADDRESS]: evaluate candidates as Ray tasks ("local": a Ray instance of its own)
+    search_threads: int | None = None  # torch threads per candidate evaluation (default: cores / workers)
+    early_stop: bool = True  # successive halving of candidates (False: --no-early-stop, evaluate every one)
     force: bool = False  # replace an existing folder at ``out`` even if it is not a bundle
     cache: bool = True  # reuse identical exports (and their parity and host timings) from the artifact cache
 
@@ -160,12 +164,16 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
         return _write_bundle(base, loaded, final, dataclasses.replace(ctx, export=export_opts), formats, opts, dest,
                              timings=timings)
 
+    from edgecomp.plan.executors import make_executor
     from edgecomp.plan.planner import Planner
+    from edgecomp.plan.progress import make_progress
     from edgecomp.zoo import cache_dir
 
     planner = Planner(loaded.module, ctx, budgets, formats[0], search_time_s=opts.search_time_s,
                       max_finetune_epochs=opts.max_finetune_epochs,
-                      cache_dir=cache_dir() / "plans" if opts.reuse_plans else None)
+                      cache_dir=cache_dir() / "plans" if opts.reuse_plans else None,
+                      executor=make_executor(opts.workers, opts.ray, opts.search_threads),
+                      early_stop=opts.early_stop, progress=make_progress())
     start = time.monotonic()
     with timings.phase("plan:search"):
         _quietly(planner.search)
@@ -180,7 +188,7 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
         report = base.model_copy(deep=True)
         report.recipe, report.stages = [s.describe() for s in chosen_steps], evaluated.stages
         report.planner = {"candidates": planner.candidates, "notes": planner.notes,
-                          "search_seconds": search_seconds}
+                          "search_seconds": search_seconds, **planner.summary()}
         try:
             return _write_bundle(report, loaded, evaluated.model,
                                  dataclasses.replace(ctx, export=evaluated.export), formats, opts, dest,

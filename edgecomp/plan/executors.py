@@ -123,6 +123,14 @@ class ProcessExecutor(Executor):
         self._mp = mp.get_context(start_method)
         self._payload = b""
         self._workers: list[_Worker | None] = [None] * workers
+        self.busy: dict[int, EvalTask] = {}
+        """The task each worker slot is running now."""
+
+    def pid(self, index: int) -> int | None:
+        """The process id of the worker running candidate ``index`` now (None: not running)."""
+        slot = next((s for s, t in self.busy.items() if t.index == index), None)
+        worker = self._workers[slot] if slot is not None else None
+        return worker.process.pid if worker is not None else None
 
     def start(self, model: nn.Module, ctx: BuildContext, payload: Callable[[], bytes]) -> None:
         self._payload = payload()
@@ -140,7 +148,8 @@ class ProcessExecutor(Executor):
     def run(self, tasks: list[EvalTask], on_result: ResultCallback, progress: SearchProgress) -> None:
         import cloudpickle
 
-        pending, busy, deaths = deque(tasks), {}, {}
+        pending, deaths = deque(tasks), {}
+        busy = self.busy = {}
         try:
             while pending or busy:
                 for slot in range(self.parallel):

@@ -160,6 +160,12 @@ class Planner:
         c.status = "chosen"
         return c, self._steps[best], self._materialize(best)
 
+    def summary(self) -> dict:
+        """What the report says about the search besides the candidates: executor, rungs, epochs spent."""
+        ex = self.executor
+        return {"executor": ex.name if ex else "serial", "workers": ex.parallel if ex else 1,
+                "threads_per_evaluation": ex.threads if ex else self._threads, "rungs": self.rungs, "epochs_spent": self.epochs_spent}
+
     def reject_chosen(self, candidate: Candidate, missed: str) -> None:
         """Mark a chosen candidate whose real export missed a budget (``missed`` says which)."""
         candidate.status, candidate.reason = "rejected", REAL_EXPORT + missed

@@ -73,6 +73,8 @@ class RayExecutor(Executor):
             import ray  # noqa: F401
         except ImportError as exc:
             raise ConfigError(f"--ray needs Ray, which is not installed ({exc})", INSTALL_HINT) from exc
+        if address not in (None, "auto"):
+            check_reachable(address)  # before any work: a wrong address fails in seconds, exit 2
         self.address = address
         self.threads = threads or 1
         self._owns = False
@@ -82,8 +84,6 @@ class RayExecutor(Executor):
     def start(self, model: nn.Module, ctx: BuildContext, payload: Callable[[], bytes]) -> None:
         import ray
 
-        if self.address not in (None, "auto"):
-            check_reachable(self.address)
         if not ray.is_initialized():
             try:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
