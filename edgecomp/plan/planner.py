@@ -147,18 +147,23 @@ class Planner:
 
     def next_choice(self) -> tuple[Candidate, list[RecipeStep], Evaluated] | None:
         """The best feasible candidate not yet handed out (most accurate, then smaller, then faster)."""
-        feasible = [i for i, c in enumerate(self.candidates) if c.status == "feasible"]
-        if not feasible:
+        ranked = self.ranking()
+        if not ranked:
             return None
-        if self.ctx.data is None:  # accuracy unknown: the least invasive that fits (candidates come in that order)
-            best = feasible[0]
-        else:
-            best = min(feasible, key=lambda i: (-round(self.candidates[i].val_accuracy or 0.0, 2),
-                                                self.candidates[i].predicted_bytes or 0,
-                                                self.candidates[i].predicted_ms or 0.0))
+        best = ranked[0]
         c = self.candidates[best]
         c.status = "chosen"
         return c, self._steps[best], self._materialize(best)
+
+    def ranking(self) -> list[int]:
+        """Indices of the feasible candidates, best first: most accurate (validation), then smaller, then faster;
+        without data, least invasive first (the order candidates come in)."""
+        feasible = [i for i, c in enumerate(self.candidates) if c.status == "feasible"]
+        if self.ctx.data is None:
+            return feasible
+        return sorted(feasible, key=lambda i: (-round(self.candidates[i].val_accuracy or 0.0, 2),
+                                               self.candidates[i].predicted_bytes or 0,
+                                               self.candidates[i].predicted_ms or 0.0))
 
     def summary(self) -> dict:
         """What the report says about the search besides the candidates: executor, rungs, epochs spent."""

@@ -35,12 +35,27 @@ def test_serial_and_two_workers_choose_the_same_recipe_with_the_same_numbers(tmp
     serial = planner(zoo, target, executor=SerialExecutor(threads=1), early_stop=False)
     serial.search()
     workers = planner(zoo, target, executor=ProcessExecutor(2, threads=1), early_stop=False)
+    workers.progress = _Epochs()
     workers.search()
     evaluated = [c for c in serial.candidates if c.val_accuracy is not None]
     assert len(evaluated) >= 4, "the comparison needs several evaluated candidates"
     assert _numbers(workers) == _numbers(serial)
     assert workers.next_choice()[0].recipe == serial.next_choice()[0].recipe
     assert workers.summary()["executor"] == "workers" and workers.summary()["workers"] == 2
+    reported = {index for index, _ in workers.progress.seen}
+    assert reported == {i for i, c in enumerate(workers.candidates) if c.epochs}, "workers report each epoch"
+
+
+class _Epochs(SearchProgress):
+    """Records the epoch events that reach the planner."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[int, int]] = []
+
+    def epoch(self, index: int, entry: dict) -> None:
+        super().epoch(index, entry)
+        self.seen.append((index, entry["epoch"]))
 
 
 class _KillOne(SearchProgress):
