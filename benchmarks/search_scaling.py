@@ -105,7 +105,12 @@ def search(model, ctx, budgets, executor: Executor, early_stop: bool, ft_epochs:
 def ray_cluster(port: int) -> Iterator[str]:
     """A 2-node Ray cluster on this machine (head + one more node, 1 CPU each); stopped afterwards."""
     ray_bin = str(Path(sys.executable).parent / "ray")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    # a cluster bound to 127.0.0.1 for this run only: Ray's token authentication (on by default since 2.5x)
+    # is turned off for it, in the nodes and in this driver
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "RAY_AUTH_MODE": "disabled"}
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     address = f"127.0.0.1:{port}"
     head = [ray_bin, "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
             "--include-dashboard=false", "--disable-usage-stats"]
@@ -118,6 +123,10 @@ def ray_cluster(port: int) -> Iterator[str]:
     finally:
         # stops every Ray process of this user on the machine: run the benchmark where no other Ray runs
         subprocess.run([ray_bin, "stop", "--force"], check=False, capture_output=True, timeout=120)
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
 
 
 def makespan(times: list[float], workers: int) -> float:

@@ -27,7 +27,6 @@ before any export, naming ``--data``.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ from edgecomp.plan.candidates import dtype_of, generate
 from edgecomp.plan.eval_cache import EvalCache, eval_key, search_digest
 from edgecomp.plan.executors import Executor, SerialExecutor
 from edgecomp.plan.halving import DEFAULT_ETA, keep_best, rung_budgets, worth_halving
+from edgecomp.plan.infeasible import REAL_EXPORT, infeasible_error, no_data_error
 from edgecomp.plan.progress import SearchProgress
 from edgecomp.plan.screen import measure_overhead, screen
 from edgecomp.plan.tasks import EvalResult, EvalTask, Evaluated, pack_payload, run_task
@@ -52,8 +52,6 @@ from edgecomp.targets import Budgets
 
 __all__ = ["Candidate", "Evaluated", "Planner", "RungResult"]
 logger = logging.getLogger(__name__)
-REAL_EXPORT = "real export: "  # how a chosen candidate's reason starts when its real export missed
-MB = 1e6
 NO_DATA_NOTE = ("No --data: only candidates whose error is bounded without data were considered (the untouched "
                 "model, fp16 weights, int8 calibrated from batch-norm statistics); accuracy not measured. Pass "
                 "--data to let the planner evaluate pruning, rewrites and clustering.")
@@ -169,7 +167,8 @@ class Planner:
         """What the report says about the search besides the candidates: executor, rungs, epochs spent."""
         ex = self.executor
         return {"executor": ex.name if ex else "serial", "workers": ex.parallel if ex else 1,
-                "threads_per_evaluation": ex.threads if ex else self._threads, "rungs": self.rungs, "epochs_spent": self.epochs_spent}
+                "threads_per_evaluation": ex.threads if ex else self._threads, "rungs": self.rungs,
+                "epochs_spent": self.epochs_spent}
 
     def reject_chosen(self, candidate: Candidate, missed: str) -> None:
         """Mark a chosen candidate whose real export missed a budget (``missed`` says which)."""
@@ -177,45 +176,7 @@ class Planner:
 
     def infeasible_error(self) -> InfeasibleBudgetError:
         """The error for 'nothing fits', naming the best reachable numbers and the budget to relax."""
-        if self.ctx.data is None:
-            return self._no_data_error(lower_bound=False)
-        screened = [c for c in self.candidates if c.predicted_bytes is not None]
-        # evaluated candidates all met the predicted size and latency (those whose real export then missed a
-        # budget are left out); accuracy is judged on validation
-        missed = [c for c in self.candidates if c.reason.startswith(REAL_EXPORT)]
-        evaluated = [c for c in self.candidates if c.recipe and c.val_accuracy is not None
-                     and not c.reason.startswith(REAL_EXPORT)] if self._source_val is not None else []
-        best_size = min(screened, key=lambda c: c.predicted_bytes, default=None)
-        best_lat = min(screened, key=lambda c: c.predicted_ms, default=None)
-        best_acc = min(evaluated, key=lambda c: self._source_val - c.val_accuracy, default=None)
-        b = self.budgets
-        parts, relax = [], []
-        if best_size:
-            parts.append(f"smallest {best_size.predicted_bytes / MB:.4f} MB ({best_size.label})")
-            if b.size_mb is not None and best_size.predicted_bytes > b.size_mb * MB:
-                relax.append(f"--max-size {best_size.predicted_bytes / MB * 1.05:.4f}MB")
-        if best_lat:
-            parts.append(f"fastest {best_lat.predicted_ms:.4f} ms on {self.ctx.profile.name} ({best_lat.label})")
-            if b.latency_ms is not None and best_lat.predicted_ms > b.latency_ms:
-                relax.append(f"--max-latency {best_lat.predicted_ms * 1.05:.4f}ms")
-        if best_acc:
-            val_drop = self._source_val - best_acc.val_accuracy
-            test = f", {best_acc.accuracy_drop:.2f} pt on test" if best_acc.accuracy_drop is not None else ""
-            parts.append(f"least accuracy drop within the size and latency budgets {val_drop:.2f} pt on validation"
-                         f"{test} ({best_acc.label})")
-            if not relax and b.accuracy_drop_pct is not None:
-                relax.append(f"--max-accuracy-drop {math.ceil(val_drop * 10) / 10 + 0.1:.1f}")
-        if missed:
-            parts.append(f"{len(missed)} candidate(s) met every budget as predicted but not on the real export ("
-                         + "; ".join(f"{c.label}: {c.reason.removeprefix(REAL_EXPORT)}" for c in missed[:2]) + ")")
-        if not relax and any(c.status == "not-evaluated" for c in self.candidates):
-            relax.append("a longer --search-time")
-        if not relax and any(c.status == "stopped" for c in self.candidates):
-            relax.append("--no-early-stop (successive halving stopped some candidates after short fine-tunes)")
-        return InfeasibleBudgetError(
-            f"no candidate meets the budgets ({self._budget_text()}); best reachable: " + "; ".join(parts),
-            "relax " + (" or ".join(relax) if relax else "the budgets") + ", or allow more methods in the target",
-        )
+        return infeasible_error(self)
 
     # -- without data -----------------------------------------------------------------------------------------
     def _refuse_at_once_without_data(self) -> None:
@@ -228,41 +189,9 @@ class Planner:
         for i in range(len(self.candidates)):
             self._screen(i)
         if all(c.status in ("rejected", "failed") for c in self.candidates):
-            raise self._no_data_error(lower_bound=True)
+            raise no_data_error(self, lower_bound=True)
         for c in self.candidates:
             c.status, c.reason, c.seconds = "pending", "", 0.0
-
-    def _no_data_error(self, lower_bound: bool) -> InfeasibleBudgetError:
-        """'Nothing data-free fits': what each data-free option reaches, and --data as the way forward."""
-        reach = "; ".join(
-            f"{c.label}: {c.predicted_bytes / MB:.4f} MB, {c.predicted_ms:.3f} ms on {self.ctx.profile.name}"
-            + (f" ({c.reason})" if c.reason.startswith(REAL_EXPORT) else "")
-            for c in self.candidates if c.predicted_bytes is not None and c.predicted_ms is not None)
-        if lower_bound:
-            reach += f" (weights only: the {self.primary_format} file adds its own bytes)"
-        b = self.budgets
-        relax = []
-        smallest = min((c.predicted_bytes for c in self.candidates if c.predicted_bytes is not None), default=None)
-        fastest = min((c.predicted_ms for c in self.candidates if c.predicted_ms is not None), default=None)
-        if b.size_mb is not None and smallest is not None and smallest > b.size_mb * MB:
-            relax.append(f"--max-size above {smallest / MB:.4f}MB")
-        if b.latency_ms is not None and fastest is not None and fastest > b.latency_ms:
-            relax.append(f"--max-latency above {fastest:.3f}ms")
-        return InfeasibleBudgetError(
-            f"without --data no candidate can meet the budgets ({self._budget_text()}): the planner only tries "
-            f"what it can bound without data, and that reaches {reach or 'nothing (every candidate failed)'}",
-            "pass --data (an image folder, a .npz or package.module:factory) so the planner can evaluate "
-            "pruning, low-rank and separable rewrites and clustering"
-            + (f"; or relax {' or '.join(relax)}" if relax else "") + "; or run a recipe of your own with --recipe",
-        )
-
-    # -- steps ----------------------------------------------------------------------------------------------
-    def _budget_text(self) -> str:
-        b = self.budgets
-        return ", ".join(x for x in (
-            f"size <= {b.size_mb} MB" if b.size_mb is not None else "",
-            f"latency <= {b.latency_ms} ms" if b.latency_ms is not None else "",
-            f"accuracy drop <= {b.accuracy_drop_pct} pt" if b.accuracy_drop_pct is not None else "") if x)
 
     # -- evaluation -----------------------------------------------------------------------------------------
     def _screen(self, i: int, deadline: float | None = None) -> None:
