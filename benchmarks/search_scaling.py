@@ -91,6 +91,7 @@ def search(model, ctx, budgets, executor: Executor, early_stop: bool, ft_epochs:
     start = time.monotonic()
     planner.search()
     wall = time.monotonic() - start
+    print(f"  searched with {executor.name}{' (halving)' if early_stop else ''} in {wall:.1f} s", flush=True)
     ranked = planner.ranking()
     best = planner.candidates[ranked[0]] if ranked else None
     return {"wall": wall, "epochs": planner.epochs_spent, "planner": planner,

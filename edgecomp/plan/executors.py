@@ -159,8 +159,17 @@ class ProcessExecutor(Executor):
                     if _expired(task):
                         on_result(_skipped(task))
                         continue
-                    worker = self._workers[slot] or self._spawn(slot)
-                    worker.conn.send(task)
+                    worker = self._workers[slot]
+                    if worker is not None and not worker.process.is_alive():  # died while idle
+                        self._bury(slot)
+                        worker = None
+                    worker = worker or self._spawn(slot)
+                    try:
+                        worker.conn.send(task)
+                    except OSError:  # it died just now, before the task reached it: not the task's fault
+                        self._bury(slot)
+                        pending.appendleft(task)
+                        continue
                     busy[slot] = task
                     progress.started(task)
                 if not busy:
