@@ -20,6 +20,13 @@ from edgecomp.plan.tasks import EvalResult, EvalTask
 logger = logging.getLogger(__name__)
 
 
+def _escape(text: str) -> str:
+    """``text`` safe inside rich markup (recipe arguments may hold square brackets)."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def _eta(started: float, epoch: int, epochs: int) -> str:
     if epoch <= 0 or epochs <= epoch:
         return ""
@@ -89,14 +96,15 @@ class LiveProgress(SearchProgress):
 
     def started(self, task: EvalTask) -> None:
         self._started[task.index], self._labels[task.index] = time.monotonic(), task.label
-        self._lines[task.index] = self._bar.add_task(f"  {task.label}: starting", total=task.max_epochs)
+        self._lines[task.index] = self._bar.add_task(f"  {self._rung} {_escape(task.label)}: starting",
+                                                     total=task.max_epochs)
 
     def epoch(self, index: int, entry: dict) -> None:
         line = self._lines.get(index)
         if line is None:
             return
         self._bar.update(line, completed=entry["epoch"], total=entry["epochs"],
-                         description=f"  {self._labels[index]}: epoch {entry['epoch']}/{entry['epochs']}, "
+                         description=f"  {self._rung} {_escape(self._labels[index])}: epoch {entry['epoch']}/{entry['epochs']}, "
                                      f"val {entry['val_metric']:.2f}")
 
     def finished(self, result: EvalResult, label: str) -> None:
