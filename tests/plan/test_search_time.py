@@ -95,3 +95,16 @@ def test_int8_calibration_stops_at_the_deadline():
     full = _Counter()
     _calibrate(full, x, batch=2, deadline=None)
     assert full.calls == 5
+
+
+def test_no_executor_starts_a_task_after_the_deadline():
+    from edgecomp.plan.executors import ProcessExecutor, SerialExecutor
+    from edgecomp.plan.progress import SearchProgress
+
+    late = [EvalTask(i, (), f"c{i}", deadline_wall=time.time() - 1) for i in range(3)]
+    for executor in (SerialExecutor(), ProcessExecutor(2)):
+        results = []
+        executor.run(late, results.append, SearchProgress())
+        executor.close()
+        assert [r.skipped for r in results] == ["search time used up"] * 3
+        assert all(w is None for w in getattr(executor, "_workers", [])), "no worker was started for them"
