@@ -142,14 +142,18 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
         return _kept(key, _write_bundle(base, loaded, final, dataclasses.replace(ctx, export=export_opts), formats,
                                         opts, dest, timings=timings))
 
+    from edgecomp.plan.executors import make_executor
     from edgecomp.plan.plan_memo import PlanMemo, plan_key
     from edgecomp.plan.planner import Planner
+    from edgecomp.plan.progress import make_progress
 
     memo = stored = None
     if opts.reuse_plans and cache_enabled(opts.cache):  # --fresh-search, --no-cache and $EDGECOMP_NO_CACHE search
         with timings.phase("plan:memo"):
             memo = PlanMemo(cache_dir() / "plans", plan_key(loaded.module, ctx, budgets, formats[0],
-                                                            opts.search_time_s, opts.max_finetune_epochs))
+                                                            opts.search_time_s, opts.max_finetune_epochs,
+                                                            {"early_stop": opts.early_stop, "workers": opts.workers,
+                                                             "search_threads": opts.search_threads}))
             stored = memo.load()
     if stored is not None:
         logger.info("[plan] reusing the plan of %s (identical inputs): %s", stored.planned_at,
@@ -162,7 +166,9 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
                                         opts, dest, timings=timings))
     planner = Planner(loaded.module, ctx, budgets, formats[0], search_time_s=opts.search_time_s,
                       max_finetune_epochs=opts.max_finetune_epochs,
-                      cache_dir=cache_dir() / "plans" if opts.reuse_plans else None)
+                      cache_dir=cache_dir() / "plans" if opts.reuse_plans else None,
+                      executor=make_executor(opts.workers, opts.ray, opts.search_threads),
+                      early_stop=opts.early_stop, progress=make_progress())
     start = time.monotonic()
     with timings.phase("plan:search"):
         _quietly(planner.search)
@@ -177,7 +183,7 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
         report = base.model_copy(deep=True)
         report.recipe, report.stages = [s.describe() for s in chosen_steps], evaluated.stages
         report.planner = {"candidates": planner.candidates, "notes": planner.notes,
-                          "search_seconds": search_seconds}
+                          "search_seconds": search_seconds, **planner.summary()}
         try:
             written = _write_bundle(report, loaded, evaluated.model,
                                     dataclasses.replace(ctx, export=evaluated.export), formats, opts, dest,

@@ -37,5 +37,9 @@ class BuildOptions:
     search_time_s: float = 600.0
     max_finetune_epochs: int | None = None
     reuse_plans: bool = True
+    workers: int | None = None  # --workers N: evaluate candidates in N local processes (edgecomp.plan.executors)
+    ray: str | None = None  # --ray [ADDRESS]: evaluate candidates as Ray tasks ("local": a Ray instance of its own)
+    search_threads: int | None = None  # torch threads per candidate evaluation (default: cores / workers)
+    early_stop: bool = True  # successive halving of candidates (False: --no-early-stop, evaluate every one)
     force: bool = False  # replace an existing folder at ``out`` even if it is not a bundle
     cache: bool = True  # reuse identical exports (and their parity and host timings) from the artifact cache

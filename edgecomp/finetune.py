@@ -38,6 +38,8 @@ class FinetunePolicy:
     """Run at most this many epochs (None: each stage's own setting)."""
     deadline: float | None = None
     """``time.monotonic()`` value at which every fine-tune stops (the planner's --search-time), or None."""
+    on_epoch: Callable[[dict], None] | None = None
+    """Called after every epoch with its history entry and ``epochs`` (the planner's progress lines)."""
 
 
 class FinetuneConfig(BaseModel):
@@ -216,6 +218,8 @@ def finetune(
         val, val_loss = _val_stats(model, data)
         history.append({"epoch": epoch, "loss": total / n_train, "val_metric": val, "val_loss": val_loss})
         logger.debug("epoch %d loss %.4f val %.2f", epoch, total / n_train, val)
+        if policy.on_epoch is not None:
+            policy.on_epoch({**history[-1], "epochs": cfg.epochs})
         if val > best_acc or (cfg.ties_by_loss and val == best_acc and val_loss < best_loss):
             best_acc, best_loss, best_state, bad = val, val_loss, copy.deepcopy(model.state_dict()), 0
         else:

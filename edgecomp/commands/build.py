@@ -116,6 +116,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-accuracy-drop", type=float, help="largest drop of the metric in its points (top-1: percentage points), e.g. 1")
     p.add_argument("--search-time", type=DURATION, default=600.0, help="planner search time, e.g. 10m (default)")
     p.add_argument("--max-finetune-epochs", type=int, help="cap on every recovery fine-tune (faster search)")
+    p.add_argument("--workers", type=_at_least_one, metavar="N",
+                   help="evaluate planner candidates in N local worker processes (torch threads split among them)")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="evaluate planner candidates as Ray tasks: on the cluster at ADDRESS (host:port, "
+                        "ray://host:port or auto), or without ADDRESS on a local Ray instance (edgecomp[ray])")
+    p.add_argument("--search-threads", type=_at_least_one, metavar="N",
+                   help="torch threads per candidate evaluation (default: the cores divided among the workers; "
+                        "1 on Ray); equal numbers across executors need equal threads")
+    p.add_argument("--no-early-stop", action="store_true",
+                   help="evaluate every candidate with the full fine-tune instead of successive halving")
     p.add_argument("--fresh-search", action="store_true",
                    help="re-evaluate every candidate instead of reusing cached planner results")
     p.add_argument("--no-cache", action="store_true",
@@ -149,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads, runs=args.runs, seed=args.seed, skip_failed_formats=args.skip_failed_formats,
         allow_parity_failure=args.allow_parity_failure, search_time_s=args.search_time,
         max_finetune_epochs=args.max_finetune_epochs, reuse_plans=not args.fresh_search, force=args.force,
+        workers=args.workers, ray=args.ray, search_threads=args.search_threads, early_stop=not args.no_early_stop,
         cache=not args.no_cache, latency_tolerance=args.latency_tolerance / 100,
         budgets=Budgets(size_mb=args.max_size, latency_ms=args.max_latency,
                         accuracy_drop_pct=args.max_accuracy_drop),

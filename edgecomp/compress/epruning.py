@@ -217,7 +217,7 @@ class EPruning(Stage):
             return out
 
         epochs, best, prev_best, stagnant, stopped = [], pop[0], None, 0, "max-epochs"
-        start = time.monotonic()
+        start, deadline = time.monotonic(), ctx.finetune_policy.deadline  # the planner's --search-time
         try:
             for epoch in range(1, cfg.max_epochs + 1):
                 model.train()
@@ -239,6 +239,8 @@ class EPruning(Stage):
                     sums["mean_energy"] += float(pop_e.mean())
                     sums["loss"] += float(loss.detach())
                     batches += 1
+                    if deadline is not None and time.monotonic() > deadline:
+                        break
                 delta_s = state_convergence(pop_e)
                 model.eval()
                 val = evaluate(model, data, "val")  # with the masks its hooks apply
@@ -256,6 +258,9 @@ class EPruning(Stage):
                     break
                 if stagnant >= cfg.stagnation_epochs:
                     stopped = f"best state unchanged for {stagnant} epochs"
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    stopped = "search-deadline"
                     break
                 if cfg.search_time_s is not None and time.monotonic() - start > cfg.search_time_s:
                     stopped = "time-budget"

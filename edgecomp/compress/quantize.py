@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from typing import Literal
 
 import numpy as np
@@ -95,15 +96,17 @@ def _calibration_inputs(cfg: Int8Config, ctx: BuildContext, model: nn.Module) ->
             "random normal inputs (no data, and no batch-norm layer to synthesise inputs from)")
 
 
-def _calibrate(prepared: nn.Module, x: np.ndarray, batch: int) -> None:
+def _calibrate(prepared: nn.Module, x: np.ndarray, batch: int, deadline: float | None = None) -> None:
     xs = torch.as_tensor(x, dtype=torch.float32)
     with torch.no_grad():
         for i in range(0, len(xs), batch):
             prepared(xs[i : i + batch])
+            if deadline is not None and time.monotonic() > deadline:  # the planner's --search-time: stop here
+                break
 
 
 def ptq(model: nn.Module, settings, calib: np.ndarray, input_shape: list[int], seed: int = 0,
-        stochastic: bool = False):
+        stochastic: bool = False, deadline: float | None = None):
     """Post-training quantization: export, fold BN, calibrate, convert; returns a ``QuantizedModel``."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -114,7 +117,7 @@ def ptq(model: nn.Module, settings, calib: np.ndarray, input_shape: list[int], s
     quantizer = _pt2e().make_quantizer(settings)
     prepared = prepare_pt2e(graph, quantizer)
     batch = 64 if _dynamic_batch(graph, input_shape) else 1
-    _calibrate(prepared, calib, batch)
+    _calibrate(prepared, calib, batch, deadline)
     converted = convert_pt2e(prepared, fold_quantize=False)
     if stochastic:
         stochastic_weights(converted, seed)
@@ -219,7 +222,8 @@ class QuantizeInt8(Stage):
         model = _prepare(model, cfg, ctx, calib, metrics, notes)
         quantized, errors = None, None
         if cfg.qat != "always":
-            quantized = ptq(model, settings, calib, ctx.spec.input_shape, ctx.seed, cfg.rounding == "stochastic")
+            quantized = ptq(model, settings, calib, ctx.spec.input_shape, ctx.seed, cfg.rounding == "stochastic",
+                            ctx.finetune_policy.deadline)
             errors = _layer_report(quantized, calib[: cfg.report_samples], metrics, notes)
         ptq_acc = _val_accuracy(quantized, ctx) if quantized is not None else None
         metrics.update(val_accuracy_float=float_acc, val_accuracy_ptq=ptq_acc)
@@ -261,7 +265,7 @@ class QuantizeInt8(Stage):
 
         def quantize(names: list[str]):
             return ptq(model, replace(settings, skip=tuple(names)), calib, ctx.spec.input_shape, ctx.seed,
-                       cfg.rounding == "stochastic")
+                       cfg.rounding == "stochastic", ctx.finetune_policy.deadline)
 
         def latency(name: str) -> float | None:
             return sel.latency_cost(model, name, ctx.spec.input_shape, ctx.profile, ctx.target.threads)

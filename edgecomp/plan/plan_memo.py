@@ -36,7 +36,7 @@ REUSED_NOTE = ("Plan reused from the build of {date}: the model, data, target, b
 
 
 def plan_key(model, ctx: BuildContext, budgets: Budgets, primary_format: str, search_time_s: float,
-             max_finetune_epochs: int | None) -> str:
+             max_finetune_epochs: int | None, search_options: dict[str, Any] | None = None) -> str:
     """SHA-256 of everything a search's outcome depends on (see the module docstring)."""
     data = ctx.data
     payload = {
@@ -47,6 +47,7 @@ def plan_key(model, ctx: BuildContext, budgets: Budgets, primary_format: str, se
         "budgets": budgets.model_dump(mode="json"), "format": primary_format, "threads": ctx.threads,
         "search_time_s": search_time_s, "max_finetune_epochs": max_finetune_epochs, "seed": ctx.seed,
         "versions": package_versions(),
+        "search_options": search_options or {},  # halving on/off and threads per evaluation change the numbers
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -1,18 +1,22 @@
 """The planner: choose the recipe that meets the budgets while losing the least accuracy.
 
-1. **Screen** every candidate cheaply: apply its structural stages without fine-tuning, count
-   parameters (size = parameters x bytes per parameter of its dtype + the format's overhead) and
-   predict latency for the hardware profile from the layer list. Candidates that miss the size or
-   latency budget are dropped before any training. If the untouched model already fits, it wins at once.
-2. **Evaluate** the survivors, least invasive first, within the search time: run the full recipe
-   (with its recovery fine-tune) and measure validation and test accuracy. Results are cached by
-   content hash (model weights, recipe, data, seed), so a re-run with the same inputs is fast.
+1. **Screen** every candidate cheaply (``screen.py``): apply its structural stages without fine-tuning,
+   count parameters (size = parameters x bytes per parameter of its dtype + the format's overhead) and
+   predict latency for the hardware profile. Candidates that miss the size or latency budget are dropped
+   before any training. If the untouched model already fits, it wins at once.
+2. **Evaluate** the survivors as tasks on an executor (``executors.py``: serial by default, ``--workers N``
+   local processes, ``--ray``): each task runs the full recipe with its recovery fine-tunes and measures
+   validation and test metrics. With more candidates than ``eta``, successive halving (``halving.py``)
+   gives every candidate a short fine-tune first and only the best ``1/eta`` longer ones, judging the
+   accuracy budget on the last rung; ``early_stop=False`` (``--no-early-stop``) evaluates every candidate
+   in full. Results are cached by content (``eval_cache.py``), so a re-run with the same inputs is fast.
 3. **Rank** what meets every budget: most accurate first (validation split); ties go to the smaller,
    then the faster. The build exports the winner and re-checks the real numbers; if they miss, it
    asks for the next (``Planner.next_choice``).
 
-``search_time_s`` bounds the whole search: no evaluation starts after it, and every recovery fine-tune
-stops at it (``FinetunePolicy.deadline``); candidates whose evaluation ran into it are marked ``cut_short``.
+``search_time_s`` is a hard bound on the whole search: no screen or evaluation starts after it, and every
+fine-tune, pruning search and calibration stops at it (the deadline travels in each task); candidates whose
+evaluation ran into it are marked ``cut_short``, those never reached ``not-evaluated``.
 
 Without data the planner never guesses: it only generates candidates whose stages need no data
 (``Stage.needs_data``: the untouched model, fp16, int8 calibrated from batch-norm statistics), chooses the
@@ -22,77 +26,35 @@ before any export, naming ``--data``.
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import hashlib
-import io
-import json
 import logging
-import math
-import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, Field
 from torch import nn
 
-from edgecomp import __version__
-from edgecomp.compress.base import BuildContext, ExportOptions
-from edgecomp.compress.pipeline import apply_recipe
+from edgecomp.compress.base import BuildContext
 from edgecomp.compress.recipe import RecipeStep
 from edgecomp.errors import ConfigError, EdgecompError, InfeasibleBudgetError
-from edgecomp.finetune import FinetunePolicy
 from edgecomp.metrics import evaluate
-from edgecomp.model import count_macs, count_params
-from edgecomp.plan.candidates import bytes_per_param, dtype_of, generate, is_structural
-from edgecomp.profile.predict import layers_from_torch, predict_from_layers
-from edgecomp.records import ACCURACY_NOT_MEASURED, StageRecord
+from edgecomp.plan.candidate import Candidate, RungResult
+from edgecomp.plan.candidates import dtype_of, generate
+from edgecomp.plan.eval_cache import EvalCache, eval_key, search_digest
+from edgecomp.plan.executors import Executor, SerialExecutor
+from edgecomp.plan.halving import DEFAULT_ETA, keep_best, rung_budgets, worth_halving
+from edgecomp.plan.infeasible import REAL_EXPORT, infeasible_error, no_data_error
+from edgecomp.plan.progress import SearchProgress
+from edgecomp.plan.screen import measure_overhead, screen
+from edgecomp.plan.tasks import EvalResult, EvalTask, Evaluated, pack_payload, run_task
+from edgecomp.records import ACCURACY_NOT_MEASURED
 from edgecomp.targets import Budgets
 
+__all__ = ["Candidate", "Evaluated", "Planner", "RungResult"]
 logger = logging.getLogger(__name__)
-REAL_EXPORT = "real export: "  # how a chosen candidate's reason starts when its real export missed
-MB = 1e6
 NO_DATA_NOTE = ("No --data: only candidates whose error is bounded without data were considered (the untouched "
                 "model, fp16 weights, int8 calibrated from batch-norm statistics); accuracy not measured. Pass "
                 "--data to let the planner evaluate pruning, rewrites and clustering.")
-
-
-class Candidate(BaseModel):
-    """One recipe the planner considered, with what it predicted and measured, and its fate."""
-
-    recipe: list[str] = Field(description="Stages in recipe syntax; empty for the untouched model.")
-    dtype: str = Field("fp32", description="Weight dtype it exports with.")
-    params: int | None = Field(None, description="Parameters after its structural stages.")
-    macs: int | None = Field(None, description="MACs after its structural stages.")
-    predicted_bytes: int | None = Field(None, description="Size predicted from parameters and dtype.")
-    predicted_ms: float | None = Field(None, description="Latency predicted for the hardware profile.")
-    val_accuracy: float | None = Field(None, description="Validation top-1 after recovery, percent.")
-    accuracy: float | None = Field(None, description="Test top-1 after recovery, percent.")
-    accuracy_drop: float | None = Field(None, description="Source test top-1 minus this, points.")
-    real_bytes: int | None = Field(None, description="Size of the real export (chosen candidates only).")
-    real_ms: float | None = Field(None, description="Latency predicted from the real export.")
-    status: str = Field("pending", description="chosen, feasible, rejected, not-evaluated or failed.")
-    reason: str = Field("", description="Why it has that status.")
-    seconds: float = Field(0.0, description="Time spent on it (screen and evaluation).")
-    cached: bool = Field(False, description="Whether its evaluation came from the cache.")
-    cut_short: bool = Field(False, description="Its evaluation ran into the --search-time deadline, where every "
-                                               "fine-tune stops: its accuracy may be below a full fine-tune's.")
-    accuracy_note: str | None = Field(None, description="'accuracy not measured' when the build had no data.")
-    pareto: bool = Field(False, description="On the size-latency-accuracy Pareto front of evaluated ones.")
-
-    @property
-    def label(self) -> str:
-        """Readable recipe."""
-        return " -> ".join(self.recipe) or "fp32 (untouched)"
-
-
-@dataclass
-class _Evaluated:
-    model: nn.Module
-    stages: list[StageRecord]
-    export: ExportOptions
 
 
 @dataclass
@@ -106,14 +68,30 @@ class Planner:
     search_time_s: float = 600.0
     max_finetune_epochs: int | None = None
     cache_dir: Path | None = None
+    executor: Executor | None = None
+    """Where evaluations run (None: serially in this process)."""
+    early_stop: bool = True
+    """Successive halving when it can save work; False evaluates every candidate in full (--no-early-stop)."""
+    eta: int = DEFAULT_ETA
+    """Successive halving keeps the best 1/eta at each rung."""
+    progress: SearchProgress | None = None
+    """Where progress goes (None: log lines)."""
     candidates: list[Candidate] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    rungs: list[dict] = field(default_factory=list)
+    """One entry per rung run: its fine-tune cap, how many candidates it evaluated and which went on."""
+    epochs_spent: int = 0
+    """Fine-tune epochs run by the search's evaluations (cached ones count 0)."""
     _steps: list[list[RecipeStep]] = field(default_factory=list)
-    _models: dict[int, _Evaluated] = field(default_factory=dict)
+    _models: dict[int, Evaluated] = field(default_factory=dict)
     _overhead_bytes: int = 0
     _source_val: float | None = None
     _source_test: float | None = None
     _deadline: float | None = None
-    notes: list[str] = field(default_factory=list)
+    _cache: EvalCache = field(default_factory=lambda: EvalCache(None))
+    _search_key: str = ""
+    _started: bool = False
+    _threads: int = 1
 
     # -- public -------------------------------------------------------------------------------------------
     def search(self) -> None:
@@ -136,12 +114,12 @@ class Planner:
         if data is None:
             self.notes.append(NO_DATA_NOTE)
             self._refuse_at_once_without_data()
-        self._overhead_bytes = self._measure_overhead()
-        self._screen(0)
+        self._overhead_bytes = measure_overhead(self.model, self.ctx, self.primary_format, self.cache_dir)
+        self._screen(0, deadline=None)  # the untouched model is always screened: it may win at once
         base = self.candidates[0]
         if base.status == "feasible":
             base.val_accuracy, base.accuracy, base.accuracy_drop = self._source_val, self._source_test, 0.0
-            self._models[0] = _Evaluated(self.model, [], self.ctx.export)
+            self._models[0] = Evaluated(self.model, [], self.ctx.export)
             for c in self.candidates[1:]:
                 c.status, c.reason = "not-evaluated", "the untouched model already meets every budget"
             self.notes.append("The untouched model meets every budget, so nothing was changed.")
@@ -149,7 +127,12 @@ class Planner:
         logger.info("[plan] the untouched model misses a budget (%s); screening %d candidates",
                     base.reason, len(self.candidates) - 1)
         for i in range(1, len(self.candidates)):
-            self._screen(i)
+            if time.monotonic() > self._deadline:
+                c = self.candidates[i]
+                c.status = "not-evaluated"
+                c.reason = f"search time of {self.search_time_s:.0f} s used up before it was screened"
+                continue
+            self._screen(i, self._deadline)
         if data is None:  # nothing to evaluate: next_choice builds the least invasive one that fits
             for c in self.candidates[1:]:
                 if c.status == "feasible":
@@ -157,29 +140,35 @@ class Planner:
             return
         order = sorted((i for i, c in enumerate(self.candidates) if c.status == "feasible" and i),
                        key=lambda i: -(self.candidates[i].params or 0))
-        for n, i in enumerate(order, 1):
-            c = self.candidates[i]
-            if time.monotonic() > self._deadline:
-                c.status, c.reason = "not-evaluated", f"search time of {self.search_time_s:.0f} s used up"
-                continue
-            logger.info("[plan %d/%d] evaluating %s", n, len(order), c.label)
-            self._evaluate(i)
+        self._evaluate_all(order)
         self._mark_pareto()
 
-    def next_choice(self) -> tuple[Candidate, list[RecipeStep], _Evaluated] | None:
+    def next_choice(self) -> tuple[Candidate, list[RecipeStep], Evaluated] | None:
         """The best feasible candidate not yet handed out (most accurate, then smaller, then faster)."""
-        feasible = [i for i, c in enumerate(self.candidates) if c.status == "feasible"]
-        if not feasible:
+        ranked = self.ranking()
+        if not ranked:
             return None
-        if self.ctx.data is None:  # accuracy unknown: the least invasive that fits (candidates come in that order)
-            best = feasible[0]
-        else:
-            best = min(feasible, key=lambda i: (-round(self.candidates[i].val_accuracy or 0.0, 2),
-                                                self.candidates[i].predicted_bytes or 0,
-                                                self.candidates[i].predicted_ms or 0.0))
+        best = ranked[0]
         c = self.candidates[best]
         c.status = "chosen"
         return c, self._steps[best], self._materialize(best)
+
+    def ranking(self) -> list[int]:
+        """Indices of the feasible candidates, best first: most accurate (validation), then smaller, then faster;
+        without data, least invasive first (the order candidates come in)."""
+        feasible = [i for i, c in enumerate(self.candidates) if c.status == "feasible"]
+        if self.ctx.data is None:
+            return feasible
+        return sorted(feasible, key=lambda i: (-round(self.candidates[i].val_accuracy or 0.0, 2),
+                                               self.candidates[i].predicted_bytes or 0,
+                                               self.candidates[i].predicted_ms or 0.0))
+
+    def summary(self) -> dict:
+        """What the report says about the search besides the candidates: executor, rungs, epochs spent."""
+        ex = self.executor
+        return {"executor": ex.name if ex else "serial", "workers": ex.parallel if ex else 1,
+                "threads_per_evaluation": ex.threads if ex else self._threads, "rungs": self.rungs,
+                "epochs_spent": self.epochs_spent}
 
     def reject_chosen(self, candidate: Candidate, missed: str) -> None:
         """Mark a chosen candidate whose real export missed a budget (``missed`` says which)."""
@@ -187,43 +176,7 @@ class Planner:
 
     def infeasible_error(self) -> InfeasibleBudgetError:
         """The error for 'nothing fits', naming the best reachable numbers and the budget to relax."""
-        if self.ctx.data is None:
-            return self._no_data_error(lower_bound=False)
-        screened = [c for c in self.candidates if c.predicted_bytes is not None]
-        # evaluated candidates all met the predicted size and latency (those whose real export then missed a
-        # budget are left out); accuracy is judged on validation
-        missed = [c for c in self.candidates if c.reason.startswith(REAL_EXPORT)]
-        evaluated = [c for c in self.candidates if c.recipe and c.val_accuracy is not None
-                     and not c.reason.startswith(REAL_EXPORT)] if self._source_val is not None else []
-        best_size = min(screened, key=lambda c: c.predicted_bytes, default=None)
-        best_lat = min(screened, key=lambda c: c.predicted_ms, default=None)
-        best_acc = min(evaluated, key=lambda c: self._source_val - c.val_accuracy, default=None)
-        b = self.budgets
-        parts, relax = [], []
-        if best_size:
-            parts.append(f"smallest {best_size.predicted_bytes / MB:.4f} MB ({best_size.label})")
-            if b.size_mb is not None and best_size.predicted_bytes > b.size_mb * MB:
-                relax.append(f"--max-size {best_size.predicted_bytes / MB * 1.05:.4f}MB")
-        if best_lat:
-            parts.append(f"fastest {best_lat.predicted_ms:.4f} ms on {self.ctx.profile.name} ({best_lat.label})")
-            if b.latency_ms is not None and best_lat.predicted_ms > b.latency_ms:
-                relax.append(f"--max-latency {best_lat.predicted_ms * 1.05:.4f}ms")
-        if best_acc:
-            val_drop = self._source_val - best_acc.val_accuracy
-            test = f", {best_acc.accuracy_drop:.2f} pt on test" if best_acc.accuracy_drop is not None else ""
-            parts.append(f"least accuracy drop within the size and latency budgets {val_drop:.2f} pt on validation"
-                         f"{test} ({best_acc.label})")
-            if not relax and b.accuracy_drop_pct is not None:
-                relax.append(f"--max-accuracy-drop {math.ceil(val_drop * 10) / 10 + 0.1:.1f}")
-        if missed:
-            parts.append(f"{len(missed)} candidate(s) met every budget as predicted but not on the real export ("
-                         + "; ".join(f"{c.label}: {c.reason.removeprefix(REAL_EXPORT)}" for c in missed[:2]) + ")")
-        if not relax and any(c.status == "not-evaluated" for c in self.candidates):
-            relax.append("a longer --search-time")
-        return InfeasibleBudgetError(
-            f"no candidate meets the budgets ({self._budget_text()}); best reachable: " + "; ".join(parts),
-            "relax " + (" or ".join(relax) if relax else "the budgets") + ", or allow more methods in the target",
-        )
+        return infeasible_error(self)
 
     # -- without data -----------------------------------------------------------------------------------------
     def _refuse_at_once_without_data(self) -> None:
@@ -236,157 +189,126 @@ class Planner:
         for i in range(len(self.candidates)):
             self._screen(i)
         if all(c.status in ("rejected", "failed") for c in self.candidates):
-            raise self._no_data_error(lower_bound=True)
+            raise no_data_error(self, lower_bound=True)
         for c in self.candidates:
             c.status, c.reason, c.seconds = "pending", "", 0.0
 
-    def _no_data_error(self, lower_bound: bool) -> InfeasibleBudgetError:
-        """'Nothing data-free fits': what each data-free option reaches, and --data as the way forward."""
-        reach = "; ".join(
-            f"{c.label}: {c.predicted_bytes / MB:.4f} MB, {c.predicted_ms:.3f} ms on {self.ctx.profile.name}"
-            + (f" ({c.reason})" if c.reason.startswith(REAL_EXPORT) else "")
-            for c in self.candidates if c.predicted_bytes is not None and c.predicted_ms is not None)
-        if lower_bound:
-            reach += f" (weights only: the {self.primary_format} file adds its own bytes)"
-        b = self.budgets
-        relax = []
-        smallest = min((c.predicted_bytes for c in self.candidates if c.predicted_bytes is not None), default=None)
-        fastest = min((c.predicted_ms for c in self.candidates if c.predicted_ms is not None), default=None)
-        if b.size_mb is not None and smallest is not None and smallest > b.size_mb * MB:
-            relax.append(f"--max-size above {smallest / MB:.4f}MB")
-        if b.latency_ms is not None and fastest is not None and fastest > b.latency_ms:
-            relax.append(f"--max-latency above {fastest:.3f}ms")
-        return InfeasibleBudgetError(
-            f"without --data no candidate can meet the budgets ({self._budget_text()}): the planner only tries "
-            f"what it can bound without data, and that reaches {reach or 'nothing (every candidate failed)'}",
-            "pass --data (an image folder, a .npz or package.module:factory) so the planner can evaluate "
-            "pruning, low-rank and separable rewrites and clustering"
-            + (f"; or relax {' or '.join(relax)}" if relax else "") + "; or run a recipe of your own with --recipe",
-        )
+    # -- evaluation -----------------------------------------------------------------------------------------
+    def _screen(self, i: int, deadline: float | None = None) -> None:
+        screen(self.candidates[i], self._steps[i], self.model, self.ctx, self.budgets, self.primary_format,
+               self._overhead_bytes, deadline)
 
-    # -- steps ----------------------------------------------------------------------------------------------
-    def _budget_text(self) -> str:
-        b = self.budgets
-        return ", ".join(x for x in (
-            f"size <= {b.size_mb} MB" if b.size_mb is not None else "",
-            f"latency <= {b.latency_ms} ms" if b.latency_ms is not None else "",
-            f"accuracy drop <= {b.accuracy_drop_pct} pt" if b.accuracy_drop_pct is not None else "") if x)
-
-    def _measure_overhead(self) -> int:
-        """Bytes the primary format adds beyond the fp32 weights, from a real export of the source model.
-
-        The export is the slowest part of a search whose candidates are all cached (the converter's import
-        alone takes seconds), so with a cache folder the byte count is kept there, keyed by the model's
-        weights and structure, the format and the converters' versions.
-        """
-        memo = self._overhead_memo()
-        if memo is not None and memo.is_file():
-            try:
-                return int(json.loads(memo.read_text())["overhead_bytes"])
-            except (OSError, ValueError, KeyError, TypeError):
-                pass  # unreadable: measure again and rewrite it
-        overhead = self._export_overhead()
-        if memo is not None:
-            with contextlib.suppress(OSError):
-                memo.parent.mkdir(parents=True, exist_ok=True)
-                tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
-                tmp.write_text(json.dumps({"overhead_bytes": overhead}))
-                os.replace(tmp, memo)
-        return overhead
-
-    def _overhead_memo(self) -> Path | None:
-        """Where the source model's format overhead is kept (None without a cache folder)."""
-        if self.cache_dir is None:
-            return None
-        from edgecomp.artifact_cache import artifact_key, package_versions
-
-        key = artifact_key(self.model, self.primary_format, {"spec": self.ctx.spec.model_dump(),
-                                                             "versions": package_versions(), "what": "overhead"})
-        return self.cache_dir / f"overhead-{key[:32]}.json"
-
-    def _export_overhead(self) -> int:
-        import tempfile
-
-        from edgecomp.bundle import size_of
-        from edgecomp.export.base import get_format
-
-        fmt = get_format(self.primary_format)
-        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-            path = Path(tmp) / fmt.filename
-            try:
-                fmt.export(self.model, self.ctx.spec, ExportOptions(), path)
-            except EdgecompError:
-                return 0
-            return max(0, size_of(path) - 4 * count_params(self.model))
-
-    def _screen(self, i: int) -> None:
-        c, steps = self.candidates[i], self._steps[i]
-        start = time.monotonic()
-        structural = [s for s in steps if is_structural(s)]
+    def _evaluate_all(self, order: list[int]) -> None:
+        """Evaluate ``order`` on the executor: one rung when exhaustive, several with successive halving."""
+        executor = self.executor or SerialExecutor()
+        self._threads = executor.threads
+        progress = self.progress or SearchProgress()
+        halving = self.early_stop and worth_halving(len(order), self.eta)
+        budgets = rung_budgets(self.max_finetune_epochs, self.eta) if halving else [self.max_finetune_epochs]
+        if self.cache_dir is not None:
+            self._cache = EvalCache(self.cache_dir)
+            self._search_key = search_digest(self.model, self.ctx.teacher, self.ctx.data)
+        if halving:
+            self.notes.append(f"Successive halving: {len(order)} candidates, rungs of "
+                              + ", ".join(f"{b} epochs" if b is not None else "the full fine-tune" for b in budgets)
+                              + f"; the best 1/{self.eta} went on at each rung (--no-early-stop evaluates all).")
+        survivors = list(order)
         try:
-            model = copy.deepcopy(self.model)
-            if structural:
-                torch.manual_seed(self.ctx.seed)
-                screen_ctx = replace(self.ctx, finetune_policy=FinetunePolicy(skip=True))
-                model, _, _ = apply_recipe(model, structural, screen_ctx)
-            c.params = count_params(model)
-            c.macs = count_macs(model, self.ctx.spec.input_shape)
-            layers = layers_from_torch(model, self.ctx.spec.input_shape, c.dtype)
-            c.predicted_ms = predict_from_layers(layers, self.ctx.profile, self.ctx.target.threads, c.dtype).ms
-            c.predicted_bytes = int(self._overhead_bytes + c.params * bytes_per_param(steps, self.primary_format))
-        except EdgecompError as exc:
-            c.status, c.reason = "failed", exc.message
-            return
-        except Exception as exc:  # a library failing on one candidate's structure must not sink the search
-            logger.warning("[plan] %s could not be screened (%s: %s); it is left out", c.label,
-                           type(exc).__name__, exc)
-            logger.debug("screening %s failed", c.label, exc_info=True)
-            c.status, c.reason = "failed", f"screening raised {type(exc).__name__}: {exc}"
-            return
+            for r, cap in enumerate(budgets):
+                final = r == len(budgets) - 1
+                self._run_rung(survivors, r, len(budgets), cap, final, executor, progress)
+                reached = [i for i in survivors if self.candidates[i].rungs
+                           and self.candidates[i].rungs[-1].rung == r and self.candidates[i].status == "feasible"]
+                entry = {"rung": r, "max_epochs": cap, "evaluated": len(reached)}
+                if final:
+                    self.rungs.append(entry)
+                    break
+                kept = keep_best(reached, self.candidates, self.eta)
+                entry["kept"] = [self.candidates[i].label for i in kept]
+                self.rungs.append(entry)
+                for i in reached:
+                    if i not in kept:
+                        c = self.candidates[i]
+                        c.status = "stopped"
+                        c.reason = (f"stopped by successive halving after rung {r + 1} ({cap} epochs): val "
+                                    f"{c.val_accuracy:.2f}, not in the best 1/{self.eta}")
+                survivors = kept
+                if time.monotonic() > self._deadline:
+                    for i in survivors:  # no time for longer rungs: judged on the last one they finished
+                        self.candidates[i].cut_short = True
+                        self._judge(i, note=f"search time used up: judged on rung {r + 1} ({cap} epochs)")
+                    break
         finally:
-            c.seconds += time.monotonic() - start
-        misses = self.budgets.missed(c.predicted_bytes, c.predicted_ms)
-        c.status, c.reason = ("rejected", "; ".join(misses)) if misses else ("feasible", "")
+            progress.close()
+            executor.close()
 
-    def _cache_key(self, steps: list[RecipeStep]) -> str:
-        digest = hashlib.sha256()
-        buf = io.BytesIO()
-        torch.save({k: v.contiguous() for k, v in self.model.state_dict().items()}, buf)
-        digest.update(buf.getvalue())
-        data = self.ctx.data
-        if data is not None:
-            digest.update(data.fingerprint().encode())  # every split, in full
-            digest.update((data.metric.name if data.metric else "top1").encode())
-        digest.update(json.dumps([s.describe() for s in steps] + [self.ctx.seed, self.max_finetune_epochs,
-                                                                  __version__]).encode())
-        return digest.hexdigest()[:24]
+    def _run_rung(self, indices: list[int], rung: int, rungs: int, cap: int | None, final: bool,
+                  executor: Executor, progress: SearchProgress) -> None:
+        """Evaluate ``indices`` with fine-tunes capped at ``cap``: from the cache where it has them, else as
+        tasks on ``executor``."""
+        progress.begin(rung, rungs, len(indices), cap)
+        deadline_wall = time.time() + (self._deadline - time.monotonic())
+        tasks = []
+        for i in indices:
+            c = self.candidates[i]
+            hit = self._cache.get(self._key(i, cap, executor.threads))
+            if hit is not None:
+                self._take(EvalResult(i, rung, hit["val_accuracy"], hit["accuracy"]), cap, final, cached=True)
+                continue
+            tasks.append(EvalTask(i, tuple(self._steps[i]), c.label, rung, cap, self.ctx.seed, deadline_wall,
+                                  keep_model=final, threads=executor.threads))
+        if not tasks:
+            return
+        if not self._started:
+            executor.start(self.model, self.ctx, lambda: pack_payload(self.model, self.ctx))
+            self._started = True
 
-    def _evaluate(self, i: int) -> None:
-        c, steps = self.candidates[i], self._steps[i]
-        data = self.ctx.data
-        key = self._cache_key(steps)
-        cache_file = self.cache_dir / f"{key}.json" if self.cache_dir else None
-        if cache_file is not None and cache_file.is_file():
-            cached = json.loads(cache_file.read_text())
-            c.val_accuracy, c.accuracy, c.cached = cached["val_accuracy"], cached["accuracy"], True
-        else:
-            start = time.monotonic()
-            try:
-                evaluated = self._run(steps, self._deadline)
-            except EdgecompError as exc:
-                c.status, c.reason = "failed", exc.message
-                return
-            c.seconds += time.monotonic() - start
-            # a fine-tune running at the deadline stopped there: the result depends on timing, so it is not cached
-            c.cut_short = self._deadline is not None and time.monotonic() > self._deadline
-            self._models[i] = evaluated
-            if data is not None:
-                c.val_accuracy = evaluate(evaluated.model, data, "val")
-                c.accuracy = evaluate(evaluated.model, data, "test")
-            if cache_file is not None and not c.cut_short:
-                cache_file.parent.mkdir(parents=True, exist_ok=True)
-                cache_file.write_text(json.dumps({"recipe": c.recipe, "val_accuracy": c.val_accuracy,
-                                                  "accuracy": c.accuracy}))
+        def take(result: EvalResult) -> None:
+            self._take(result, cap, final)
+            progress.finished(result, self.candidates[result.index].label)
+
+        executor.run(tasks, take, progress)
+
+    def _key(self, i: int, cap: int | None, threads: int) -> str:
+        return eval_key(self._search_key, self.candidates[i].recipe, self.ctx.seed, cap, threads)
+
+    def _take(self, result: EvalResult, cap: int | None, final: bool, cached: bool = False) -> None:
+        """Record one evaluation's result on its candidate (and in the cache)."""
+        i = result.index
+        c = self.candidates[i]
+        if result.skipped:
+            if c.rungs:  # measured on an earlier rung: judged on that one
+                c.cut_short = True
+                self._judge(i, note=f"search time used up: judged on rung {c.rungs[-1].rung + 1}")
+            else:
+                c.status, c.reason = "not-evaluated", f"search time of {self.search_time_s:.0f} s used up"
+            return
+        if result.error:
+            c.status, c.reason = "failed", result.error
+            return
+        c.rungs.append(RungResult(rung=result.rung, max_epochs=cap, val_accuracy=result.val_accuracy,
+                                  accuracy=result.accuracy, epochs=result.epochs, seconds=round(result.seconds, 3),
+                                  cached=cached, cut_short=result.cut_short))
+        c.val_accuracy, c.accuracy, c.cached = result.val_accuracy, result.accuracy, cached
+        c.seconds += result.seconds
+        c.epochs += result.epochs
+        self.epochs_spent += result.epochs
+        c.cut_short = c.cut_short or result.cut_short
+        if final and result.evaluated is not None:
+            self._models[i] = result.evaluated
+        if not cached and not result.cut_short:  # a deadline-cut result depends on timing: never cached
+            self._cache.put(self._key(i, cap, self._threads), {"recipe": c.recipe, "max_epochs": cap, "epochs": result.epochs,
+                                                "val_accuracy": c.val_accuracy, "accuracy": c.accuracy})
+        if final:
+            self._judge(i)
+        elif c.val_accuracy is not None:
+            logger.info("  %s: rung %d val %.2f%s", c.label, result.rung + 1, c.val_accuracy,
+                        " [cached]" if cached else "")
+
+    def _judge(self, i: int, note: str = "") -> None:
+        """Hold the candidate's last measured metric against the accuracy budget (validation drop)."""
+        c = self.candidates[i]
+        c.reason = note
         if c.accuracy is None or self._source_test is None:
             c.reason = "no evaluation data: accuracy not measured"
             return
@@ -394,20 +316,23 @@ class Planner:
         val_drop = (self._source_val or 0.0) - (c.val_accuracy or 0.0)
         misses = self.budgets.missed(accuracy_drop=val_drop, accuracy_what="validation accuracy drop")
         if misses:
-            c.status, c.reason = "rejected", misses[0]
-        logger.info("  %s: val %.2f%%, test %.2f%% (%s)%s", c.label, c.val_accuracy, c.accuracy,
-                    c.status, " [cached]" if c.cached else "")
+            c.status, c.reason = "rejected", "; ".join([misses[0], note] if note else [misses[0]])
+        logger.info("  %s: val %.2f, test %.2f (%s)%s", c.label, c.val_accuracy, c.accuracy, c.status,
+                    " [cached]" if c.cached else "")
 
-    def _run(self, steps: list[RecipeStep], deadline: float | None = None) -> _Evaluated:
-        torch.manual_seed(self.ctx.seed)
-        policy = FinetunePolicy(max_epochs=self.max_finetune_epochs, deadline=deadline)
-        ctx = replace(self.ctx, finetune_policy=policy)
-        model, stages, export = apply_recipe(copy.deepcopy(self.model), steps, ctx)
-        return _Evaluated(model, stages, export)
-
-    def _materialize(self, i: int) -> _Evaluated:
-        if i not in self._models:  # from the cache (a full run: no deadline) or, without data, not yet run
-            self._models[i] = self._run(self._steps[i])
+    def _materialize(self, i: int) -> Evaluated:
+        """The chosen candidate's model: kept from its evaluation, else (cached, or from a worker whose model
+        does not pickle) rebuilt here with the last rung's budget and no deadline."""
+        if i not in self._models:
+            cap = self.rungs[-1]["max_epochs"] if self.rungs else self.max_finetune_epochs
+            c = self.candidates[i]
+            result = run_task(self.model, self.ctx, EvalTask(i, tuple(self._steps[i]), c.label, max_epochs=cap,
+                                                             seed=self.ctx.seed, keep_model=True,
+                                                             threads=self._threads))
+            if result.evaluated is None:
+                raise EdgecompError(f"rebuilding the chosen candidate {c.label} failed: {result.error}",
+                                    "run with --fresh-search, or report it with the --debug log")
+            self._models[i] = result.evaluated
         return self._models[i]
 
     def _mark_pareto(self) -> None:

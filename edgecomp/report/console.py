@@ -106,7 +106,8 @@ def explain_plan(report: BuildReport) -> str:
     if cut:
         lines.append(f"  cut short by --search-time ({len(cut)}; their fine-tunes stopped at the deadline, so their "
                      f"accuracy may be below a full fine-tune's): {', '.join(cut)}")
-    for status in ("feasible", "rejected", "failed", "not-evaluated"):
+    lines += rung_lines(report.planner or {})
+    for status in ("feasible", "rejected", "stopped", "failed", "not-evaluated"):
         group = by_status.get(status, [])
         reasons = {c["reason"] for c in group}
         if len(group) > 1 and len(reasons) == 1 and "" not in reasons:
@@ -118,3 +119,19 @@ def explain_plan(report: BuildReport) -> str:
         if len(group) > 6:
             lines.append(f"  ... and {len(group) - 6} more {status} (see report.json)")
     return "\n".join(lines)
+
+
+def rung_lines(planner: dict) -> list[str]:
+    """The search's executor and, with successive halving, one line per rung (cap, evaluated, kept)."""
+    lines = []
+    if planner.get("executor"):
+        lines.append(f"  search   {planner['executor']} ({planner.get('workers', 1)} at a time, "
+                     f"{planner.get('threads_per_evaluation', 1)} torch thread(s) each), "
+                     f"{planner.get('epochs_spent', 0)} fine-tune epochs")
+    rungs = planner.get("rungs") or []
+    for r in rungs if len(rungs) > 1 else []:
+        cap = f"{r['max_epochs']} epochs" if r.get("max_epochs") is not None else "full fine-tune"
+        kept = r.get("kept")
+        lines.append(f"  rung {r['rung'] + 1}   {cap}: {r['evaluated']} evaluated"
+                     + (f", kept {len(kept)}: {', '.join(kept)}" if kept is not None else " (judged on this rung)"))
+    return lines

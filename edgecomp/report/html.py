@@ -84,10 +84,12 @@ def planner_section(report: BuildReport) -> str:
             fmt((c.get("real_bytes") or 0) / 1e6 if c.get("real_bytes") else None, ".4f"),
             fmt(c.get("predicted_ms"), ".4f"), fmt_accuracy(c.get("val_accuracy"), c.get("accuracy_note")),
             fmt(c.get("accuracy_drop"), ".2f"), "yes" if c.get("pareto") else "",
+            " / ".join(f"r{r['rung'] + 1} {r['val_accuracy']:.2f}" for r in c.get("rungs") or []
+                       if r.get("val_accuracy") is not None) or "-",
             c["reason"] + (" (cut short by --search-time)" if c.get("cut_short") else ""))) + "</tr>" for c in cands)
     plot = planner_plot(report)
     img = f'<img alt="planner candidates" src="data:image/png;base64,{plot}">' if plot else ""
     head = ["recipe", "status", "params", "pred. MB", "real MB", "pred. ms", "val " + _metric_head(report), "drop pt", "Pareto",
-            "reason"]
+            "val per rung", "reason"]
     return (f"<h2>Planner</h2><pre>{esc(explain_plan(report))}</pre>{img}<table><tr>"
             + "".join(f"<th>{h}</th>" for h in head) + f"</tr>{rows}</table>")

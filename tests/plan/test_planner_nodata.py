@@ -20,7 +20,8 @@ from edgecomp.build import BuildOptions, build
 from edgecomp.compress import datafree
 from edgecomp.compress.base import REGISTRY, BuildContext, stage_names
 from edgecomp.errors import InfeasibleBudgetError
-from edgecomp.plan import planner as planner_mod
+from edgecomp.plan import screen as screen_mod
+from edgecomp.plan import tasks as tasks_mod
 from edgecomp.plan.candidates import generate
 from edgecomp.plan.planner import Planner
 from edgecomp.records import BuildReport, ModelRecord
@@ -75,10 +76,11 @@ def test_without_data_only_stages_that_need_no_data_are_generated():
 
 def test_without_data_nothing_is_evaluated_and_the_least_invasive_fit_is_chosen(monkeypatch):
     runs = []
-    real_apply = planner_mod.apply_recipe
-    monkeypatch.setattr(planner_mod, "apply_recipe",
-                        lambda model, steps, ctx: runs.append([s.name for s in steps]) or real_apply(model, steps, ctx))
-    monkeypatch.setattr(Planner, "_export_overhead", lambda self: 0)
+    real_apply = screen_mod.apply_recipe
+    for module in (screen_mod, tasks_mod):  # screening and evaluation both run recipes
+        monkeypatch.setattr(module, "apply_recipe", lambda model, steps, ctx: runs.append([s.name for s in steps])
+                            or real_apply(model, steps, ctx))
+    monkeypatch.setattr(screen_mod, "_export_overhead", lambda *args: 0)
     monkeypatch.setattr(datafree, "synthesize_from_batchnorm",
                         functools.partial(datafree.synthesize_from_batchnorm, steps=10))
     # fp32 22 KB and fp16 11 KB miss 0.01 MB; int8 (5.5 KB) fits
@@ -96,17 +98,17 @@ def test_without_data_nothing_is_evaluated_and_the_least_invasive_fit_is_chosen(
 
 
 def test_without_data_fp16_wins_over_int8_when_both_fit(monkeypatch):
-    monkeypatch.setattr(Planner, "_export_overhead", lambda self: 0)
+    monkeypatch.setattr(screen_mod, "_export_overhead", lambda *args: 0)
     planner = _planner(_tiny(), size_mb=0.015)
     planner.search()
     assert planner.next_choice()[0].recipe == ["quantize.fp16"]
 
 
 def test_without_data_an_unreachable_budget_fails_before_any_export(monkeypatch):
-    def no_export(self):
+    def no_export(*args):
         raise AssertionError("the planner exported the model before refusing")
 
-    monkeypatch.setattr(Planner, "_export_overhead", no_export)
+    monkeypatch.setattr(screen_mod, "_export_overhead", no_export)
     planner = _planner(_tiny(), size_mb=0.001)
     with pytest.raises(InfeasibleBudgetError) as err:
         planner.search()
@@ -148,13 +150,13 @@ def test_recipe_build_without_data_says_accuracy_not_measured(tmp_path):
 
 def test_search_deadline_cuts_fine_tunes_short_and_is_reported(tmp_path, monkeypatch):
     model, spec, data = load_zoo_model()
-    monkeypatch.setattr(Planner, "_export_overhead", lambda self: 0)
+    monkeypatch.setattr(screen_mod, "_export_overhead", lambda *args: 0)
     planner = _planner(model, size_mb=0.08, data=data, spec=spec, cache_dir=tmp_path / "plans")
     planner.ctx.target = _target(["prune.filter"])
     screen = planner._screen
 
-    def screen_then_start_the_clock(i: int) -> None:
-        screen(i)
+    def screen_then_start_the_clock(i: int, deadline: float | None = None) -> None:
+        screen(i, deadline)
         if i == len(planner.candidates) - 1:  # the search deadline falls 0.1 s into the first evaluation
             planner._deadline = time.monotonic() + 0.1
 

@@ -1,0 +1,56 @@
+"""Successive halving (the synchronous form of ASHA): short fine-tunes for all, longer ones for the best.
+
+Rung budgets grow by ``eta`` from one epoch (1, 3, 9, ...) and end with the full budget (``--max-finetune-
+epochs``, or each stage's own epochs when that is not given). After each rung below the last only the best
+``ceil(n / eta)`` candidates by validation metric continue (ties: smaller, then faster); the accuracy budget
+is judged on the last rung only.
+
+Each rung **reruns the recipe** with the longer budget rather than resuming the previous rung's weights: a
+recipe is several stages (e.g. a pruning search, its fine-tune, then int8 calibration after it), each
+fine-tune keeps its best epoch and stops early, so "the weights after rung k" are not a point a longer
+fine-tune passes through. Rerunning makes the last rung's result identical to the exhaustive search's for
+that candidate (same task, same seed, same cache key), which is what makes the two comparable and lets them
+share the evaluation cache; the price is the lower rungs' epochs, at most ``1/eta + 1/eta^2 + ...`` of the
+full budget per surviving candidate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from edgecomp.plan.candidate import Candidate
+
+DEFAULT_ETA = 3
+FULL_EPOCHS = 20  # FinetuneConfig's default epochs: the full budget when --max-finetune-epochs is not given
+
+
+def rung_budgets(max_epochs: int | None, eta: int = DEFAULT_ETA) -> list[int | None]:
+    """Fine-tune caps per rung: 1, eta, eta^2, ... below the full budget, then the full budget itself.
+
+    The last entry is ``max_epochs`` unchanged (None: each stage's own epochs), so the last rung runs
+    exactly what an exhaustive search runs.
+    """
+    full = max_epochs if max_epochs is not None else FULL_EPOCHS
+    budgets: list[int | None] = []
+    epochs = 1
+    while epochs < full:
+        budgets.append(epochs)
+        epochs *= eta
+    return [*budgets, max_epochs]
+
+
+def worth_halving(n_candidates: int, eta: int = DEFAULT_ETA) -> bool:
+    """Whether halving can save work: with ``eta`` or fewer candidates every one would reach the last rung."""
+    return n_candidates > eta
+
+
+def keep_best(indices: Sequence[int], candidates: Sequence[Candidate], eta: int = DEFAULT_ETA) -> list[int]:
+    """The best ``ceil(n / eta)`` of ``indices`` by validation metric (ties: smaller, then faster), in the
+    order they came; candidates without a metric (failed) are never kept."""
+    measured = [i for i in indices if candidates[i].val_accuracy is not None]
+    n_keep = max(1, math.ceil(len(indices) / eta)) if measured else 0
+    ranked = sorted(measured, key=lambda i: (-round(candidates[i].val_accuracy or 0.0, 2),
+                                             candidates[i].predicted_bytes or 0, candidates[i].predicted_ms or 0.0))
+    kept = set(ranked[:n_keep])
+    return [i for i in indices if i in kept]

@@ -1,0 +1,120 @@
+"""Screening: a candidate's size and latency predicted from its structural stages alone, without fine-tuning.
+
+The structural stages run with fine-tunes skipped (``FinetunePolicy(skip=True)``) and the search's deadline
+passed in, so a stage's own search (EPruning's differential evolution) stops at ``--search-time`` too; a
+candidate whose screen ran into the deadline is left ``not-evaluated`` (its structure is not the one a full
+run would give).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import logging
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgecomp.compress.base import BuildContext, ExportOptions
+from edgecomp.compress.pipeline import apply_recipe
+from edgecomp.compress.recipe import RecipeStep
+from edgecomp.errors import EdgecompError
+from edgecomp.finetune import FinetunePolicy
+from edgecomp.model import count_macs, count_params
+from edgecomp.plan.candidate import Candidate
+from edgecomp.plan.candidates import bytes_per_param, is_structural
+from edgecomp.profile.predict import layers_from_torch, predict_from_layers
+from edgecomp.targets import Budgets
+
+logger = logging.getLogger(__name__)
+
+
+def screen(c: Candidate, steps: list[RecipeStep], model: nn.Module, ctx: BuildContext, budgets: Budgets,
+           primary_format: str, overhead_bytes: int, deadline: float | None = None) -> None:
+    """Predict ``c``'s parameters, MACs, size and latency and set its status (feasible, rejected, failed or,
+    past ``deadline`` (a ``time.monotonic()`` value), not-evaluated)."""
+    start = time.monotonic()
+    structural = [s for s in steps if is_structural(s)]
+    try:
+        model = copy.deepcopy(model)
+        if structural:
+            torch.manual_seed(ctx.seed)
+            screen_ctx = replace(ctx, finetune_policy=FinetunePolicy(skip=True, deadline=deadline))
+            model, _, _ = apply_recipe(model, structural, screen_ctx)
+            if deadline is not None and time.monotonic() > deadline:
+                c.status, c.reason = "not-evaluated", "search time used up while it was screened"
+                return
+        c.params = count_params(model)
+        c.macs = count_macs(model, ctx.spec.input_shape)
+        layers = layers_from_torch(model, ctx.spec.input_shape, c.dtype)
+        c.predicted_ms = predict_from_layers(layers, ctx.profile, ctx.target.threads, c.dtype).ms
+        c.predicted_bytes = int(overhead_bytes + c.params * bytes_per_param(steps, primary_format))
+    except EdgecompError as exc:
+        c.status, c.reason = "failed", exc.message
+        return
+    except Exception as exc:  # a library failing on one candidate's structure must not sink the search
+        logger.warning("[plan] %s could not be screened (%s: %s); it is left out", c.label,
+                       type(exc).__name__, exc)
+        logger.debug("screening %s failed", c.label, exc_info=True)
+        c.status, c.reason = "failed", f"screening raised {type(exc).__name__}: {exc}"
+        return
+    finally:
+        c.seconds += time.monotonic() - start
+    misses = budgets.missed(c.predicted_bytes, c.predicted_ms)
+    c.status, c.reason = ("rejected", "; ".join(misses)) if misses else ("feasible", "")
+
+
+def measure_overhead(model: nn.Module, ctx: BuildContext, primary_format: str, cache_dir: Path | None) -> int:
+    """Bytes the primary format adds beyond the fp32 weights, from a real export of the source model.
+
+    The export is the slowest part of a search whose candidates are all cached (the converter's import
+    alone takes seconds), so with a cache folder the byte count is kept there, keyed by the model's
+    weights and structure, the format and the converters' versions.
+    """
+    memo = _overhead_memo(model, ctx, primary_format, cache_dir)
+    if memo is not None and memo.is_file():
+        try:
+            return int(json.loads(memo.read_text())["overhead_bytes"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # unreadable: measure again and rewrite it
+    overhead = _export_overhead(model, ctx, primary_format)
+    if memo is not None:
+        with contextlib.suppress(OSError):
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
+            tmp.write_text(json.dumps({"overhead_bytes": overhead}))
+            os.replace(tmp, memo)
+    return overhead
+
+
+def _overhead_memo(model: nn.Module, ctx: BuildContext, primary_format: str, cache_dir: Path | None) -> Path | None:
+    """Where the source model's format overhead is kept (None without a cache folder)."""
+    if cache_dir is None:
+        return None
+    from edgecomp.artifact_cache import artifact_key, package_versions
+
+    key = artifact_key(model, primary_format, {"spec": ctx.spec.model_dump(),
+                                               "versions": package_versions(), "what": "overhead"})
+    return cache_dir / f"overhead-{key[:32]}.json"
+
+
+def _export_overhead(model: nn.Module, ctx: BuildContext, primary_format: str) -> int:
+    import tempfile
+
+    from edgecomp.bundle import size_of
+    from edgecomp.export.base import get_format
+
+    fmt = get_format(primary_format)
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        path = Path(tmp) / fmt.filename
+        try:
+            fmt.export(model, ctx.spec, ExportOptions(), path)
+        except EdgecompError:
+            return 0
+        return max(0, size_of(path) - 4 * count_params(model))

@@ -1,0 +1,92 @@
+"""Successive halving: rung budgets, who goes on, and a halving search against the exhaustive one on digits."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgecomp.plan.candidate import Candidate
+from edgecomp.plan.executors import SerialExecutor
+from edgecomp.plan.halving import keep_best, rung_budgets, worth_halving
+from edgecomp.records import BuildReport, ModelRecord
+from edgecomp.report.console import explain_plan
+from edgecomp.report.html import planner_section
+from edgecomp.zoo import load_zoo_model
+from tests.plan.search_helpers import planner, small_target
+
+
+def test_rung_budgets_grow_by_eta_and_end_with_the_full_budget():
+    assert rung_budgets(20) == [1, 3, 9, 20]
+    assert rung_budgets(9) == [1, 3, 9]
+    assert rung_budgets(8) == [1, 3, 8]
+    assert rung_budgets(1) == [1]
+    assert rung_budgets(None) == [1, 3, 9, None]  # None: each stage's own epochs on the last rung
+    assert rung_budgets(30, eta=2) == [1, 2, 4, 8, 16, 30]
+    assert not worth_halving(3) and worth_halving(4)
+
+
+def _cands(vals):
+    return [Candidate(recipe=[f"r{i}"], val_accuracy=v, predicted_bytes=100 - i, predicted_ms=1.0)
+            for i, v in enumerate(vals)]
+
+
+def test_keep_best_keeps_the_top_third_in_order_and_never_a_failed_one():
+    cands = _cands([90.0, 95.0, None, 80.0, 97.0, 95.0, 10.0])
+    assert keep_best(range(7), cands) == [1, 4, 5]  # ceil(7/3) = 3 by val; ties to the smaller (5 < 1)
+    assert keep_best([3, 6], cands) == [3]
+    assert keep_best([2], cands) == []
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    """The default model, its spec and digits data (trained once and cached)."""
+    return load_zoo_model()
+
+
+def test_halving_stops_most_candidates_early_and_its_last_rung_matches_the_exhaustive_search(tmp_path, zoo):
+    target = small_target(tmp_path)
+    halving = planner(zoo, target, max_finetune_epochs=3, executor=SerialExecutor(threads=1))
+    halving.search()
+    exhaustive = planner(zoo, target, max_finetune_epochs=3, executor=SerialExecutor(threads=1), early_stop=False)
+    exhaustive.search()
+    evaluated = [i for i, c in enumerate(exhaustive.candidates) if c.val_accuracy is not None]
+    assert len(evaluated) >= 5
+    assert [r["max_epochs"] for r in halving.rungs] == [1, 3]
+    kept = halving.rungs[0]["kept"]
+    assert len(kept) == -(-len(evaluated) // 3)
+    for i in evaluated:
+        h, e = halving.candidates[i], exhaustive.candidates[i]
+        if h.label in kept:
+            assert [r.max_epochs for r in h.rungs] == [1, 3]
+            assert (h.val_accuracy, h.accuracy) == (e.val_accuracy, e.accuracy), "rerun, not resumed: same result"
+        else:
+            assert h.status == "stopped" and "after rung 1 (1 epochs)" in h.reason and len(h.rungs) == 1
+            assert h.rungs[0].val_accuracy <= min(halving.candidates[j].rungs[0].val_accuracy
+                                                  for j in evaluated if halving.candidates[j].label in kept)
+    assert halving.epochs_spent < exhaustive.epochs_spent
+    assert exhaustive.rungs == [{"rung": 0, "max_epochs": 3, "evaluated": len(evaluated)}]
+    chosen = halving.next_choice()[0]
+    best = exhaustive.next_choice()[0]
+    assert chosen.status == best.status == "chosen"
+    report = BuildReport(edgecomp_version="0", created="", target="t", hardware="cortex-a76",
+                         model=ModelRecord(name="m", source="s", params=1, macs=1),
+                         planner={"candidates": halving.candidates, "notes": halving.notes, **halving.summary()})
+    text = explain_plan(report)
+    assert "rung 1   1 epochs:" in text and f"kept {len(kept)}" in text and "stopped" in text
+    assert f"{halving.epochs_spent} fine-tune epochs" in text
+    html = planner_section(report)
+    assert "val per rung" in html and "r1 " in html and "r2 " in html
+
+
+def test_halving_and_exhaustive_share_the_cache_and_fresh_search_bypasses_it(tmp_path, zoo):
+    target = small_target(tmp_path, methods=["prune.filter"])
+    cache = tmp_path / "plans"
+    first = planner(zoo, target, cache_dir=cache, early_stop=False, executor=SerialExecutor(threads=1))
+    first.search()
+    again = planner(zoo, target, cache_dir=cache, early_stop=False, executor=SerialExecutor(threads=1))
+    again.search()
+    measured = [c for c in again.candidates if c.val_accuracy is not None]
+    assert measured and all(c.cached and c.epochs == 0 for c in measured) and again.epochs_spent == 0
+    assert [c.val_accuracy for c in again.candidates] == [c.val_accuracy for c in first.candidates]
+    fresh = planner(zoo, target, cache_dir=None, early_stop=False, executor=SerialExecutor(threads=1))
+    fresh.search()  # --fresh-search: the build passes no cache folder
+    assert not any(c.cached for c in fresh.candidates) and fresh.epochs_spent > 0
