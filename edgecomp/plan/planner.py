@@ -223,6 +223,12 @@ class Planner:
                 if final:
                     self.rungs.append(entry)
                     break
+                # a recipe without a fine-tune (e.g. quantize.int8 alone) gives its final result on the first
+                # rung: judged now, it neither competes for nor needs a longer budget
+                done = [i for i in reached if self.candidates[i].rungs[-1].epochs == 0]
+                for i in done:
+                    self._judge(i, note="no fine-tune in the recipe: its first rung is its full evaluation")
+                reached = [i for i in reached if i not in done]
                 kept = keep_best(reached, self.candidates, self.eta)
                 entry["kept"] = [self.candidates[i].label for i in kept]
                 self.rungs.append(entry)
@@ -253,7 +259,8 @@ class Planner:
             c = self.candidates[i]
             hit = self._cache.get(self._key(i, cap, executor.threads))
             if hit is not None:
-                self._take(EvalResult(i, rung, hit["val_accuracy"], hit["accuracy"]), cap, final, cached=True)
+                self._take(EvalResult(i, rung, hit["val_accuracy"], hit["accuracy"], hit.get("epochs", -1)), cap,
+                           final, cached=True)
                 continue
             tasks.append(EvalTask(i, tuple(self._steps[i]), c.label, rung, cap, self.ctx.seed, deadline_wall,
                                   keep_model=final, threads=executor.threads))
@@ -291,8 +298,9 @@ class Planner:
                                   cached=cached, cut_short=result.cut_short))
         c.val_accuracy, c.accuracy, c.cached = result.val_accuracy, result.accuracy, cached
         c.seconds += result.seconds
-        c.epochs += result.epochs
-        self.epochs_spent += result.epochs
+        if not cached:  # a cached rung spent no epochs now (its record keeps how many it ran: -1 if unknown)
+            c.epochs += result.epochs
+            self.epochs_spent += result.epochs
         c.cut_short = c.cut_short or result.cut_short
         if final and result.evaluated is not None:
             self._models[i] = result.evaluated
