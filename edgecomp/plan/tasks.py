@@ -145,10 +145,17 @@ def pack_payload(model: nn.Module, ctx: BuildContext) -> bytes:
 
 
 def unpack_payload(payload: bytes) -> tuple[nn.Module, BuildContext]:
-    """The ``(model, ctx)`` of ``pack_payload``."""
+    """The ``(model, ctx)`` of ``pack_payload``, for a search worker.
+
+    A worker reads its data in its own process: the executor's workers are the parallelism, and DataLoader
+    worker processes spawned inside each of them (at every pass over a split) would cost more than they save.
+    """
     import pickle
 
-    return pickle.loads(payload)
+    model, ctx = pickle.loads(payload)
+    if ctx.data is not None:
+        ctx.data.workers = 0
+    return model, ctx
 
 
 def pack_result(result: EvalResult, keep_model: bool) -> EvalResult:
