@@ -51,6 +51,19 @@ def write_error(exc: OSError, where: Path, option: str = "--out") -> OutputError
     return OutputError(f"cannot write {path}: {reason}", hint.format(option=option))
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all: a uniquely named temporary file beside it (the parent
+    folder is created) is renamed into place, so concurrent readers and writers, even on other machines sharing
+    the folder, see a complete file or none. Raises OSError; the temporary file never stays behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)

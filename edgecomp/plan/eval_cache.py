@@ -10,12 +10,9 @@ see half an entry and any number of processes or cluster nodes may share the fol
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,7 @@ from torch import nn
 from edgecomp.artifact_cache import model_digest, package_versions
 from edgecomp.data import Dataset
 from edgecomp.data.base import SPLITS, ArraySplit
+from edgecomp.fsutil import write_text_atomic
 
 logger = logging.getLogger(__name__)
 KEY_VERSION = 2  # bump when what an entry means changes
@@ -116,13 +114,7 @@ class EvalCache:
         if self.folder is None:
             return
         path = self.folder / f"{key}.json"
-        tmp = self.folder / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(entry))
-            os.replace(tmp, path)
+            write_text_atomic(path, json.dumps(entry))
         except OSError as exc:
             logger.warning("could not write the planner cache entry %s: %s", path, exc)
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)

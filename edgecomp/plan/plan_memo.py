@@ -15,8 +15,6 @@ import copy
 import hashlib
 import json
 import logging
-import os
-import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from edgecomp.compress.base import BuildContext
 from edgecomp.compress.pipeline import apply_recipe
 from edgecomp.compress.recipe import parse_recipe
 from edgecomp.finetune import FinetunePolicy
+from edgecomp.fsutil import write_text_atomic
 from edgecomp.targets import Budgets
 
 logger = logging.getLogger(__name__)
@@ -114,10 +113,7 @@ class PlanMemo:
         record.pop("reused_from", None)
         entry = {"memo_version": MEMO_VERSION, "planned_at": now_iso(), "recipe": recipe, "planner": record}
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".tmp-{secrets.token_hex(8)}")
-            tmp.write_text(json.dumps(entry, indent=1, default=str))
-            os.replace(tmp, self.path)
+            write_text_atomic(self.path, json.dumps(entry, indent=1, default=str))
         except OSError as exc:
             logger.warning("  plan not kept: %s is not writable (%s)", self.path.parent, exc.strerror)
             return False

@@ -13,7 +13,6 @@ import copy
 import io
 import json
 import logging
-import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from edgecomp.compress.pipeline import apply_recipe
 from edgecomp.compress.recipe import RecipeStep
 from edgecomp.errors import EdgecompError
 from edgecomp.finetune import FinetunePolicy
+from edgecomp.fsutil import write_text_atomic
 from edgecomp.model import count_macs, count_params
 from edgecomp.plan.candidate import Candidate
 from edgecomp.plan.candidates import bytes_per_param, is_structural
@@ -86,10 +86,7 @@ def measure_overhead(model: nn.Module, ctx: BuildContext, primary_format: str, c
     overhead = _export_overhead(model, ctx, primary_format)
     if memo is not None:
         with contextlib.suppress(OSError):
-            memo.parent.mkdir(parents=True, exist_ok=True)
-            tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
-            tmp.write_text(json.dumps({"overhead_bytes": overhead}))
-            os.replace(tmp, memo)
+            write_text_atomic(memo, json.dumps({"overhead_bytes": overhead}))
     return overhead
 
 

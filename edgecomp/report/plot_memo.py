@@ -15,11 +15,11 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
 
+from edgecomp.fsutil import write_text_atomic
 from edgecomp.records import BuildReport
 
 logger = logging.getLogger(__name__)
@@ -109,10 +109,7 @@ def memoized(fn: Callable[[BuildReport], str | None]) -> Callable[[BuildReport],
 def _store(folder: Path, path: Path, text: str) -> None:
     """Write atomically (a concurrent build sees a whole entry or none), then keep the newest MAX_ENTRIES."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".tmp-{secrets.token_hex(8)}"
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_text_atomic(path, text)
         entries = sorted(folder.glob("*.b64"), key=lambda p: p.stat().st_mtime)
         for old in entries[: max(0, len(entries) - MAX_ENTRIES)]:
             old.unlink(missing_ok=True)
