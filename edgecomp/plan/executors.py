@@ -18,7 +18,6 @@ import contextlib
 import logging
 import multiprocessing as mp
 import signal
-import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
@@ -31,19 +30,19 @@ from torch import nn
 from edgecomp.compress.base import BuildContext
 from edgecomp.errors import ConfigError
 from edgecomp.plan.progress import SearchProgress
-from edgecomp.plan.tasks import EvalResult, EvalTask, pack_result, run_task, unpack_payload, worker_threads
+from edgecomp.plan.tasks import (
+    EvalResult,
+    EvalTask,
+    pack_result,
+    run_task,
+    skipped,
+    unpack_payload,
+    worker_threads,
+)
 
 logger = logging.getLogger(__name__)
 ResultCallback = Callable[[EvalResult], None]
 RETRIES = 1  # a task whose worker died is run once more, then marked failed
-
-
-def _expired(task: EvalTask) -> bool:
-    return task.deadline_wall is not None and time.time() > task.deadline_wall
-
-
-def _skipped(task: EvalTask) -> EvalResult:
-    return EvalResult(task.index, task.rung, skipped="search time used up")
 
 
 class Executor(ABC):
@@ -78,8 +77,8 @@ class SerialExecutor(Executor):
 
     def run(self, tasks: list[EvalTask], on_result: ResultCallback, progress: SearchProgress) -> None:
         for task in tasks:
-            if _expired(task):
-                on_result(_skipped(task))
+            if task.expired():
+                on_result(skipped(task))
                 continue
             progress.started(task)
             on_result(run_task(self._model, self._ctx, task, progress.epoch))
@@ -156,8 +155,8 @@ class ProcessExecutor(Executor):
                     if slot in busy or not pending:
                         continue
                     task = pending.popleft()
-                    if _expired(task):
-                        on_result(_skipped(task))
+                    if task.expired():
+                        on_result(skipped(task))
                         continue
                     worker = self._workers[slot]
                     if worker is not None and not worker.process.is_alive():  # died while idle

@@ -24,9 +24,9 @@ from torch import nn
 
 from edgecomp.compress.base import BuildContext
 from edgecomp.errors import ConfigError, EdgecompError
-from edgecomp.plan.executors import Executor, ResultCallback, _expired, _skipped
+from edgecomp.plan.executors import Executor, ResultCallback
 from edgecomp.plan.progress import SearchProgress
-from edgecomp.plan.tasks import EvalResult, EvalTask, pack_result, run_task, unpack_payload
+from edgecomp.plan.tasks import EvalResult, EvalTask, pack_result, run_task, skipped, unpack_payload
 
 logger = logging.getLogger(__name__)
 INSTALL_HINT = "install the extra: pip install 'edgecomp[ray]' (or drop --ray to search on this machine)"
@@ -105,8 +105,8 @@ class RayExecutor(Executor):
         refs: dict[Any, EvalTask] = {}
         try:
             for task in tasks:
-                if _expired(task):
-                    on_result(_skipped(task))
+                if task.expired():
+                    on_result(skipped(task))
                     continue
                 refs[self._remote.remote(self._payload, task, self.threads)] = task
                 progress.started(task)

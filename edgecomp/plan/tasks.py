@@ -53,6 +53,10 @@ class EvalTask:
     """Torch threads for the evaluation (None: leave as is). Part of the result: float reductions split
     differently across threads, which can flip an int8 rounding, so equal numbers need equal threads."""
 
+    def expired(self) -> bool:
+        """Whether the search's deadline has passed (a task is never started after it)."""
+        return self.deadline_wall is not None and time.time() > self.deadline_wall
+
 
 @dataclass
 class Evaluated:
@@ -90,6 +94,11 @@ def monotonic_deadline(deadline_wall: float | None) -> float | None:
     return None if deadline_wall is None else time.monotonic() + (deadline_wall - time.time())
 
 
+def skipped(task: EvalTask) -> EvalResult:
+    """The result of a task the deadline kept from starting."""
+    return EvalResult(task.index, task.rung, skipped="search time used up")
+
+
 def run_task(model: nn.Module, ctx: BuildContext, task: EvalTask, on_epoch: EpochCallback | None = None,
              ) -> EvalResult:
     """Run ``task``'s recipe on a copy of ``model`` (seeded), then measure validation and test metrics.
@@ -98,8 +107,8 @@ def run_task(model: nn.Module, ctx: BuildContext, task: EvalTask, on_epoch: Epoc
     as ``EvalResult.error`` (a library failing on one candidate must not sink the search).
     """
     start = time.monotonic()
-    if task.deadline_wall is not None and time.time() > task.deadline_wall:
-        return EvalResult(task.index, task.rung, skipped="search time used up")
+    if task.expired():
+        return skipped(task)
     deadline = monotonic_deadline(task.deadline_wall)
     history: list[dict] = []
 
