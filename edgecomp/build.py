@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -91,6 +93,19 @@ def _export_one(fmt: str, model, ctx: BuildContext, folder: Path, calibration) -
     return artifact, seconds
 
 
+def _planner_export(fmt: str, final, ctx: BuildContext, folder: Path, planned) -> tuple[ExportedArtifact, float] | None:
+    """The planner's export of the untouched model (made to measure the format's overhead), copied into
+    ``folder``, when ``final`` is that model in that format with the same options; else None."""
+    source = planned[0].source_export if planned is not None else None
+    if source is None or final is not planned[0].model or source.artifact.format != fmt or ctx.export != source.options:
+        return None
+    path = folder / source.artifact.path.name
+    shutil.copyfile(source.artifact.path, path)
+    logger.info("  %s: the planner's export of the untouched model, reused (exported in %.1f s), %.4f MB",
+                fmt, source.seconds, size_of(path) / 1e6)
+    return dataclasses.replace(source.artifact, path=path), source.seconds
+
+
 def _quietly(fn):
     """``fn()`` with third-party output (quantizers, converters) captured to the debug log (``edgecomp.quiet``)."""
     with captured_output("plan"):
@@ -164,11 +179,18 @@ def build(model: str | None = None, target: str = "android-arm64", options: Buil
         report.recipe, report.stages, report.planner = stored.recipe, stages, stored.report_record()
         return _kept(key, _write_bundle(report, loaded, final, dataclasses.replace(ctx, export=export), formats,
                                         opts, dest, timings=timings))
-    planner = Planner(loaded.module, ctx, budgets, formats[0], search_time_s=opts.search_time_s,
-                      max_finetune_epochs=opts.max_finetune_epochs,
-                      cache_dir=cache_dir() / "plans" if opts.reuse_plans else None,
-                      executor=make_executor(opts.workers, opts.ray, opts.search_threads),
-                      early_stop=opts.early_stop, progress=make_progress())
+    with tempfile.TemporaryDirectory(prefix="edgecomp-plan-") as scratch:  # the source model's export, for reuse
+        planner = Planner(loaded.module, ctx, budgets, formats[0], search_time_s=opts.search_time_s,
+                          max_finetune_epochs=opts.max_finetune_epochs,
+                          cache_dir=cache_dir() / "plans" if opts.reuse_plans else None,
+                          executor=make_executor(opts.workers, opts.ray, opts.search_threads),
+                          early_stop=opts.early_stop, progress=make_progress(), export_dir=Path(scratch))
+        return _search_and_write(planner, base, loaded, ctx, formats, opts, dest, memo, key, timings)
+
+
+def _search_and_write(planner, base: BuildReport, loaded: LoadedModel, ctx: BuildContext, formats: list[str],
+                      opts: BuildOptions, dest: Path, memo, key: str | None, timings: Timings) -> BuildReport:
+    """Run the planner's search, then write the best candidate whose real numbers meet the budgets."""
     start = time.monotonic()
     with timings.phase("plan:search"):
         _quietly(planner.search)
@@ -290,7 +312,8 @@ def _write_bundle(report: BuildReport, loaded: LoadedModel, final, ctx: BuildCon
                     continue
             try:
                 with timings.phase(f"export:{fmt}"):
-                    artifact, seconds = _export_one(fmt, final, ctx, folder, calibration)
+                    reused = _planner_export(fmt, final, ctx, folder, planned)
+                    artifact, seconds = reused or _export_one(fmt, final, ctx, folder, calibration)
             except ExportError as exc:
                 if not opts.skip_failed_formats:
                     raise

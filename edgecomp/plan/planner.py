@@ -45,7 +45,7 @@ from edgecomp.plan.executors import Executor, SerialExecutor
 from edgecomp.plan.halving import DEFAULT_ETA, keep_best, rung_budgets, worth_halving
 from edgecomp.plan.infeasible import REAL_EXPORT, infeasible_error, no_data_error
 from edgecomp.plan.progress import SearchProgress
-from edgecomp.plan.screen import measure_overhead, screen
+from edgecomp.plan.screen import SourceExport, measure_overhead, screen
 from edgecomp.plan.tasks import EvalResult, EvalTask, Evaluated, pack_payload, run_task
 from edgecomp.records import ACCURACY_NOT_MEASURED
 from edgecomp.targets import Budgets
@@ -76,6 +76,10 @@ class Planner:
     """Successive halving keeps the best 1/eta at each rung."""
     progress: SearchProgress | None = None
     """Where progress goes (None: log lines)."""
+    export_dir: Path | None = None
+    """A scratch folder where the source model's export (made for the format overhead) is kept for reuse."""
+    source_export: SourceExport | None = None
+    """That export, when one was made this search (the build copies it if the untouched model wins)."""
     candidates: list[Candidate] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     rungs: list[dict] = field(default_factory=list)
@@ -114,7 +118,8 @@ class Planner:
         if data is None:
             self.notes.append(NO_DATA_NOTE)
             self._refuse_at_once_without_data()
-        self._overhead_bytes = measure_overhead(self.model, self.ctx, self.primary_format, self.cache_dir)
+        self._overhead_bytes, self.source_export = measure_overhead(self.model, self.ctx, self.primary_format,
+                                                                    self.cache_dir, self.export_dir)
         self._screen(0, deadline=None)  # the untouched model is always screened: it may win at once
         base = self.candidates[0]
         if base.status == "feasible":

@@ -14,7 +14,7 @@ import io
 import json
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from edgecomp.compress.base import BuildContext, ExportOptions
 from edgecomp.compress.pipeline import apply_recipe
 from edgecomp.compress.recipe import RecipeStep
 from edgecomp.errors import EdgecompError
+from edgecomp.export.common import ExportedArtifact
 from edgecomp.finetune import FinetunePolicy
 from edgecomp.fsutil import write_text_atomic
 from edgecomp.model import count_macs, count_params
@@ -70,24 +71,36 @@ def screen(c: Candidate, steps: list[RecipeStep], model: nn.Module, ctx: BuildCo
     c.status, c.reason = ("rejected", "; ".join(misses)) if misses else ("feasible", "")
 
 
-def measure_overhead(model: nn.Module, ctx: BuildContext, primary_format: str, cache_dir: Path | None) -> int:
+@dataclass
+class SourceExport:
+    """The source model's export in the primary format, made to measure the format's overhead; a build whose
+    untouched model wins copies it instead of exporting the same model again."""
+
+    artifact: ExportedArtifact
+    options: ExportOptions
+    seconds: float
+
+
+def measure_overhead(model: nn.Module, ctx: BuildContext, primary_format: str, cache_dir: Path | None,
+                     keep_in: Path | None = None) -> tuple[int, SourceExport | None]:
     """Bytes the primary format adds beyond the fp32 weights, from a real export of the source model.
 
     The export is the slowest part of a search whose candidates are all cached (the converter's import
     alone takes seconds), so with a cache folder the byte count is kept there, keyed by the model's
-    weights and structure, the format and the converters' versions.
+    weights and structure, the format and the converters' versions. With ``keep_in`` (a folder), the
+    export is left there and returned, for the build to reuse if the untouched model wins.
     """
     memo = _overhead_memo(model, ctx, primary_format, cache_dir)
     if memo is not None and memo.is_file():
         try:
-            return int(json.loads(memo.read_text())["overhead_bytes"])
+            return int(json.loads(memo.read_text())["overhead_bytes"]), None
         except (OSError, ValueError, KeyError, TypeError):
             pass  # unreadable: measure again and rewrite it
-    overhead = _export_overhead(model, ctx, primary_format)
+    overhead, kept = _export_overhead(model, ctx, primary_format, keep_in)
     if memo is not None:
         with contextlib.suppress(OSError):
             write_text_atomic(memo, json.dumps({"overhead_bytes": overhead}))
-    return overhead
+    return overhead, kept
 
 
 def _overhead_memo(model: nn.Module, ctx: BuildContext, primary_format: str, cache_dir: Path | None) -> Path | None:
@@ -101,17 +114,22 @@ def _overhead_memo(model: nn.Module, ctx: BuildContext, primary_format: str, cac
     return cache_dir / f"overhead-{key[:32]}.json"
 
 
-def _export_overhead(model: nn.Module, ctx: BuildContext, primary_format: str) -> int:
+def _export_overhead(model: nn.Module, ctx: BuildContext, primary_format: str,
+                     keep_in: Path | None) -> tuple[int, SourceExport | None]:
     import tempfile
 
     from edgecomp.bundle import size_of
     from edgecomp.export.base import get_format
 
-    fmt = get_format(primary_format)
-    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-        path = Path(tmp) / fmt.filename
+    fmt, options = get_format(primary_format), ExportOptions()
+    with contextlib.ExitStack() as stack:
+        folder = keep_in if keep_in is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        start = time.monotonic()
         try:
-            fmt.export(model, ctx.spec, ExportOptions(), path)
+            artifact = fmt.export(model, ctx.spec, options, folder / fmt.filename)
         except EdgecompError:
-            return 0
-        return max(0, size_of(path) - 4 * count_params(model))
+            return 0, None
+        overhead = max(0, size_of(artifact.path) - 4 * count_params(model))
+        kept = SourceExport(artifact, options, time.monotonic() - start) if keep_in is not None else None
+        return overhead, kept

@@ -139,3 +139,27 @@ def test_an_identical_rebuild_reuses_the_plan_and_a_changed_budget_searches(tmp_
     assert "plan:search" in phases
     _, phases = run("no-cache", cache=False)
     assert "plan:search" in phases
+
+
+def test_when_the_untouched_model_wins_its_export_for_the_format_overhead_becomes_the_artifact(tmp_path, monkeypatch):
+    from edgecomp import build as build_mod
+    from edgecomp.build import BuildOptions, build
+    from edgecomp.export.base import get_format
+
+    monkeypatch.setattr(build_mod, "cache_dir", lambda: tmp_path / "cache")  # an empty plan folder: no overhead memo
+    plugin, calls = type(get_format("onnx")), []
+    real_export = plugin.export
+
+    def counted(self, model, *args, **kwargs):
+        calls.append(model)
+        return real_export(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(plugin, "export", counted)
+    report = build(None, "android-arm64", BuildOptions(out=tmp_path / "b", formats=["onnx"], runs=2, warmup=1,
+                                                       cache=False))
+    assert report.recipe == [] and len(calls) == 1, "the untouched model was exported twice"
+    (onnx,) = report.artifacts
+    assert onnx.parity.status == "passed" and (tmp_path / "b" / "model.onnx").is_file()
+    smaller = build(None, "android-arm64", BuildOptions(out=tmp_path / "c", formats=["onnx"], runs=2, warmup=1,
+                                                        cache=False, budgets=Budgets(size_mb=0.08)))
+    assert smaller.recipe and len(calls) == 2, "a compressed winner is exported itself (the overhead is memoised)"
