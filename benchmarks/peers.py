@@ -4,8 +4,8 @@ Models (trained here on scikit-learn's digits upscaled to 3x32x32, 900 train / 2
 MobileNetV2-style and ResNet-18-style (``benchmarks/real_data_models.py``) and a MobileNetV3-style network
 with hard-swish and squeeze-excite (below). Quantizers, each through its own API:
 
-- edgecomp ``quantize.int8`` (default; ``equalize + bias_correction``; ``max_drop`` reverting layers;
-  ``adaround``) -> .tflite
+- edgecomp ``quantize.int8`` (default: cross-layer equalisation + bias correction; plain, without them;
+  ``max_drop`` reverting layers; ``adaround``) -> .tflite
   (and the default -> ONNX QDQ for the onnxruntime rows);
 - litert-torch's own PT2E flow (``PT2EQuantizer`` + ``get_symmetric_quantization_config(is_per_channel=True)``);
 - ai-edge-quantizer's static int8 recipe (``static_wi8_ai8``) on the fp32 .tflite;
@@ -19,7 +19,8 @@ rescale, since a few minutes of training on digits does not grow it), before/aft
 (LiteRT for .tflite, onnxruntime for .onnx). Test split of 697 images: one image is 0.143 pt; the binomial
 standard error of a ~98 % accuracy is about 0.5 pt, so drops under ~0.3 pt are within the split's noise
 (paired: both models see the same images, the drop's noise is smaller; the ``flips`` column counts
-images whose correctness changed). Host timings come from a shared 2-core machine: noisy.
+images whose correctness changed). The verdict is edgecomp's int8 parity rule for an edgecomp row's .tflite
+against that row's own int8 PyTorch reference (peers have none: "-"). Host timings come from a shared 2-core machine: noisy.
 
 Run: ``python benchmarks/peers.py [--epochs 8] [--nncf-path DIR]`` (about 15-25 minutes on 2 cores).
 """
@@ -368,7 +369,7 @@ def run_model(name: str, data: Dataset, epochs: int, folder: Path, use_nncf: boo
     rows: list[dict] = []
     reference = {}
 
-    def add(tool: str, make, runtime: str, note: str = "") -> None:
+    def add(tool: str, make, runtime: str, note: str = "", ref: np.ndarray | None = None) -> None:
         path = folder / f"{name}-{len(rows)}.{'tflite' if runtime == 'LiteRT' else 'onnx'}"
         t0 = time.perf_counter()
         try:
@@ -380,24 +381,25 @@ def run_model(name: str, data: Dataset, epochs: int, folder: Path, use_nncf: boo
                          f"{str(exc).splitlines()[0][:90]}"})
             return
         row.update(model=name, tool=tool, runtime=runtime, note=note, seconds=time.perf_counter() - t0)
-        if "ref" in reference and runtime == "LiteRT":
-            row["verdict"] = judge_int8(float_logits, reference["ref"], row["logits"]).status
+        if ref is not None:  # edgecomp's parity rule, against this row's own int8 PyTorch reference
+            row["verdict"] = judge_int8(float_logits, ref, row["logits"]).status
         rows.append(row)
 
     fp32_tfl = folder / f"{name}-fp32.tflite"
     add("fp32", lambda p: export_tflite_file(model, ExportOptions(dtype="fp32"), p), "LiteRT")
     fp32_tfl.write_bytes((folder / f"{name}-0.tflite").read_bytes())
-    variants = [("edgecomp int8 (default)", ""), ("edgecomp int8 +CLE+BC", "equalize=True, bias_correction=True"),
+    plain = "equalize=False, bias_correction=False"
+    variants = [("edgecomp int8 (default: CLE+BC)", ""), ("edgecomp int8 plain (no CLE, no BC)", plain),
                 ("edgecomp int8 max_drop=0.3", "max_drop=0.3"), ("edgecomp int8 +AdaRound", "adaround=True")]
     if name == "mobilenetv2-relu":
-        variants += [("edgecomp int8 +CLE", "equalize=True"),
-                     ("edgecomp int8 +CLE+BC max_drop=0.3", "equalize=True, bias_correction=True, max_drop=0.3")]
+        variants += [("edgecomp int8 CLE only", "bias_correction=False"),
+                     ("edgecomp int8 BC only", "equalize=False"),
+                     ("edgecomp int8 plain max_drop=0.3", f"{plain}, max_drop=0.3")]
     if name in ("mobilenetv2", "mobilenetv2-relu"):
-        variants += [("edgecomp int8 per-tensor", "weights='per-tensor'"),
-                     ("edgecomp per-tensor +CLE+BC", "weights='per-tensor', equalize=True, bias_correction=True"),
-                     ("edgecomp per-tensor +CLE+BC max_drop=0.3",
-                      "weights='per-tensor', equalize=True, bias_correction=True, max_drop=0.3"),
-                     ("edgecomp per-tensor +CLE+AdaRound", "weights='per-tensor', equalize=True, adaround=True")]
+        variants += [("edgecomp per-tensor plain", f"weights='per-tensor', {plain}"),
+                     ("edgecomp per-tensor (CLE+BC)", "weights='per-tensor'"),
+                     ("edgecomp per-tensor max_drop=0.3", "weights='per-tensor', max_drop=0.3"),
+                     ("edgecomp per-tensor +AdaRound", "weights='per-tensor', adaround=True")]
     if not adaround:  # AdaRound costs minutes per model on a loaded 2-core machine
         variants = [(tool, settings) for tool, settings in variants if "adaround" not in settings]
     default_result = None
@@ -410,16 +412,16 @@ def run_model(name: str, data: Dataset, epochs: int, folder: Path, use_nncf: boo
             continue
         if default_result is None:
             default_result = result
-            with torch.no_grad():
-                reference["ref"] = result.model(torch.as_tensor(x_test)).numpy()
             errors = qr.layer_errors(result.model, calib[:64])
             reference["report"] = qr.format_table(errors, 5)
         reverted = result.metrics.get("reverted_layers") or []
         note = "; ".join(f"float {r['layer']} +{r['weight_bytes_added']}B" + (
             "" if r.get("predicted_ms_added") is None else f" {r['predicted_ms_added']:+.3f}ms pred. cortex-a76")
             for r in reverted)
-        add(tool, lambda p, r=result: export_tflite_file(r.model, r.export, p), "LiteRT", note)
-        if settings.startswith("weights='per-tensor'") and "equalize" not in settings:
+        with torch.no_grad():
+            own_ref = result.model(torch.as_tensor(x_test)).numpy()
+        add(tool, lambda p, r=result: export_tflite_file(r.model, r.export, p), "LiteRT", note, own_ref)
+        if settings == plain:  # the layer-wise report of plain int8: where it loses
             errors = qr.layer_errors(result.model, calib[:64])
             reference["report_hard"] = qr.format_table(errors, 5)
     add("litert-torch PT2E", lambda p: litert_pt2e(model, calib, p), "LiteRT")
@@ -430,7 +432,7 @@ def run_model(name: str, data: Dataset, epochs: int, folder: Path, use_nncf: boo
     if default_result is not None:
         from edgecomp.export.onnx import export_onnx
 
-        add("edgecomp int8 (default)", lambda p: export_onnx(default_result.model, ModelSpec(name="m",
+        add("edgecomp int8 (default: CLE+BC)", lambda p: export_onnx(default_result.model, ModelSpec(name="m",
             input_shape=SHAPE), default_result.export, p), "onnxruntime")
     add("onnxruntime quantize_static QDQ/ch", lambda p: ort_static(fp32_onnx_path, calib, p), "onnxruntime")
     if use_nncf:
@@ -503,7 +505,7 @@ def main() -> None:
         if "report" in r:
             print(f"\nlayer-wise int8 error, {r['model']} (edgecomp default), top 5 by dB lost:\n{r['report']}")
             if r.get("report_hard"):
-                print(f"\nlayer-wise int8 error, {r['model']} per-tensor weights (the hard row), top 5:\n"
+                print(f"\nlayer-wise int8 error, {r['model']} plain int8 (no CLE, no BC), top 5:\n"
                       f"{r['report_hard']}")
 
 

@@ -56,8 +56,9 @@ class Int8Config(StageConfig):
         "float one at a time until it holds; default: the target's budget, with QAT as the fallback.")
     skip: list[str] = Field(
         default_factory=list, description="Modules kept in float: globs or regexes over module names.")
-    equalize: bool = Field(False, description="Cross-layer equalisation of conv->ReLU(6)->conv chains first.")
-    bias_correction: bool = Field(False, description="Subtract the mean output error of int8 weights from biases.")
+    equalize: bool = Field(True, description="Cross-layer equalisation of conv->ReLU(6)->conv chains first "
+                           "(float outputs unchanged; per-tensor int8 ranges evened out).")
+    bias_correction: bool = Field(True, description="Subtract the mean output error of int8 weights from biases.")
     adaround: bool = Field(False, description="Learn each weight's rounding (up or down) from layer outputs.")
     report_samples: int = Field(64, ge=0, description="Calibration inputs for the layer-wise error report (0: off).")
     qat: Literal["auto", "always", "never"] = Field("auto", description="Quantization-aware fine-tuning.")
@@ -287,10 +288,16 @@ def _prepare(model: nn.Module, cfg: Int8Config, ctx: BuildContext, calib: np.nda
     from edgecomp.compress import equalize
 
     if cfg.equalize:
-        model, pairs = equalize.equalize(model, ctx.spec.input_shape, calib)
+        try:
+            model, pairs = equalize.equalize(model, ctx.spec.input_shape, calib)
+        except Exception as exc:  # on by default: a structure torch.export cannot trace is quantized without it
+            logger.debug("cross-layer equalisation failed", exc_info=True)
+            notes.append(f"cross-layer equalisation skipped: the model could not be traced ({type(exc).__name__})")
+            pairs = []
+        else:
+            notes.append(f"cross-layer equalisation of {len(pairs)} conv pairs" if pairs else
+                         "cross-layer equalisation found no conv -> ReLU/ReLU6 -> conv chain")
         metrics["equalized_pairs"] = [f"{p.conv1}->{p.conv2}" for p in pairs]
-        notes.append(f"cross-layer equalisation of {len(pairs)} conv pairs" if pairs else
-                     "cross-layer equalisation found no conv -> ReLU/ReLU6 -> conv chain")
     if cfg.bias_correction:
         model, n = equalize.correct_bias(model, calib, per_channel=cfg.weights == "per-channel")
         metrics["bias_corrected_layers"] = n

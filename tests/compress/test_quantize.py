@@ -112,8 +112,10 @@ def test_build_quantize_int8_end_to_end(tmp_path):
     pred, pred_onnx = arts["tflite"]["predicted_latency"], arts["onnx"]["predicted_latency"]
     assert pred["p50_ms"] > 0 and pred["source"].startswith("predicted:")
     assert abs(pred_onnx["p50_ms"] / pred["p50_ms"] - 1) < 0.05
-    assert report["stages"][0]["params"] == report["model"]["params"]  # quantization keeps every weight
-    assert report["stages"][0]["weight_bytes"] == report["model"]["params"]  # 1 byte per int8 weight
+    # quantization keeps every weight (bias correction may give a conv without one a bias of its own)
+    params = report["stages"][0]["params"]
+    assert report["model"]["params"] <= params <= 1.01 * report["model"]["params"]
+    assert report["stages"][0]["weight_bytes"] == params  # 1 byte per int8 weight
 
 
 def test_qat_with_distillation_trains_and_exports_matching_tflite(tmp_path):

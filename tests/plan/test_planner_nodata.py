@@ -80,7 +80,7 @@ def test_without_data_nothing_is_evaluated_and_the_least_invasive_fit_is_chosen(
     for module in (screen_mod, tasks_mod):  # screening and evaluation both run recipes
         monkeypatch.setattr(module, "apply_recipe", lambda model, steps, ctx: runs.append([s.name for s in steps])
                             or real_apply(model, steps, ctx))
-    monkeypatch.setattr(screen_mod, "_export_overhead", lambda *args: 0)
+    monkeypatch.setattr(screen_mod, "_export_overhead", lambda *args: (0, None))
     monkeypatch.setattr(datafree, "synthesize_from_batchnorm",
                         functools.partial(datafree.synthesize_from_batchnorm, steps=10))
     # fp32 22 KB and fp16 11 KB miss 0.01 MB; int8 (5.5 KB) fits
@@ -98,7 +98,7 @@ def test_without_data_nothing_is_evaluated_and_the_least_invasive_fit_is_chosen(
 
 
 def test_without_data_fp16_wins_over_int8_when_both_fit(monkeypatch):
-    monkeypatch.setattr(screen_mod, "_export_overhead", lambda *args: 0)
+    monkeypatch.setattr(screen_mod, "_export_overhead", lambda *args: (0, None))
     planner = _planner(_tiny(), size_mb=0.015)
     planner.search()
     assert planner.next_choice()[0].recipe == ["quantize.fp16"]
@@ -150,7 +150,7 @@ def test_recipe_build_without_data_says_accuracy_not_measured(tmp_path):
 
 def test_search_deadline_cuts_fine_tunes_short_and_is_reported(tmp_path, monkeypatch):
     model, spec, data = load_zoo_model()
-    monkeypatch.setattr(screen_mod, "_export_overhead", lambda *args: 0)
+    monkeypatch.setattr(screen_mod, "_export_overhead", lambda *args: (0, None))
     planner = _planner(model, size_mb=0.08, data=data, spec=spec, cache_dir=tmp_path / "plans")
     planner.ctx.target = _target(["prune.filter"])
     screen = planner._screen
