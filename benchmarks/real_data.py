@@ -11,6 +11,7 @@
    with no ``--data``: wall time to the decision and what was chosen or why nothing was.
 
     EDGECOMP_CACHE_DIR=/tmp/ec_real .venv/bin/python benchmarks/real_data.py [--epochs 12] [--ft-epochs 3]
+        [--search-time 900] [--builds resnet18_style:tight,resnet18_style:tight:macro_f1,no-data]
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from edgecomp.targets import Budgets
 
 MODELS_PY = Path(__file__).resolve().parent / "real_data_models.py"
 FACTORIES = ("resnet18_style", "mobilenetv2_style")
+BUDGET_FACTORS = {"loose": 0.5, "tight": 0.15}  # size budget as a fraction of the fp32 model
+BUILDS = ("resnet18_style:loose", "resnet18_style:tight", "mobilenetv2_style:loose", "mobilenetv2_style:tight",
+          "resnet18_style:tight:macro_f1", "no-data")
 
 
 def cache_dir() -> Path:
@@ -147,28 +151,30 @@ def main() -> None:
     parser.add_argument("--ft-epochs", type=int, default=3, help="cap on every candidate's recovery fine-tune")
     parser.add_argument("--search-time", type=float, default=900.0, help="planner search time per build, s")
     parser.add_argument("--skip-no-data", action="store_true")
+    parser.add_argument("--builds", default=",".join(BUILDS),
+                        help="which builds, in order (default: all): MODEL:BUDGET[:METRIC] and no-data")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(2)
     folder = image_folder()
+    builds = [b for b in args.builds.split(",") if b and not (b == "no-data" and args.skip_no_data)]
     trained = {}
     for factory in FACTORIES:
-        trained[factory] = train(factory, folder, args.epochs)
-        print(f"{factory}: test top-1 {trained[factory][1]:.2f} % after training")
-    for factory in FACTORIES:
+        if any(b.split(":")[0] == factory for b in builds):
+            trained[factory] = train(factory, folder, args.epochs)
+            print(f"{factory}: test top-1 {trained[factory][1]:.2f} % after training")
+    for spec in builds:
+        if spec == "no-data":
+            no_data_decision()
+            continue
+        factory, mode, *metric = spec.split(":")
         weights = trained[factory][0]
         fp32_mb = sum(p.numel() for p in torch.load(weights, weights_only=True).values()) * 4 / 1e6
-        for mode, factor in (("loose", 0.5), ("tight", 0.15)):
-            budget = round(fp32_mb * factor, 3)
-            report = plan(factory, weights, folder, budget, None, args.ft_epochs, args.search_time)
-            print_plan(f"{factory}, {mode} budget {budget} MB (fp32 {fp32_mb:.2f} MB), metric top1", report)
-    weights = trained["resnet18_style"][0]
-    fp32_mb = sum(p.numel() for p in torch.load(weights, weights_only=True).values()) * 4 / 1e6
-    report = plan("resnet18_style", weights, folder, round(fp32_mb * 0.15, 3), f"{MODELS_PY}:macro_f1",
-                  args.ft_epochs, args.search_time)
-    print_plan(f"resnet18_style, tight budget {round(fp32_mb * 0.15, 3)} MB, metric macro_f1 (custom)", report)
-    if not args.skip_no_data:
-        no_data_decision()
+        budget = round(fp32_mb * BUDGET_FACTORS[mode], 3)
+        user_metric = f"{MODELS_PY}:{metric[0]}" if metric else None
+        report = plan(factory, weights, folder, budget, user_metric, args.ft_epochs, args.search_time)
+        print_plan(f"{factory}, {mode} budget {budget} MB (fp32 {fp32_mb:.2f} MB), metric "
+                   + (f"{metric[0]} (custom)" if metric else "top1"), report)
     print("\n" + json.dumps({"torch": torch.__version__}))
 
 
