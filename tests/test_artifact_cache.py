@@ -146,7 +146,7 @@ def test_the_size_cap_evicts_the_least_recently_used_entry(tmp_path):
 
 
 def _store_and_restore(args) -> bool:
-    root, src_dir, n = args
+    root, src_dir, n, worker = args
     from pathlib import Path
 
     cache = ArtifactCache(root, max_bytes=10**9)
@@ -157,7 +157,7 @@ def _store_and_restore(args) -> bool:
                       outputs=[])
     ok = True
     for i in range(n):
-        out = Path(root).parent / f"out-{os.getpid()}-{i}"
+        out = Path(root).parent / f"out-{worker}-{i}"  # one pool process may run two of the four
         out.mkdir()
         got = cache.restore("shared", out, "model.onnx")
         if got is None:
@@ -171,7 +171,7 @@ def test_concurrent_builds_share_one_entry_and_never_see_a_partial_one(tmp_path)
     path, _, _ = _entry(tmp_path, "x" * 2000)
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(4) as pool:
-        results = pool.map(_store_and_restore, [(str(tmp_path / "cache"), str(path.parent), 5)] * 4)
+        results = pool.map(_store_and_restore, [(str(tmp_path / "cache"), str(path.parent), 5, k) for k in range(4)])
     assert all(results)
     cache_dir = tmp_path / "cache"
     assert sorted(p.name for p in cache_dir.iterdir() if not p.name.endswith(".lock")) == ["shared"]
