@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import sys
 import tempfile
 import textwrap
@@ -127,17 +126,12 @@ def run(args: list[str], out: Path) -> tuple[int, str]:
     from edgecomp.cli import main
 
     buf = io.StringIO()
-    handler = logging.StreamHandler(buf)
-    logging.getLogger("edgecomp").addHandler(handler)
-    try:
-        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-            try:
-                code = main(["build", *args, "--target", "android-arm64", "--recipe", "", "--formats", "onnx",
-                             "--runs", "2", "--out", str(out)])
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 2
-    finally:
-        logging.getLogger("edgecomp").removeHandler(handler)
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        try:
+            code = main(["build", *args, "--target", "android-arm64", "--recipe", "", "--formats", "onnx",
+                         "--runs", "2", "--out", str(out)])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 2
     return code, buf.getvalue()
 
 

@@ -239,7 +239,8 @@ def _probe(item: tuple[Path, int]) -> ImageFile | str:
             img.verify()
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types (SyntaxError, struct.error, ...)
         text = str(exc)  # Pillow often repeats the path: say what is wrong instead
-        return f"{path.name}: {'not a readable image' if str(path) in text else text} ({type(exc).__name__})"
+        name = f"{path.parent.name}/{path.name}"  # the class folder too: file names repeat across classes
+        return f"{name}: {'not a readable image' if str(path) in text else text} ({type(exc).__name__})"
     return ImageFile(str(path), target, st.st_size, st.st_mtime_ns, width, height)
 
 

@@ -99,12 +99,6 @@ def test_make_executor_chooses_by_flags():
         make_executor(workers=2, ray="auto")
 
 
-def _default_sigint() -> None:
-    """SIGINT at its default disposition in the build, as a terminal's Ctrl-C finds it: a Python that starts with
-    SIGINT ignored (inherited from whatever ran the tests) never raises KeyboardInterrupt."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _children(pid: int) -> set[int]:
     """Every live descendant of ``pid`` (read from /proc)."""
     parents: dict[int, int] = {}
@@ -142,7 +136,7 @@ def test_ctrl_c_during_a_parallel_search_leaves_no_bundle_no_cache_entry_and_no_
     proc = subprocess.Popen([sys.executable, "-m", "edgecomp", "build", "--target", str(target), "--out", str(out),
                              "--workers", "2", "--max-finetune-epochs", "50", "--no-early-stop"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True, preexec_fn=_default_sigint)
+                            start_new_session=True)
     workers: set[int] = set()
     try:
         for line in proc.stdout:
