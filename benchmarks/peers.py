@@ -11,6 +11,8 @@ with hard-swish and squeeze-excite (below). Quantizers, each through its own API
 - ai-edge-quantizer's static int8 recipe (``static_wi8_ai8``) on the fp32 .tflite;
 - onnxruntime ``quantize_static`` (QDQ, per-channel, MinMax) on the fp32 ONNX;
 - NNCF ``nncf.quantize`` (PTQ) -> ONNX, when NNCF imports (``--nncf-path`` for a side install).
+- Sony MCT: no row. model-compression-toolkit 2.6.1 fails at import here: its edge-mdt-cl dependency needs
+  torchvision, and torchvision from the package index does not import beside the CPU torch 2.13.0 wheel.
 
 The hard rows: MobileNetV2-style with per-tensor weights (depthwise-heavy, the case equalisation was made
 for), MobileNetV3-style, and the hard model: MobileNetV2-style with ReLU whose depthwise layers carry the
