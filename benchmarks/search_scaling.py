@@ -4,10 +4,12 @@ Every run searches the same workload from scratch (no evaluation cache) with the
 one process, and the tables print as measured:
 
 1. **Executors** (exhaustive, so every run does the same work): wall time of ``Planner.search`` serially
-   (torch's default threads: today's behaviour), in 2 local worker processes (1 thread each) and on a
-   2-node Ray cluster started here (``ray start --head --node-ip-address 127.0.0.1 --num-cpus 1`` plus a
-   second ``ray start --address ... --num-cpus 1``), with the speed-up over serial and whether each chose
-   the serial run's recipe with the same numbers.
+   (torch's default threads: today's behaviour; and ``serial1``: 1 thread, the per-evaluation threads the
+   workers get), in 2 local worker processes (1 thread each) and on a 2-node Ray cluster started here
+   (``ray start --head --node-ip-address 127.0.0.1 --num-cpus 1`` plus a second
+   ``ray start --address ... --num-cpus 1``), with the screening time, the speed-up over serial and whether
+   each chose the serial run's recipe with the same numbers. Screening and evaluations both run as tasks
+   on the executor.
 2. **Successive halving vs exhaustive** (serial): wall time, fine-tune epochs spent, the chosen recipe and
    its validation metric in both, and the halving choice's rank in the exhaustive ranking.
 3. **On paper**: the search's makespan on 8, 32 and 128 workers, from the per-candidate times measured in
@@ -17,8 +19,8 @@ one process, and the tables print as measured:
 The default workload is the real-data benchmark's ResNet-18-style network on its 32x32 digits image folder
 (candidates of tens of seconds each); ``--quick`` is the digits CNN with 3-epoch fine-tunes, for a smoke run.
 
-    EDGECOMP_CACHE_DIR=/tmp/ec_scale .venv/bin/python benchmarks/search_scaling.py [--quick] [--ft-epochs 9]
-        [--modes serial,workers,ray,halving] [--ray-port 6391]
+    EDGECOMP_CACHE_DIR=/tmp/ec_scale .venv/bin/python benchmarks/search_scaling.py [--quick] [--ft-epochs 6]
+        [--size-fraction 0.3] [--modes serial,serial1,workers,ray,halving] [--ray-port 6391]
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from edgecomp.targets import Budgets, load_profile, load_target
 QUICK_METHODS = ["prune.filter", "quantize.int8"]
 
 
-def workload(quick: bool) -> tuple[torch.nn.Module, BuildContext, Budgets, str]:
+def workload(quick: bool, size_fraction: float = 0.3) -> tuple[torch.nn.Module, BuildContext, Budgets, str]:
     """The model, build context, budgets and a one-line description of the search to time."""
     target = load_target("android-arm64")
     if quick:
@@ -78,7 +80,7 @@ def workload(quick: bool) -> tuple[torch.nn.Module, BuildContext, Budgets, str]:
         data.metric = load_metric("top1")
         spec = ModelSpec(name="resnet18_style", input_shape=[1, 3, 32, 32], layout="NCHW")
         spec = spec_with_data(with_outputs(model, spec), data)
-        budgets = Budgets(size_mb=round(0.15 * 4 * count_params(model) / 1e6, 3), accuracy_drop_pct=3)
+        budgets = Budgets(size_mb=round(size_fraction * 4 * count_params(model) / 1e6, 3), accuracy_drop_pct=3)
         what = f"ResNet-18-style on {folder} (test top-1 {acc:.2f} %), android-arm64 methods, {budgets.size_mb} MB"
     ctx = BuildContext(spec=spec, target=target, profile=load_profile(target.hardware), data=data, teacher=model)
     return model, ctx, budgets, what
@@ -91,15 +93,18 @@ def search(model, ctx, budgets, executor: Executor, early_stop: bool, ft_epochs:
     start = time.monotonic()
     planner.search()
     wall = time.monotonic() - start
-    print(f"  searched with {executor.name}{' (halving)' if early_stop else ''} in {wall:.1f} s", flush=True)
+    print(f"  searched with {executor.name}{' (halving)' if early_stop else ''} in {wall:.1f} s "
+          f"(screening {planner.screen_seconds:.1f} s)", flush=True)
     ranked = planner.ranking()
     best = planner.candidates[ranked[0]] if ranked else None
-    return {"wall": wall, "epochs": planner.epochs_spent, "planner": planner,
+    return {"wall": wall, "screen": planner.screen_seconds, "epochs": planner.epochs_spent, "planner": planner,
+            "feasible": sum(1 for c in planner.candidates if c.val_accuracy is not None),
             "chosen": best.label if best else "(none)", "val": best.val_accuracy if best else None,
             "ranking": [planner.candidates[i].label for i in ranked],
             "numbers": [(c.label, c.status, c.val_accuracy, c.accuracy) for c in planner.candidates],
-            "rung_times": [[r.seconds for c in planner.candidates for r in c.rungs if r.rung == k]
-                           for k in range(len(planner.rungs))]}
+            "rung_times": [planner.screen_task_seconds]
+                          + [[r.seconds for c in planner.candidates for r in c.rungs if r.rung == k]
+                             for k in range(len(planner.rungs))]}
 
 
 @contextlib.contextmanager
@@ -148,13 +153,15 @@ def main() -> None:
     """Run the requested modes and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="digits CNN, 3-epoch fine-tunes: a smoke run")
-    parser.add_argument("--ft-epochs", type=int, help="fine-tune cap per candidate (default 9; 3 with --quick)")
-    parser.add_argument("--modes", default="serial,workers,ray,halving", help="which runs (comma-separated)")
+    parser.add_argument("--ft-epochs", type=int, help="fine-tune cap per candidate (default 6; 3 with --quick)")
+    parser.add_argument("--size-fraction", type=float, default=0.3,
+                        help="size budget as a fraction of the fp32 weights (ResNet workload; default 0.3)")
+    parser.add_argument("--modes", default="serial,serial1,workers,ray,halving", help="which runs (comma-separated)")
     parser.add_argument("--ray-port", type=int, default=6391, help="GCS port of the benchmark's Ray head")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     modes = args.modes.split(",")
-    ft = args.ft_epochs or (3 if args.quick else 9)
+    ft = args.ft_epochs or (3 if args.quick else 6)
     try:
         import ray
 
@@ -164,11 +171,13 @@ def main() -> None:
     cores = os.cpu_count() or 1
     print(f"CPU: {describe_host()}, {cores} cores ({platform.machine()}); torch {torch.__version__}, "
           f"Ray {ray_version}")
-    model, ctx, budgets, what = workload(args.quick)
+    model, ctx, budgets, what = workload(args.quick, args.size_fraction)
     print(f"workload: {what}; fine-tunes capped at {ft} epochs; seed {ctx.seed}\n")
     runs: dict[str, dict] = {}
     if "serial" in modes or "halving" in modes:
         runs["serial"] = search(model, ctx, budgets, SerialExecutor(), False, ft)
+    if "serial1" in modes:
+        runs["serial 1 thread"] = search(model, ctx, budgets, SerialExecutor(threads=1), False, ft)
     if "workers" in modes:
         runs["workers 2"] = search(model, ctx, budgets, ProcessExecutor(2), False, ft)
     if "ray" in modes:
@@ -181,22 +190,30 @@ def main() -> None:
 
     base = runs.get("serial")
     print("1. Executors (exhaustive search, every candidate fine-tuned in full)")
-    print(f"{'executor':14s} {'wall s':>8s} {'speed-up':>9s} {'epochs':>7s}  {'same choice':>11s}  "
-          f"{'same numbers':>12s}  chosen (val)")
-    for name in ("serial", "workers 2", "Ray 2 nodes"):
+    one = runs.get("serial 1 thread")
+    print(f"{'executor':16s} {'wall s':>8s} {'screen s':>9s} {'speed-up':>9s} {'vs 1 thread':>12s} {'epochs':>7s}  "
+          f"{'same choice':>11s}  {'same numbers':>12s}  chosen (val)")
+    for name in ("serial", "serial 1 thread", "workers 2", "Ray 2 nodes"):
         r = runs.get(name)
         if r is None:
             continue
         speed = f"{base['wall'] / r['wall']:.2f}x" if base else "-"
+        speed1 = f"{one['wall'] / r['wall']:.2f}x" if one else "-"
         same = "yes" if base and r["chosen"] == base["chosen"] else "no" if base else "-"
         numbers = "yes" if base and r["numbers"] == base["numbers"] else "no" if base else "-"
         val = f"{r['val']:.2f}" if r["val"] is not None else "-"
-        print(f"{name:14s} {r['wall']:8.1f} {speed:>9s} {r['epochs']:7d}  {same:>11s}  {numbers:>12s}  "
-              f"{r['chosen']} ({val})")
-    print("(serial: torch's default threads; workers and Ray: 1 thread per evaluation. int8 candidates' numbers "
-          "can differ with the thread count; equal --search-threads give equal numbers)")
+        print(f"{name:16s} {r['wall']:8.1f} {r['screen']:9.1f} {speed:>9s} {speed1:>12s} {r['epochs']:7d}  {same:>11s}  "
+              f"{numbers:>12s}  {r['chosen']} ({val})")
+    print(f"(serial: torch's default {torch.get_num_threads()} threads; serial 1 thread, workers and Ray: 1 thread per "
+          "evaluation. int8 candidates' numbers can differ with the thread count; equal --search-threads give "
+          "equal numbers; 'same' compares with the serial row)")
+    if base:
+        print(f"candidates evaluated: {base['feasible']} of {len(base['planner'].candidates)}")
 
-    if "halving" in runs and base:
+    if "halving" in runs and base and len(runs["halving"]["planner"].rungs) < 2:
+        print("\n2. Successive halving was not used (halving.worth_halving: it would not plan at most half "
+                  "the exhaustive epochs); raise --ft-epochs")
+    if "halving" in runs and base and len(runs["halving"]["planner"].rungs) >= 2:
         h = runs["halving"]
         rank = base["ranking"].index(h["chosen"]) + 1 if h["chosen"] in base["ranking"] else None
         print("\n2. Successive halving vs exhaustive (serial)")
@@ -214,11 +231,13 @@ def main() -> None:
 
     if base:
         print("\n3. On paper: search makespan on N workers from the measured per-candidate times (serial runs),")
-        print("   longest task first, rungs synchronous; no start-up, data or network costs. Not measured.")
+        print("   screening tasks then each rung, longest task first, each waiting for the one before; no start-up,")
+        print("   data or network costs. Not measured.")
         print(f"{'workers':>8s} {'exhaustive s':>13s} {'speed-up':>9s} {'halving s':>10s} {'speed-up':>9s} "
               f"{'critical path s (exh/halv)':>27s}")
         one_e = paper(base["rung_times"], 1)[0]
-        h_times = runs["halving"]["rung_times"] if "halving" in runs else None
+        h_times = runs["halving"]["rung_times"] if "halving" in runs and len(runs["halving"]["planner"].rungs) >= 2 \
+            else None
         one_h = paper(h_times, 1)[0] if h_times else None
         for n in (1, 2, 8, 32, 128):
             e, e_cp = paper(base["rung_times"], n)

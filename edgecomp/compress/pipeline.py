@@ -19,11 +19,12 @@ from edgecomp.records import ACCURACY_NOT_MEASURED, StageRecord
 logger = logging.getLogger(__name__)
 
 
-def apply_recipe(model: nn.Module, steps: list[RecipeStep], ctx: BuildContext
+def apply_recipe(model: nn.Module, steps: list[RecipeStep], ctx: BuildContext, measure: bool = True,
                  ) -> tuple[nn.Module, list[StageRecord], ExportOptions]:
     """Run each stage in order; return (final model, stage records, final export options).
 
-    ``ctx`` is not changed: stages see a copy whose export options follow the stages run so far.
+    ``ctx`` is not changed: stages see a copy whose export options follow the stages run so far. With
+    ``measure=False`` (the planner's screening) the records carry no accuracy or MACs: nothing is evaluated.
     """
     ctx = dataclasses.replace(ctx)
     records = []
@@ -39,11 +40,11 @@ def apply_recipe(model: nn.Module, steps: list[RecipeStep], ctx: BuildContext
         model = result.model.eval()
         if result.export is not None:
             ctx.export = result.export
-        acc = evaluate(model, ctx.data, "test") if ctx.data is not None else None
+        acc = evaluate(model, ctx.data, "test") if ctx.data is not None and measure else None
         params = count_params(model)
         record = StageRecord(
             name=step.name, config=step.config.model_dump(mode="json"), seconds=seconds,
-            params=params, macs=count_macs(model, ctx.spec.input_shape), accuracy=acc,
+            params=params, macs=count_macs(model, ctx.spec.input_shape) if measure else 0, accuracy=acc,
             accuracy_note=ACCURACY_NOT_MEASURED if ctx.data is None else None,
             weight_bytes=round(params * bytes_per_weight(ctx.export.dtype)),
             metrics=result.metrics, notes=result.notes,

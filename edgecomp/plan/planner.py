@@ -1,14 +1,15 @@
 """The planner: choose the recipe that meets the budgets while losing the least accuracy.
 
-1. **Screen** every candidate cheaply (``screen.py``): apply its structural stages without fine-tuning,
+1. **Screen** every candidate cheaply (``screen.py``, as tasks on the executor, one per family of candidates
+   sharing their first structural stage): apply its structural stages without fine-tuning,
    count parameters (size = parameters x bytes per parameter of its dtype + the format's overhead) and
    predict latency for the hardware profile. Candidates that miss the size or latency budget are dropped
    before any training. If the untouched model already fits, it wins at once.
 2. **Evaluate** the survivors as tasks on an executor (``executors.py``: serial by default, ``--workers N``
    local processes, ``--ray``): each task runs the full recipe with its recovery fine-tunes and measures
-   validation and test metrics. With more candidates than ``eta``, successive halving (``halving.py``)
-   gives every candidate a short fine-tune first and only the best ``1/eta`` longer ones, judging the
-   accuracy budget on the last rung; ``early_stop=False`` (``--no-early-stop``) evaluates every candidate
+   validation and test metrics. When it saves enough (``halving.worth_halving``), successive halving
+   (``halving.py``) gives every candidate a short fine-tune first and only the best ``1/eta`` longer ones,
+   judging the accuracy budget on the last rung; ``early_stop=False`` (``--no-early-stop``) evaluates every candidate
    in full. Results are cached by content (``eval_cache.py``), so a re-run with the same inputs is fast.
 3. **Rank** what meets every budget: most accurate first (validation split); ties go to the smaller,
    then the faster. The build exports the winner and re-checks the real numbers; if they miss, it
@@ -45,8 +46,8 @@ from edgecomp.plan.executors import Executor, SerialExecutor
 from edgecomp.plan.halving import DEFAULT_ETA, keep_best, rung_budgets, worth_halving
 from edgecomp.plan.infeasible import REAL_EXPORT, infeasible_error, no_data_error
 from edgecomp.plan.progress import SearchProgress
-from edgecomp.plan.screen import SourceExport, measure_overhead, screen
-from edgecomp.plan.tasks import EvalResult, EvalTask, Evaluated, pack_payload, run_task
+from edgecomp.plan.screen import SourceExport, family, measure_overhead, screen
+from edgecomp.plan.tasks import EvalResult, EvalTask, Evaluated, ScreenJob, pack_payload, run_task
 from edgecomp.records import ACCURACY_NOT_MEASURED
 from edgecomp.targets import Budgets
 
@@ -86,6 +87,10 @@ class Planner:
     """One entry per rung run: its fine-tune cap, how many candidates it evaluated and which went on."""
     epochs_spent: int = 0
     """Fine-tune epochs run by the search's evaluations (cached ones count 0)."""
+    screen_seconds: float = 0.0
+    """Wall time of screening (structural stages applied untrained, sizes and latencies predicted)."""
+    screen_task_seconds: list[float] = field(default_factory=list)
+    """How long each screening task (one family of candidates) took where it ran."""
     _steps: list[list[RecipeStep]] = field(default_factory=list)
     _models: dict[int, Evaluated] = field(default_factory=dict)
     _overhead_bytes: int = 0
@@ -131,21 +136,25 @@ class Planner:
             return
         logger.info("[plan] the untouched model misses a budget (%s); screening %d candidates",
                     base.reason, len(self.candidates) - 1)
-        for i in range(1, len(self.candidates)):
-            if time.monotonic() > self._deadline:
-                c = self.candidates[i]
-                c.status = "not-evaluated"
-                c.reason = f"search time of {self.search_time_s:.0f} s used up before it was screened"
-                continue
-            self._screen(i, self._deadline)
-        if data is None:  # nothing to evaluate: next_choice builds the least invasive one that fits
-            for c in self.candidates[1:]:
-                if c.status == "feasible":
-                    c.reason = f"{ACCURACY_NOT_MEASURED} (no --data)"
-            return
-        order = sorted((i for i, c in enumerate(self.candidates) if c.status == "feasible" and i),
-                       key=lambda i: -(self.candidates[i].params or 0))
-        self._evaluate_all(order)
+        if data is None:  # nothing to evaluate, and data-free candidates have no structural stages: screened here
+            for i in range(1, len(self.candidates)):
+                self._screen(i, self._deadline)
+                if self.candidates[i].status == "feasible":
+                    self.candidates[i].reason = f"{ACCURACY_NOT_MEASURED} (no --data)"
+            return  # next_choice builds the least invasive one that fits
+        executor = self.executor or SerialExecutor()
+        self._threads = executor.threads
+        progress = self.progress or SearchProgress()
+        try:
+            screen_start = time.monotonic()
+            self._screen_all(list(range(1, len(self.candidates))), executor, progress)
+            self.screen_seconds = time.monotonic() - screen_start
+            order = sorted((i for i, c in enumerate(self.candidates) if c.status == "feasible" and i),
+                           key=lambda i: -(self.candidates[i].params or 0))
+            self._evaluate_all(order, executor, progress)
+        finally:
+            progress.close()
+            executor.close()
         self._mark_pareto()
 
     def next_choice(self) -> tuple[Candidate, list[RecipeStep], Evaluated] | None:
@@ -173,7 +182,7 @@ class Planner:
         ex = self.executor
         return {"executor": ex.name if ex else "serial", "workers": ex.parallel if ex else 1,
                 "threads_per_evaluation": ex.threads if ex else self._threads, "rungs": self.rungs,
-                "epochs_spent": self.epochs_spent}
+                "epochs_spent": self.epochs_spent, "screen_seconds": round(self.screen_seconds, 2)}
 
     def reject_chosen(self, candidate: Candidate, missed: str) -> None:
         """Mark a chosen candidate whose real export missed a budget (``missed`` says which)."""
@@ -200,15 +209,62 @@ class Planner:
 
     # -- evaluation -----------------------------------------------------------------------------------------
     def _screen(self, i: int, deadline: float | None = None) -> None:
-        screen(self.candidates[i], self._steps[i], self.model, self.ctx, self.budgets, self.primary_format,
-               self._overhead_bytes, deadline)
+        """Screen candidate ``i`` in this process (recipes without structural stages, and without data)."""
+        c = self.candidates[i]
+        screen(c, self._steps[i], self.model, self.ctx, self.budgets, self.primary_format, self._overhead_bytes,
+               deadline)
+        if c.status == "failed":
+            logger.warning("[plan] %s could not be screened (%s); it is left out", c.label, c.reason)
 
-    def _evaluate_all(self, order: list[int]) -> None:
+    def _screen_all(self, indices: list[int], executor: Executor, progress: SearchProgress) -> None:
+        """Screen ``indices`` as tasks on ``executor``, one task per family (candidates sharing their first
+        structural stage), the largest families first; candidates without structural stages are screened here
+        (counting parameters takes no time)."""
+        families: dict[str, list[int]] = {}
+        for i in indices:
+            families.setdefault(family(self._steps[i]), []).append(i)
+        for i in families.pop("", []):
+            self._screen(i, self._deadline)
+        if not families:
+            return
+        deadline_wall = time.time() + (self._deadline - time.monotonic())
+        tasks = [EvalTask(members[0], (), f"screen {name}" + (f" (+{len(members) - 1})" if len(members) > 1 else ""),
+                          rung=-1, seed=self.ctx.seed, deadline_wall=deadline_wall, threads=executor.threads,
+                          screen=ScreenJob(tuple((i, tuple(self._steps[i])) for i in members), self.budgets,
+                                           self.primary_format, self._overhead_bytes))
+                 for name, members in sorted(families.items(), key=lambda kv: -len(kv[1]))]
+        progress.begin_screen(len(tasks))
+        self._start(executor)
+
+        def take(result: EvalResult) -> None:
+            members = next(t.screen.members for t in tasks if t.index == result.index)
+            by_index = dict(result.screened)
+            for i, _ in members:
+                c = self.candidates[i]
+                got = by_index.get(i)
+                if got is None:  # the task failed or never started: every member says why
+                    c.status = "failed" if result.error else "not-evaluated"
+                    c.reason = result.error or f"search time of {self.search_time_s:.0f} s used up before it was screened"
+                    continue
+                for name in ("params", "macs", "predicted_ms", "predicted_bytes", "status", "reason"):
+                    setattr(c, name, getattr(got, name))
+                c.seconds += got.seconds
+                if c.status == "failed":
+                    logger.warning("[plan] %s could not be screened (%s); it is left out", c.label, c.reason)
+            self.screen_task_seconds.append(result.seconds)
+            progress.finished(result, next(t.label for t in tasks if t.index == result.index))
+
+        executor.run(tasks, take, progress)
+
+    def _start(self, executor: Executor) -> None:
+        """Start ``executor`` once per search (local workers spawn, Ray gets the payload)."""
+        if not self._started:
+            executor.start(self.model, self.ctx, lambda: pack_payload(self.model, self.ctx))
+            self._started = True
+
+    def _evaluate_all(self, order: list[int], executor: Executor, progress: SearchProgress) -> None:
         """Evaluate ``order`` on the executor: one rung when exhaustive, several with successive halving."""
-        executor = self.executor or SerialExecutor()
-        self._threads = executor.threads
-        progress = self.progress or SearchProgress()
-        halving = self.early_stop and worth_halving(len(order), self.eta)
+        halving = self.early_stop and worth_halving(len(order), self.max_finetune_epochs, self.eta)
         budgets = rung_budgets(self.max_finetune_epochs, self.eta) if halving else [self.max_finetune_epochs]
         if self.cache_dir is not None:
             self._cache = EvalCache(self.cache_dir)
@@ -218,40 +274,36 @@ class Planner:
                               + ", ".join(f"{b} epochs" if b is not None else "the full fine-tune" for b in budgets)
                               + f"; the best 1/{self.eta} went on at each rung (--no-early-stop evaluates all).")
         survivors = list(order)
-        try:
-            for r, cap in enumerate(budgets):
-                final = r == len(budgets) - 1
-                self._run_rung(survivors, r, len(budgets), cap, final, executor, progress)
-                reached = [i for i in survivors if self.candidates[i].rungs
-                           and self.candidates[i].rungs[-1].rung == r and self.candidates[i].status == "feasible"]
-                entry = {"rung": r, "max_epochs": cap, "evaluated": len(reached)}
-                if final:
-                    self.rungs.append(entry)
-                    break
-                # a recipe without a fine-tune (e.g. quantize.int8 alone) gives its final result on the first
-                # rung: judged now, it neither competes for nor needs a longer budget
-                done = [i for i in reached if self.candidates[i].rungs[-1].epochs == 0]
-                for i in done:
-                    self._judge(i, note="no fine-tune in the recipe: its first rung is its full evaluation")
-                reached = [i for i in reached if i not in done]
-                kept = keep_best(reached, self.candidates, self.eta)
-                entry["kept"] = [self.candidates[i].label for i in kept]
+        for r, cap in enumerate(budgets):
+            final = r == len(budgets) - 1
+            self._run_rung(survivors, r, len(budgets), cap, final, executor, progress)
+            reached = [i for i in survivors if self.candidates[i].rungs
+                       and self.candidates[i].rungs[-1].rung == r and self.candidates[i].status == "feasible"]
+            entry = {"rung": r, "max_epochs": cap, "evaluated": len(reached)}
+            if final:
                 self.rungs.append(entry)
-                for i in reached:
-                    if i not in kept:
-                        c = self.candidates[i]
-                        c.status = "stopped"
-                        c.reason = (f"stopped by successive halving after rung {r + 1} ({cap} epochs): val "
-                                    f"{c.val_accuracy:.2f}, not in the best 1/{self.eta}")
-                survivors = kept
-                if time.monotonic() > self._deadline:
-                    for i in survivors:  # no time for longer rungs: judged on the last one they finished
-                        self.candidates[i].cut_short = True
-                        self._judge(i, note=f"search time used up: judged on rung {r + 1} ({cap} epochs)")
-                    break
-        finally:
-            progress.close()
-            executor.close()
+                break
+            # a recipe without a fine-tune (e.g. quantize.int8 alone) gives its final result on the first
+            # rung: judged now, it neither competes for nor needs a longer budget
+            done = [i for i in reached if self.candidates[i].rungs[-1].epochs == 0]
+            for i in done:
+                self._judge(i, note="no fine-tune in the recipe: its first rung is its full evaluation")
+            reached = [i for i in reached if i not in done]
+            kept = keep_best(reached, self.candidates, self.eta)
+            entry["kept"] = [self.candidates[i].label for i in kept]
+            self.rungs.append(entry)
+            for i in reached:
+                if i not in kept:
+                    c = self.candidates[i]
+                    c.status = "stopped"
+                    c.reason = (f"stopped by successive halving after rung {r + 1} ({cap} epochs): val "
+                                f"{c.val_accuracy:.2f}, not in the best 1/{self.eta}")
+            survivors = kept
+            if time.monotonic() > self._deadline:
+                for i in survivors:  # no time for longer rungs: judged on the last one they finished
+                    self.candidates[i].cut_short = True
+                    self._judge(i, note=f"search time used up: judged on rung {r + 1} ({cap} epochs)")
+                break
 
     def _run_rung(self, indices: list[int], rung: int, rungs: int, cap: int | None, final: bool,
                   executor: Executor, progress: SearchProgress) -> None:
@@ -271,9 +323,7 @@ class Planner:
                                   keep_model=final, threads=executor.threads))
         if not tasks:
             return
-        if not self._started:
-            executor.start(self.model, self.ctx, lambda: pack_payload(self.model, self.ctx))
-            self._started = True
+        self._start(executor)
 
         def take(result: EvalResult) -> None:
             self._take(result, cap, final)

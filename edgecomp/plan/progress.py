@@ -1,7 +1,7 @@
 """Search progress people can read: a live line per running candidate and an overall bar on a terminal
 (rich), plain log lines otherwise (CI, log files, ``--log-file``).
 
-Executors report four events: a rung begins, a task starts, a fine-tune epoch ends (serial and local
+Executors report five events: screening begins, a rung begins, a task starts, a fine-tune epoch ends (serial and local
 workers report each epoch; Ray tasks report only their completion), a task ends. The terminal display is
 opened on a duplicate of stdout taken when the progress is made, because the build captures fds 1 and 2
 around the search to keep third-party chatter out of the console.
@@ -51,6 +51,13 @@ class SearchProgress:
         self.done, self.total = 0, tasks
         logger.info("[plan %s] %d candidate(s), %s", self._rung, tasks, cap)
 
+    def begin_screen(self, tasks: int) -> None:
+        """Screening begins: ``tasks`` families of candidates, their sizes and latencies predicted."""
+        self._rung = "screen"
+        self.done, self.total = 0, tasks
+        logger.info("[plan screen] %d famil%s of candidates (structural stages applied untrained)", tasks,
+                    "y" if tasks == 1 else "ies")
+
     def started(self, task: EvalTask) -> None:
         """``task`` started on some worker."""
         self._started[task.index], self._labels[task.index] = time.monotonic(), task.label
@@ -89,6 +96,13 @@ class LiveProgress(SearchProgress):
 
     def begin(self, rung: int, rungs: int, tasks: int, max_epochs: int | None) -> None:
         super().begin(rung, rungs, tasks, max_epochs)
+        self._open(tasks)
+
+    def begin_screen(self, tasks: int) -> None:
+        super().begin_screen(tasks)
+        self._open(tasks)
+
+    def _open(self, tasks: int) -> None:
         self._bar.start()
         if self._overall is not None:
             self._bar.remove_task(self._overall)

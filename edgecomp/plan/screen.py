@@ -4,6 +4,10 @@ The structural stages run with fine-tunes skipped (``FinetunePolicy(skip=True)``
 passed in, so a stage's own search (EPruning's differential evolution) stops at ``--search-time`` too; a
 candidate whose screen ran into the deadline is left ``not-evaluated`` (its structure is not the one a full
 run would give).
+
+Screens run as tasks on the search's executor (``tasks.ScreenJob``), one task per *family*: the candidates
+whose first structural stage is the same, so a shared prefix (``separable`` in ``separable``,
+``separable -> quantize.int8`` and ``separable -> prune.filter``) is applied once, in one process.
 """
 
 from __future__ import annotations
@@ -36,21 +40,26 @@ from edgecomp.targets import Budgets
 logger = logging.getLogger(__name__)
 
 
+StructureMemo = dict[tuple[str, ...], nn.Module]
+"""Models after a prefix of structural stages, keyed by the stages' descriptions (one family's screens)."""
+
+
 def screen(c: Candidate, steps: list[RecipeStep], model: nn.Module, ctx: BuildContext, budgets: Budgets,
-           primary_format: str, overhead_bytes: int, deadline: float | None = None) -> None:
+           primary_format: str, overhead_bytes: int, deadline: float | None = None,
+           memo: StructureMemo | None = None) -> None:
     """Predict ``c``'s parameters, MACs, size and latency and set its status (feasible, rejected, failed or,
-    past ``deadline`` (a ``time.monotonic()`` value), not-evaluated)."""
+    past ``deadline`` (a ``time.monotonic()`` value), not-evaluated).
+
+    With a ``memo`` shared by candidates whose structural stages start alike (``separable`` and
+    ``separable -> quantize.int8`` and ``separable -> prune.filter``), each structural prefix is applied once.
+    """
     start = time.monotonic()
     structural = [s for s in steps if is_structural(s)]
     try:
-        model = copy.deepcopy(model)
-        if structural:
-            torch.manual_seed(ctx.seed)
-            screen_ctx = replace(ctx, finetune_policy=FinetunePolicy(skip=True, deadline=deadline))
-            model, _, _ = apply_recipe(model, structural, screen_ctx)
-            if deadline is not None and time.monotonic() > deadline:
-                c.status, c.reason = "not-evaluated", "search time used up while it was screened"
-                return
+        model = _structure(model, structural, ctx, deadline, {} if memo is None else memo)
+        if model is None:
+            c.status, c.reason = "not-evaluated", "search time used up while it was screened"
+            return
         c.params = count_params(model)
         c.macs = count_macs(model, ctx.spec.input_shape)
         layers = layers_from_torch(model, ctx.spec.input_shape, c.dtype)
@@ -60,8 +69,6 @@ def screen(c: Candidate, steps: list[RecipeStep], model: nn.Module, ctx: BuildCo
         c.status, c.reason = "failed", exc.message
         return
     except Exception as exc:  # a library failing on one candidate's structure must not sink the search
-        logger.warning("[plan] %s could not be screened (%s: %s); it is left out", c.label,
-                       type(exc).__name__, exc)
         logger.debug("screening %s failed", c.label, exc_info=True)
         c.status, c.reason = "failed", f"screening raised {type(exc).__name__}: {exc}"
         return
@@ -69,6 +76,30 @@ def screen(c: Candidate, steps: list[RecipeStep], model: nn.Module, ctx: BuildCo
         c.seconds += time.monotonic() - start
     misses = budgets.missed(c.predicted_bytes, c.predicted_ms)
     c.status, c.reason = ("rejected", "; ".join(misses)) if misses else ("feasible", "")
+
+
+def _structure(model: nn.Module, structural: list[RecipeStep], ctx: BuildContext, deadline: float | None,
+               memo: StructureMemo) -> nn.Module | None:
+    """``model`` after the ``structural`` stages, fine-tunes skipped, reusing the longest prefix in ``memo``
+    (None: the deadline passed). Each stage starts from the same seed, so a prefix gives the same model
+    whichever candidate applied it first."""
+    keys = [tuple(s.describe() for s in structural[:k]) for k in range(len(structural) + 1)]
+    done = max(k for k in range(len(keys)) if k == 0 or keys[k] in memo)
+    current = memo[keys[done]] if done else model
+    screen_ctx = replace(ctx, finetune_policy=FinetunePolicy(skip=True, deadline=deadline))
+    for k in range(done, len(structural)):
+        torch.manual_seed(ctx.seed)
+        current, _, _ = apply_recipe(copy.deepcopy(current), [structural[k]], screen_ctx, measure=False)
+        if deadline is not None and time.monotonic() > deadline:
+            return None
+        memo[keys[k + 1]] = current
+    return current
+
+
+def family(steps: list[RecipeStep]) -> str:
+    """The first structural stage of a recipe ("" for none): candidates of one family share a screen task."""
+    first = next((s for s in steps if is_structural(s)), None)
+    return first.describe() if first is not None else ""
 
 
 @dataclass

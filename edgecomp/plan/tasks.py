@@ -28,10 +28,23 @@ from edgecomp.compress.recipe import RecipeStep
 from edgecomp.errors import EdgecompError
 from edgecomp.finetune import FinetunePolicy
 from edgecomp.metrics import evaluate
+from edgecomp.plan.candidate import Candidate
 from edgecomp.records import StageRecord
+from edgecomp.targets import Budgets
 
 logger = logging.getLogger(__name__)
 USER_MODULE_PREFIX = "edgecomp_user_"  # how edgecomp.user_code names modules imported from a user's file
+
+
+@dataclass(frozen=True)
+class ScreenJob:
+    """What a screening task needs besides the payload: the family's candidates and how to judge them."""
+
+    members: tuple[tuple[int, tuple[RecipeStep, ...]], ...]
+    """(candidate index, recipe) of every candidate in the family."""
+    budgets: Budgets
+    primary_format: str
+    overhead_bytes: int
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,8 @@ class EvalTask:
     threads: int | None = None
     """Torch threads for the evaluation (None: leave as is). Part of the result: float reductions split
     differently across threads, which can flip an int8 rounding, so equal numbers need equal threads."""
+    screen: ScreenJob | None = None
+    """Set for a screening task: predict the members' size and latency instead of evaluating ``steps``."""
 
     def expired(self) -> bool:
         """Whether the search's deadline has passed (a task is never started after it)."""
@@ -83,6 +98,8 @@ class EvalResult:
     skipped: str | None = None
     evaluated: Evaluated | None = None
     """The model itself: always from the serial executor, from workers when ``keep_model`` and it pickles."""
+    screened: list[tuple[int, Candidate]] = field(default_factory=list)
+    """A screening task's result: (index, the candidate with its predictions and status) per member."""
 
 
 EpochCallback = Callable[[int, dict], None]
@@ -109,6 +126,8 @@ def run_task(model: nn.Module, ctx: BuildContext, task: EvalTask, on_epoch: Epoc
     start = time.monotonic()
     if task.expired():
         return skipped(task)
+    if task.screen is not None:
+        return run_screen(model, ctx, task)
     deadline = monotonic_deadline(task.deadline_wall)
     history: list[dict] = []
 
@@ -140,6 +159,35 @@ def run_task(model: nn.Module, ctx: BuildContext, task: EvalTask, on_epoch: Epoc
     return EvalResult(task.index, task.rung, val, test, epochs=len(history), history=history,
                       seconds=time.monotonic() - start, cut_short=cut_short,
                       evaluated=Evaluated(out, stages, export))
+
+
+def run_screen(model: nn.Module, ctx: BuildContext, task: EvalTask) -> EvalResult:
+    """Screen every member of ``task.screen`` (one family, sharing its structural prefixes); members the
+    deadline reaches first come back ``not-evaluated``."""
+    from edgecomp.plan.candidates import dtype_of
+    from edgecomp.plan.screen import screen
+
+    job = task.screen
+    assert job is not None
+    start = time.monotonic()
+    deadline = monotonic_deadline(task.deadline_wall)
+    threads = torch.get_num_threads()
+    if task.threads is not None:
+        torch.set_num_threads(task.threads)
+    memo: dict = {}
+    screened = []
+    try:
+        for index, steps in job.members:
+            c = Candidate(recipe=[s.describe() for s in steps], dtype=dtype_of(list(steps)))
+            if deadline is not None and time.monotonic() > deadline:
+                c.status, c.reason = "not-evaluated", "search time used up before it was screened"
+            else:
+                screen(c, list(steps), model, ctx, job.budgets, job.primary_format, job.overhead_bytes,
+                       deadline, memo)
+            screened.append((index, c))
+    finally:
+        torch.set_num_threads(threads)
+    return EvalResult(task.index, task.rung, seconds=time.monotonic() - start, screened=screened)
 
 
 # -- payload: the model and context, once per search -----------------------------------------------------------

@@ -127,7 +127,8 @@ def rung_lines(planner: dict) -> list[str]:
     if planner.get("executor"):
         lines.append(f"  search   {planner['executor']} ({planner.get('workers', 1)} at a time, "
                      f"{planner.get('threads_per_evaluation', 1)} torch thread(s) each), "
-                     f"{planner.get('epochs_spent', 0)} fine-tune epochs")
+                     f"{planner.get('epochs_spent', 0)} fine-tune epochs"
+                     + (f", screening {planner['screen_seconds']:.1f} s" if planner.get("screen_seconds") else ""))
     rungs = planner.get("rungs") or []
     for r in rungs if len(rungs) > 1 else []:
         cap = f"{r['max_epochs']} epochs" if r.get("max_epochs") is not None else "full fine-tune"

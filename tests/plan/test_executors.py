@@ -26,8 +26,8 @@ def zoo():
 
 
 def _numbers(p):
-    return [(c.label, c.status, c.reason, c.val_accuracy, c.accuracy, c.accuracy_drop, c.epochs)
-            for c in p.candidates]
+    return [(c.label, c.status, c.reason, c.params, c.macs, c.predicted_bytes, c.predicted_ms, c.val_accuracy,
+             c.accuracy, c.accuracy_drop, c.epochs) for c in p.candidates]
 
 
 def test_serial_and_two_workers_choose_the_same_recipe_with_the_same_numbers(tmp_path, zoo):
@@ -42,6 +42,7 @@ def test_serial_and_two_workers_choose_the_same_recipe_with_the_same_numbers(tmp
     assert _numbers(workers) == _numbers(serial)
     assert workers.next_choice()[0].recipe == serial.next_choice()[0].recipe
     assert workers.summary()["executor"] == "workers" and workers.summary()["workers"] == 2
+    assert workers.progress.screen_tasks >= 3, "each prune.filter family is screened as a task on the workers"
     reported = {index for index, _ in workers.progress.seen}
     assert reported == {i for i, c in enumerate(workers.candidates) if c.epochs}, "workers report each epoch"
 
@@ -52,6 +53,11 @@ class _Epochs(SearchProgress):
     def __init__(self) -> None:
         super().__init__()
         self.seen: list[tuple[int, int]] = []
+        self.screen_tasks = 0
+
+    def begin_screen(self, tasks: int) -> None:
+        super().begin_screen(tasks)
+        self.screen_tasks = tasks
 
     def epoch(self, index: int, entry: dict) -> None:
         super().epoch(index, entry)

@@ -6,7 +6,7 @@ import pytest
 
 from edgecomp.plan.candidate import Candidate
 from edgecomp.plan.executors import SerialExecutor
-from edgecomp.plan.halving import keep_best, rung_budgets, worth_halving
+from edgecomp.plan.halving import keep_best, planned_epochs, rung_budgets, worth_halving
 from edgecomp.records import BuildReport, ModelRecord
 from edgecomp.report.console import explain_plan
 from edgecomp.report.html import planner_section
@@ -21,7 +21,17 @@ def test_rung_budgets_grow_by_eta_and_end_with_the_full_budget():
     assert rung_budgets(1) == [1]
     assert rung_budgets(None) == [1, 3, 9, None]  # None: each stage's own epochs on the last rung
     assert rung_budgets(30, eta=2) == [1, 2, 4, 8, 16, 30]
-    assert not worth_halving(3) and worth_halving(4)
+
+
+
+def test_halving_runs_only_when_it_plans_at_most_half_the_exhaustive_epochs():
+    assert planned_epochs(4, [1, 3], eta=3) == 4 * 1 + 2 * 3  # 10 of 12: the reruns would eat the saving
+    assert not worth_halving(4, 3)
+    assert not worth_halving(6, 3)  # 6 + 2 * 3 = 12 of 18
+    assert planned_epochs(5, [1, 3, 9]) == 5 + 2 * 3 + 1 * 9 and worth_halving(5, 9)  # 20 of 45
+    assert not worth_halving(3, 9)  # eta or fewer: every candidate would reach the last rung
+    assert not worth_halving(4, 9) and worth_halving(4, None)  # 19 of 36; 39 of 80 with 20-epoch fine-tunes
+    assert not worth_halving(10, 1)  # one rung only
 
 
 def _cands(vals):
@@ -44,32 +54,36 @@ def zoo():
 
 def test_halving_stops_most_candidates_early_and_its_last_rung_matches_the_exhaustive_search(tmp_path, zoo):
     target = small_target(tmp_path)
-    halving = planner(zoo, target, max_finetune_epochs=3, executor=SerialExecutor(threads=1))
+    halving = planner(zoo, target, max_finetune_epochs=9, executor=SerialExecutor(threads=1))
     halving.search()
-    exhaustive = planner(zoo, target, max_finetune_epochs=3, executor=SerialExecutor(threads=1), early_stop=False)
+    exhaustive = planner(zoo, target, max_finetune_epochs=9, executor=SerialExecutor(threads=1), early_stop=False)
     exhaustive.search()
     evaluated = [i for i, c in enumerate(exhaustive.candidates) if c.val_accuracy is not None]
     assert len(evaluated) >= 5
-    assert [r["max_epochs"] for r in halving.rungs] == [1, 3]
+    assert [r["max_epochs"] for r in halving.rungs][:2] == [1, 3] and halving.rungs[-1]["max_epochs"] == 9
     kept = halving.rungs[0]["kept"]
     # recipes without a fine-tune are complete after the first rung: judged there, not halved
     done = [halving.candidates[i].label for i in evaluated if halving.candidates[i].rungs[0].epochs == 0]
     assert done, "the small target has an int8-only candidate"
     assert len(kept) == -(-(len(evaluated) - len(done)) // 3)
+    last = [halving.candidates[i].label for i in evaluated if halving.candidates[i].rungs[-1].max_epochs == 9]
+    assert last, "someone reached the last rung"
     for i in evaluated:
         h, e = halving.candidates[i], exhaustive.candidates[i]
         if h.label in done:
             assert len(h.rungs) == 1 and "no fine-tune in the recipe" in h.reason and h.status != "stopped"
             assert (h.val_accuracy, h.accuracy) == (e.val_accuracy, e.accuracy)
-        elif h.label in kept:
-            assert [r.max_epochs for r in h.rungs] == [1, 3]
+        elif h.label in last:
+            assert [r.max_epochs for r in h.rungs] == [1, 3, 9]
             assert (h.val_accuracy, h.accuracy) == (e.val_accuracy, e.accuracy), "rerun, not resumed: same result"
+        elif h.label in kept:
+            assert h.status == "stopped" and "after rung 2 (3 epochs)" in h.reason
         else:
             assert h.status == "stopped" and "after rung 1 (1 epochs)" in h.reason and len(h.rungs) == 1
             assert h.rungs[0].val_accuracy <= min(halving.candidates[j].rungs[0].val_accuracy
                                                   for j in evaluated if halving.candidates[j].label in kept)
     assert halving.epochs_spent < exhaustive.epochs_spent
-    assert exhaustive.rungs == [{"rung": 0, "max_epochs": 3, "evaluated": len(evaluated)}]
+    assert exhaustive.rungs == [{"rung": 0, "max_epochs": 9, "evaluated": len(evaluated)}]
     chosen = halving.next_choice()[0]
     best = exhaustive.next_choice()[0]
     assert chosen.status == best.status == "chosen"
@@ -80,7 +94,7 @@ def test_halving_stops_most_candidates_early_and_its_last_rung_matches_the_exhau
     assert "rung 1   1 epochs:" in text and f"kept {len(kept)}" in text and "stopped" in text
     assert f"{halving.epochs_spent} fine-tune epochs" in text
     html = planner_section(report)
-    assert "val per rung" in html and "r1 " in html and "r2 " in html
+    assert "val per rung" in html and "r1 " in html and "r2 " in html and "r3 " in html
 
 
 def test_halving_and_exhaustive_share_the_cache_and_fresh_search_bypasses_it(tmp_path, zoo):

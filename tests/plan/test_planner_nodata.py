@@ -153,14 +153,13 @@ def test_search_deadline_cuts_fine_tunes_short_and_is_reported(tmp_path, monkeyp
     monkeypatch.setattr(screen_mod, "_export_overhead", lambda *args: (0, None))
     planner = _planner(model, size_mb=0.08, data=data, spec=spec, cache_dir=tmp_path / "plans")
     planner.ctx.target = _target(["prune.filter"])
-    screen = planner._screen
+    screen_all = planner._screen_all
 
-    def screen_then_start_the_clock(i: int, deadline: float | None = None) -> None:
-        screen(i, deadline)
-        if i == len(planner.candidates) - 1:  # the search deadline falls 0.1 s into the first evaluation
-            planner._deadline = time.monotonic() + 0.1
+    def screen_then_start_the_clock(*args) -> None:
+        screen_all(*args)
+        planner._deadline = time.monotonic() + 0.1  # the search deadline falls 0.1 s into the first evaluation
 
-    monkeypatch.setattr(planner, "_screen", screen_then_start_the_clock)
+    monkeypatch.setattr(planner, "_screen_all", screen_then_start_the_clock)
     planner.search()
     cut = [i for i, c in enumerate(planner.candidates) if c.cut_short]
     assert len(cut) == 1 and planner.candidates[cut[0]].val_accuracy is not None

@@ -1,0 +1,56 @@
+"""Screening by family: a structural prefix shared by several candidates is applied once, with the same
+predictions as screening each candidate on its own."""
+
+from __future__ import annotations
+
+import pytest
+
+import edgecomp.plan.screen as screen_module
+from edgecomp.compress.base import BuildContext
+from edgecomp.compress.recipe import parse_recipe
+from edgecomp.plan.candidate import Candidate
+from edgecomp.plan.candidates import dtype_of
+from edgecomp.plan.screen import family, screen
+from edgecomp.plan.tasks import EvalTask, ScreenJob, run_task
+from edgecomp.targets import Budgets, load_profile, load_target
+from edgecomp.zoo import load_zoo_model
+
+RECIPES = ["separable", "separable -> quantize.int8", "separable -> prune.filter", "prune.filter"]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model, spec, data = load_zoo_model()
+    target = load_target("android-arm64")
+    ctx = BuildContext(spec=spec, target=target, profile=load_profile(target.hardware), data=data, teacher=model)
+    return model, ctx, Budgets(size_mb=0.05)
+
+
+def _predictions(c: Candidate):
+    return c.status, c.reason, c.params, c.macs, c.predicted_bytes, c.predicted_ms
+
+
+def test_a_family_applies_its_shared_prefix_once_and_predicts_as_each_alone(setup, monkeypatch):
+    model, ctx, budgets = setup
+    steps = [parse_recipe(r) for r in RECIPES]
+    assert [family(s) for s in steps] == ["separable", "separable", "separable", "prune.filter"]
+    alone = []
+    for s in steps:
+        c = Candidate(recipe=[x.describe() for x in s], dtype=dtype_of(s))
+        screen(c, s, model, ctx, budgets, "tflite", 1000)
+        alone.append(c)
+    assert len({c.params for c in alone}) >= 3, "the recipes give different structures"
+
+    applied: list[str] = []
+    real = screen_module.apply_recipe
+
+    def counting(m, stage_steps, c, measure=True):
+        applied.extend(x.name for x in stage_steps)
+        return real(m, stage_steps, c, measure=measure)
+
+    monkeypatch.setattr(screen_module, "apply_recipe", counting)
+    job = ScreenJob(tuple((i, tuple(s)) for i, s in enumerate(steps[:3])), budgets, "tflite", 1000)
+    result = run_task(model, ctx, EvalTask(0, (), "screen separable", rung=-1, seed=ctx.seed, screen=job))
+    assert applied == ["separable", "prune.filter"], "separable once for three candidates, then prune.filter"
+    assert [i for i, _ in result.screened] == [0, 1, 2]
+    assert [_predictions(c) for _, c in result.screened] == [_predictions(c) for c in alone[:3]]
