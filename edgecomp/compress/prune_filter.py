@@ -62,29 +62,28 @@ class FilterPruneConfig(RecoveryConfig):
 
 def _importance(model: nn.Module, dg, groups: list[ChannelGroup], cfg: FilterPruneConfig,
                 ctx: BuildContext) -> dict[str, torch.Tensor]:
-    """Per-group channel scores (higher = keep), from torch-pruning's importance criteria."""
+    """Per-group channel scores (higher = keep): the root's filter L1 norms, or torch-pruning's Taylor
+    importance over the whole group."""
     import torch_pruning as tp
 
     normalizer = "mean" if cfg.scope == "global" else None
-    if cfg.criterion == "l1":  # Li et al.: L1 norm of each filter of the group's first layer
-        imp = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="first", normalizer=normalizer,
-                                                     target_types=[nn.modules.conv._ConvNd, nn.Linear])
-    else:
-        if ctx.data is None:
-            raise ConfigError("the Taylor criterion needs training data for its gradients",
-                              "pass --data, or use criterion='l1'")
-        imp = tp.importance.GroupTaylorImportance(normalizer=normalizer)
-        model.zero_grad()
-        model.eval()
-        for i, (xb, yb) in enumerate(ctx.data.batches("train", 64)):
-            if i >= cfg.taylor_batches:
-                break
-            loss = task_loss(model(xb), yb, ctx.data)
-            if loss is None:
-                raise ConfigError("the Taylor criterion needs a loss, and the data's targets are not class "
-                                  "indices", "return a 'loss' from the dataset factory, or use criterion='l1'")
-            loss.backward()
     modules = dict(model.named_modules())
+    if cfg.criterion == "l1":
+        return {g.name: root_l1(modules[g.root], g.size, normalize=normalizer is not None) for g in groups}
+    if ctx.data is None:
+        raise ConfigError("the Taylor criterion needs training data for its gradients",
+                          "pass --data, or use criterion='l1'")
+    imp = tp.importance.GroupTaylorImportance(normalizer=normalizer)
+    model.zero_grad()
+    model.eval()
+    for i, (xb, yb) in enumerate(ctx.data.batches("train", 64)):
+        if i >= cfg.taylor_batches:
+            break
+        loss = task_loss(model(xb), yb, ctx.data)
+        if loss is None:
+            raise ConfigError("the Taylor criterion needs a loss, and the data's targets are not class "
+                              "indices", "return a 'loss' from the dataset factory, or use criterion='l1'")
+        loss.backward()
     scores = {}
     for g in groups:
         root = modules[g.root]
@@ -93,6 +92,22 @@ def _importance(model: nn.Module, dg, groups: list[ChannelGroup], cfg: FilterPru
         scores[g.name] = torch.zeros(g.size) if s is None else s.detach().float()
     model.zero_grad()
     return scores
+
+
+def root_l1(root: nn.Module, size: int, normalize: bool = False) -> torch.Tensor:
+    """Li et al.'s L1 criterion: the L1 norm of each of the group root's ``size`` output filters (divided by
+    their mean with ``normalize``, for a global threshold).
+
+    This is what torch-pruning's ``GroupMagnitudeImportance(p=1, group_reduction="first")`` returns, computed
+    from the root alone: that class scores every layer of the group before keeping the first, and on a
+    depthwise conv whose input channels are in the group (a separable rewrite followed by prune.filter) it
+    indexes past the conv's single input channel per group and raises IndexError.
+    """
+    w = root.weight.detach()
+    if isinstance(root, nn.modules.conv._ConvTransposeNd):
+        w = w.transpose(0, 1)
+    scores = w.flatten(1).abs().sum(1)[:size].float()
+    return scores / scores.mean() if normalize and scores.mean() > 0 else scores
 
 
 def _keep_count(size: int, ratio: float, round_to: int) -> int:

@@ -80,3 +80,45 @@ def test_filter_on_residual_and_without_data_notes_skip():
     assert NO_DATA_NOTE in result.notes
     with pytest.raises(ConfigError, match="Taylor criterion needs training data"):
         FilterPrune().apply(model, FilterPrune.Config(criterion="taylor"), tiny_ctx(model, with_data=False))
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_l1_scores_are_torch_prunings_first_layer_magnitude(scope):
+    import torch_pruning as tp
+
+    from edgecomp.compress.channels import channel_groups
+    from edgecomp.compress.prune_filter import root_l1
+
+    torch.manual_seed(0)
+    model = Residual().eval()
+    dg, groups, _ = channel_groups(model, torch.randn(1, 1, 8, 8))
+    imp = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="first",
+                                                 normalizer="mean" if scope == "global" else None,
+                                                 target_types=[torch.nn.modules.conv._ConvNd, torch.nn.Linear])
+    modules = dict(model.named_modules())
+    assert groups
+    for g in groups:
+        root = modules[g.root]
+        theirs = imp(dg.get_pruning_group(root, dg.get_pruner_of_module(root).prune_out_channels,
+                                          list(range(g.size))))
+        torch.testing.assert_close(root_l1(root, g.size, normalize=scope == "global"), theirs.float())
+
+
+def test_filter_pruning_after_a_separable_rewrite_of_a_resnet():
+    """torch-pruning's group importance raised IndexError on the depthwise convs of a separable ResNet. Now
+    it is scored; the groups whose removal torch-pruning gets wrong (depthwise convs with a channel
+    multiplier) are left whole and named, the rest are pruned."""
+    from benchmarks.real_data_models import ResNet18Style
+    from edgecomp.compress.pipeline import apply_recipe
+    from edgecomp.spec import ModelSpec
+
+    torch.manual_seed(0)
+    model = ResNet18Style(num_classes=10, width=8).eval()
+    ctx = tiny_ctx(model, with_data=False)
+    ctx.spec = ModelSpec(name="resnet", input_shape=[1, 3, 32, 32])
+    separable, _, _ = apply_recipe(model, parse_recipe("separable"), ctx)
+    pruned, records, _ = apply_recipe(model, parse_recipe("separable -> prune.filter"), ctx)
+    assert count_params(pruned) < count_params(separable)
+    assert records[-1].metrics["channels_removed"] > 0
+    assert any("left whole" in note for note in records[-1].notes)
+    assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
