@@ -83,12 +83,12 @@ def train(factory: str, folder: Path, epochs: int) -> tuple[Path, float]:
 
 
 def plan(factory: str, weights: Path, folder: Path, size_mb: float, metric: str | None, ft_epochs: int,
-         search_s: float) -> dict:
+         search_s: float, workers: int | None = None) -> dict:
     """One planned build; returns its report (or the error)."""
     out = Path(tempfile.mkdtemp()) / "bundle"
     opts = BuildOptions(out=out, weights=str(weights), data=str(folder), metric=metric, formats=["tflite"],
                         budgets=Budgets(size_mb=size_mb), max_finetune_epochs=ft_epochs, search_time_s=search_s,
-                        reuse_plans=True, runs=10)
+                        reuse_plans=True, runs=10, workers=workers)
     start = time.monotonic()
     try:
         report = build(f"{MODELS_PY}:{factory}", "android-arm64", opts).model_dump()
@@ -118,6 +118,9 @@ def print_plan(title: str, report: dict) -> None:
         print(f"  {' -> '.join(c['recipe']) or 'fp32 (untouched)':<44} {f(c.get('val_accuracy')):>10} "
               f"{f(c.get('accuracy')):>10} {f(c.get('accuracy_drop')):>6} {f(size, '.3f'):>8} "
               f"{f(c.get('predicted_ms')):>8}  {fate[:70]}")
+    p = report["planner"]
+    print(f"  search: {p.get('executor', 'serial')} x{p.get('workers', 1)}, screening {p.get('screen_seconds', 0):.0f} s, "
+          f"{p.get('epochs_spent', 0)} fine-tune epochs, rungs {[r['max_epochs'] for r in p.get('rungs', [])]}")
     art = report["artifacts"][0]
     print(f"  chosen: {' -> '.join(report['recipe']) or 'untouched'}; real .tflite {art['bytes'] / 1e6:.3f} MB, "
           f"parity {art['parity']['status']}")
@@ -151,6 +154,7 @@ def main() -> None:
     parser.add_argument("--ft-epochs", type=int, default=3, help="cap on every candidate's recovery fine-tune")
     parser.add_argument("--search-time", type=float, default=900.0, help="planner search time per build, s")
     parser.add_argument("--skip-no-data", action="store_true")
+    parser.add_argument("--workers", type=int, default=None, help="search with N local worker processes")
     parser.add_argument("--builds", default=",".join(BUILDS),
                         help="which builds, in order (default: all): MODEL:BUDGET[:METRIC] and no-data")
     args = parser.parse_args()
@@ -172,7 +176,7 @@ def main() -> None:
         fp32_mb = sum(p.numel() for p in torch.load(weights, weights_only=True).values()) * 4 / 1e6
         budget = round(fp32_mb * BUDGET_FACTORS[mode], 3)
         user_metric = f"{MODELS_PY}:{metric[0]}" if metric else None
-        report = plan(factory, weights, folder, budget, user_metric, args.ft_epochs, args.search_time)
+        report = plan(factory, weights, folder, budget, user_metric, args.ft_epochs, args.search_time, args.workers)
         print_plan(f"{factory}, {mode} budget {budget} MB (fp32 {fp32_mb:.2f} MB), metric "
                    + (f"{metric[0]} (custom)" if metric else "top1"), report)
     print("\n" + json.dumps({"torch": torch.__version__}))
