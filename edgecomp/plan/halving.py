@@ -54,8 +54,8 @@ def worth_halving(n_candidates: int, max_epochs: int | None, eta: int = DEFAULT_
     """Whether halving saves enough to pay for itself: it must plan at most ``HALVING_PAYS`` of the exhaustive
     search's epochs.
 
-    Every rung reruns each survivor's recipe (structural stages, calibration, evaluation: measured at about
-    four epochs' worth per task on the real-data ResNet), so a small saving is eaten by the reruns; and a
+    Every rung reruns each survivor's recipe (structural stages, calibration, evaluation: measured at four
+    to eight epochs' worth per task on the real-data ResNet), so a small saving is eaten by the reruns; and a
     short first rung ranks candidates less reliably than the full budget does. With 4 candidates and a cap
     of 3 epochs halving planned 10 of 12 epochs and was slower than exhaustive; with the default 20-epoch
     budget it pays from 4 candidates on.

@@ -213,8 +213,7 @@ class Planner:
         c = self.candidates[i]
         screen(c, self._steps[i], self.model, self.ctx, self.budgets, self.primary_format, self._overhead_bytes,
                deadline)
-        if c.status == "failed":
-            logger.warning("[plan] %s could not be screened (%s); it is left out", c.label, c.reason)
+        _warn_if_unscreened(c)
 
     def _screen_all(self, indices: list[int], executor: Executor, progress: SearchProgress) -> None:
         """Screen ``indices`` as tasks on ``executor``, one task per family (candidates sharing their first
@@ -227,7 +226,7 @@ class Planner:
             self._screen(i, self._deadline)
         if not families:
             return
-        deadline_wall = time.time() + (self._deadline - time.monotonic())
+        deadline_wall = self._deadline_wall()
         tasks = [EvalTask(members[0], (), f"screen {name}" + (f" (+{len(members) - 1})" if len(members) > 1 else ""),
                           rung=-1, seed=self.ctx.seed, deadline_wall=deadline_wall, threads=executor.threads,
                           screen=ScreenJob(tuple((i, tuple(self._steps[i])) for i in members), self.budgets,
@@ -236,10 +235,12 @@ class Planner:
         progress.begin_screen(len(tasks))
         self._start(executor)
 
+        by_first = {t.index: t for t in tasks}
+
         def take(result: EvalResult) -> None:
-            members = next(t.screen.members for t in tasks if t.index == result.index)
+            task = by_first[result.index]
             by_index = dict(result.screened)
-            for i, _ in members:
+            for i, _ in task.screen.members:
                 c = self.candidates[i]
                 got = by_index.get(i)
                 if got is None:  # the task failed or never started: every member says why
@@ -249,12 +250,16 @@ class Planner:
                 for name in ("params", "macs", "predicted_ms", "predicted_bytes", "status", "reason"):
                     setattr(c, name, getattr(got, name))
                 c.seconds += got.seconds
-                if c.status == "failed":
-                    logger.warning("[plan] %s could not be screened (%s); it is left out", c.label, c.reason)
+                _warn_if_unscreened(c)
             self.screen_task_seconds.append(result.seconds)
-            progress.finished(result, next(t.label for t in tasks if t.index == result.index))
+            progress.finished(result, task.label)
 
         executor.run(tasks, take, progress)
+
+    def _deadline_wall(self) -> float:
+        """The search deadline as ``time.time()`` (tasks carry wall-clock deadlines: they mean the same on
+        every node)."""
+        return time.time() + (self._deadline - time.monotonic())
 
     def _start(self, executor: Executor) -> None:
         """Start ``executor`` once per search (local workers spawn, Ray gets the payload)."""
@@ -310,7 +315,7 @@ class Planner:
         """Evaluate ``indices`` with fine-tunes capped at ``cap``: from the cache where it has them, else as
         tasks on ``executor``."""
         progress.begin(rung, rungs, len(indices), cap)
-        deadline_wall = time.time() + (self._deadline - time.monotonic())
+        deadline_wall = self._deadline_wall()
         tasks = []
         for i in indices:
             c = self.candidates[i]
@@ -407,3 +412,9 @@ class Planner:
                 and (o.predicted_bytes, o.predicted_ms, o.accuracy_drop) != (c.predicted_bytes, c.predicted_ms,
                                                                              c.accuracy_drop)
                 for o in pts)
+
+
+def _warn_if_unscreened(c: Candidate) -> None:
+    """Say on the console that a candidate is left out because its screen failed."""
+    if c.status == "failed":
+        logger.warning("[plan] %s could not be screened (%s); it is left out", c.label, c.reason)

@@ -12,11 +12,12 @@ travel inside the payload.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -138,27 +139,35 @@ def run_task(model: nn.Module, ctx: BuildContext, task: EvalTask, on_epoch: Epoc
 
     torch.manual_seed(task.seed)
     policy = FinetunePolicy(max_epochs=task.max_epochs, deadline=deadline, on_epoch=epoch_done)
-    threads = torch.get_num_threads()
-    if task.threads is not None:
-        torch.set_num_threads(task.threads)
-    try:
-        out, stages, export = apply_recipe(copy.deepcopy(model), list(task.steps),
-                                           replace(ctx, finetune_policy=policy))
-        cut_short = deadline is not None and time.monotonic() > deadline
-        data = ctx.data
-        val = evaluate(out, data, "val") if data is not None else None
-        test = evaluate(out, data, "test") if data is not None else None
-    except EdgecompError as exc:
-        return EvalResult(task.index, task.rung, error=exc.message, seconds=time.monotonic() - start)
-    except Exception as exc:  # one candidate's library failure is that candidate's result
-        logger.debug("evaluating %s failed", task.label, exc_info=True)
-        return EvalResult(task.index, task.rung, error=f"evaluation raised {type(exc).__name__}: {exc}",
-                          seconds=time.monotonic() - start)
-    finally:
+    with torch_threads(task.threads):
+        try:
+            out, stages, export = apply_recipe(copy.deepcopy(model), list(task.steps),
+                                               replace(ctx, finetune_policy=policy))
+            cut_short = deadline is not None and time.monotonic() > deadline
+            data = ctx.data
+            val = evaluate(out, data, "val") if data is not None else None
+            test = evaluate(out, data, "test") if data is not None else None
+        except EdgecompError as exc:
+            return EvalResult(task.index, task.rung, error=exc.message, seconds=time.monotonic() - start)
+        except Exception as exc:  # one candidate's library failure is that candidate's result
+            logger.debug("evaluating %s failed", task.label, exc_info=True)
+            return EvalResult(task.index, task.rung, error=f"evaluation raised {type(exc).__name__}: {exc}",
+                              seconds=time.monotonic() - start)
+        return EvalResult(task.index, task.rung, val, test, epochs=len(history), history=history,
+                          seconds=time.monotonic() - start, cut_short=cut_short,
+                          evaluated=Evaluated(out, stages, export))
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch threads (None: as they are), restoring the count afterwards."""
+    before = torch.get_num_threads()
+    if threads is not None:
         torch.set_num_threads(threads)
-    return EvalResult(task.index, task.rung, val, test, epochs=len(history), history=history,
-                      seconds=time.monotonic() - start, cut_short=cut_short,
-                      evaluated=Evaluated(out, stages, export))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def run_screen(model: nn.Module, ctx: BuildContext, task: EvalTask) -> EvalResult:
@@ -171,12 +180,9 @@ def run_screen(model: nn.Module, ctx: BuildContext, task: EvalTask) -> EvalResul
     assert job is not None
     start = time.monotonic()
     deadline = monotonic_deadline(task.deadline_wall)
-    threads = torch.get_num_threads()
-    if task.threads is not None:
-        torch.set_num_threads(task.threads)
     memo: dict = {}
     screened = []
-    try:
+    with torch_threads(task.threads):
         for index, steps in job.members:
             c = Candidate(recipe=[s.describe() for s in steps], dtype=dtype_of(list(steps)))
             if deadline is not None and time.monotonic() > deadline:
@@ -185,8 +191,6 @@ def run_screen(model: nn.Module, ctx: BuildContext, task: EvalTask) -> EvalResul
                 screen(c, list(steps), model, ctx, job.budgets, job.primary_format, job.overhead_bytes,
                        deadline, memo)
             screened.append((index, c))
-    finally:
-        torch.set_num_threads(threads)
     return EvalResult(task.index, task.rung, seconds=time.monotonic() - start, screened=screened)
 
 
