@@ -38,6 +38,36 @@ class ConsoleFilter(logging.Filter):
         return own or record.levelno >= logging.ERROR
 
 
+class _BelowWarning(logging.Filter):
+    """Drops records below WARNING from loggers named ``prefix...``."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.name.startswith(self.prefix)
+
+
+@contextlib.contextmanager
+def off_console(prefix: str) -> Iterator[None]:
+    """For the block, INFO records of loggers named ``prefix...`` skip the console (every root handler above
+    DEBUG level); the debug log and ``--debug`` still get them, warnings still show.
+
+    The planner's screening applies each candidate's stages silently this way: their per-layer lines belong to
+    the build that runs a recipe, not to a screen of fifteen candidates.
+    """
+    quiet = _BelowWarning(prefix)
+    handlers = [h for h in logging.getLogger().handlers if h.level > logging.DEBUG]
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
+
+
 def _fd_of(stream: object) -> int | None:
     try:
         return stream.fileno()  # type: ignore[attr-defined]

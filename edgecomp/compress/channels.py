@@ -316,7 +316,7 @@ def remove_channels(model: nn.Module, example: torch.Tensor, groups: Sequence[Ch
         if g.name in skipped:
             if not check:
                 raise ConfigError(f"removing channels of {g.name} failed: {skipped[g.name]}", _HINT)
-            logger.warning("  channel group %s left whole: %s", g.name, skipped[g.name])
+            logger.debug("  channel group %s left whole: %s", g.name, skipped[g.name])
             continue
         current, done[g.name] = trial, idxs
     if check and done:  # whole-network check against the original with every removed channel masked
@@ -328,6 +328,11 @@ def remove_channels(model: nn.Module, example: torch.Tensor, groups: Sequence[Ch
             raise ConfigError(f"channel removal changed the network's function (max abs err {err:.2e})", _HINT)
         worst = max(worst, err)
     current.train(was_training)
+    if skipped:  # one line, not one per group (a rewritten ResNet has dozens); the stage notes list each
+        first = next(iter(skipped))
+        logger.warning("  %d of %d channel groups left whole (first: %s: %s)%s", len(skipped),
+                       sum(1 for g in groups if remove.get(g.name)), first, skipped[first],
+                       "; the stage's notes in report.json name each" if len(skipped) > 1 else "")
     modules = dict(current.named_modules())
     kept = {g.name: _out_channels(modules[g.root]) for g in groups}
     removed = {g.name: g.size - kept[g.name] for g in groups}

@@ -8,8 +8,10 @@ pruning searches and calibration stop at it.
 ``ProcessExecutor`` keeps N spawned worker processes (never forked: torch's thread pools do not survive a
 fork), each with ``cores // N`` torch threads and the search's payload unpickled once. A worker that dies
 mid-task (killed, out of memory) is replaced and its task retried once; a second death marks the candidate
-failed with the exit code. On any exception in the planner, Ctrl-C included, every worker is terminated
-before it propagates. The Ray executor lives in ``ray_executor.py``.
+failed with the exit code. A worker that cannot load the payload (a module the model needs does not import
+in a new process) stops the search with ``PayloadError`` naming what it raised: every task would fail alike.
+On any exception in the planner, Ctrl-C included, every worker is terminated before it propagates. The Ray
+executor lives in ``ray_executor.py``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from edgecomp.plan.progress import SearchProgress
 from edgecomp.plan.tasks import (
     EvalResult,
     EvalTask,
+    PayloadError,
     pack_result,
     run_task,
     skipped,
@@ -92,7 +95,14 @@ def _worker_main(conn: Connection, payload: bytes, threads: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C cancels
     torch.set_num_threads(threads)
-    model, ctx = unpack_payload(payload)
+    try:
+        model, ctx = unpack_payload(payload)
+    except PayloadError as exc:  # answer the first task with the cause (not a traceback on the console)
+        task = conn.recv()
+        if task is not None:
+            conn.send_bytes(cloudpickle.dumps(("result", EvalResult(task.index, task.rung, error=exc.message,
+                                                                    fatal=exc.cause))))
+        return
     while True:
         task = conn.recv()
         if task is None:
@@ -187,6 +197,8 @@ class ProcessExecutor(Executor):
                             msg = cloudpickle.loads(w.conn.recv_bytes())
                             if msg[0] == "epoch":
                                 progress.epoch(msg[1], msg[2])
+                            elif msg[1].fatal:
+                                raise PayloadError(msg[1].fatal)
                             else:
                                 del busy[slot]
                                 on_result(msg[1])

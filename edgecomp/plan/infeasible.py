@@ -48,14 +48,19 @@ def infeasible_error(planner: Planner) -> InfeasibleBudgetError:
     if missed:
         parts.append(f"{len(missed)} candidate(s) met every budget as predicted but not on the real export ("
                      + "; ".join(f"{c.label}: {c.reason.removeprefix(REAL_EXPORT)}" for c in missed[:2]) + ")")
+    failed = [c for c in planner.candidates if c.status == "failed"]
+    if failed:
+        parts.append(f"{len(failed)} candidate(s) failed, so were never judged (first: {failed[0].label}: "
+                     f"{failed[0].reason})")
     if not relax and any(c.status == "not-evaluated" for c in planner.candidates):
         relax.append("a longer --search-time")
     if not relax and any(c.status == "stopped" for c in planner.candidates):
         relax.append("--no-early-stop (successive halving stopped some candidates after short fine-tunes)")
+    hint = "relax " + (" or ".join(relax) if relax else "the budgets") + ", or allow more methods in the target"
+    if failed:
+        hint = f"see why each failed candidate failed in report.json or with --debug; {hint}"
     return InfeasibleBudgetError(
-        f"no candidate meets the budgets ({budget_text(planner.budgets)}); best reachable: " + "; ".join(parts),
-        "relax " + (" or ".join(relax) if relax else "the budgets") + ", or allow more methods in the target",
-    )
+        f"no candidate meets the budgets ({budget_text(planner.budgets)}); best reachable: " + "; ".join(parts), hint)
 
 
 def no_data_error(planner: Planner, lower_bound: bool) -> InfeasibleBudgetError:

@@ -3,8 +3,10 @@
 Ray does the scheduling: the search's payload (model weights and build context, see ``tasks.py``) is put
 in Ray's object store once and every task reads it from there; tasks are submitted together and collected
 with ``ray.wait`` as they finish; a task whose worker dies is retried once by Ray (``max_retries=1``), then
-the candidate is marked failed with Ray's reason; on Ctrl-C or any error every outstanding task is
-cancelled (``ray.cancel(force=True)``). Ray tasks report only their completion, not each epoch.
+the candidate is marked failed with Ray's reason; a task that cannot load the payload (a module the model
+needs does not import on the node) stops the search with ``PayloadError``; on Ctrl-C or any error every
+outstanding task is cancelled (``ray.cancel(force=True)``). Ray tasks report only their completion, not each
+epoch.
 
 ``ADDRESS`` is ``auto`` (the cluster this machine belongs to), ``host:port`` or ``ray://host:port``; without
 one a local Ray instance is started for the search and shut down after it. edgecomp must be installed on
@@ -26,7 +28,15 @@ from edgecomp.compress.base import BuildContext
 from edgecomp.errors import ConfigError, EdgecompError
 from edgecomp.plan.executors import Executor, ResultCallback
 from edgecomp.plan.progress import SearchProgress
-from edgecomp.plan.tasks import EvalResult, EvalTask, pack_result, run_task, skipped, unpack_payload
+from edgecomp.plan.tasks import (
+    EvalResult,
+    EvalTask,
+    PayloadError,
+    pack_result,
+    run_task,
+    skipped,
+    unpack_payload,
+)
 
 logger = logging.getLogger(__name__)
 INSTALL_HINT = "install the extra: pip install 'edgecomp[ray]' (or drop --ray to search on this machine)"
@@ -41,7 +51,10 @@ def _evaluate(payload: bytes, task: EvalTask, threads: int) -> EvalResult:
     key = hashlib.sha256(payload).hexdigest()
     if key not in _LOADED:
         _LOADED.clear()
-        _LOADED[key] = unpack_payload(payload)
+        try:
+            _LOADED[key] = unpack_payload(payload)
+        except PayloadError as exc:  # the driver stops the search with the cause
+            return EvalResult(task.index, task.rung, error=exc.message, fatal=exc.cause)
     model, ctx = _LOADED[key]
     return pack_result(run_task(model, ctx, task), task.keep_model)
 
@@ -118,6 +131,8 @@ class RayExecutor(Executor):
                 except ray.exceptions.RayError as exc:
                     reason = str(exc).strip().splitlines()[0][:300]
                     result = EvalResult(task.index, task.rung, error=f"Ray task failed after one retry: {reason}")
+                if result.fatal:
+                    raise PayloadError(result.fatal)
                 on_result(result)
         except BaseException:
             for ref in refs:

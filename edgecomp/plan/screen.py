@@ -35,6 +35,7 @@ from edgecomp.model import count_macs, count_params
 from edgecomp.plan.candidate import Candidate
 from edgecomp.plan.candidates import bytes_per_param, is_structural
 from edgecomp.profile.predict import layers_from_torch, predict_from_layers
+from edgecomp.quiet import off_console
 from edgecomp.targets import Budgets
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,8 @@ def _structure(model: nn.Module, structural: list[RecipeStep], ctx: BuildContext
     screen_ctx = replace(ctx, finetune_policy=FinetunePolicy(skip=True, deadline=deadline))
     for k in range(done, len(structural)):
         torch.manual_seed(ctx.seed)
-        current, _, _ = apply_recipe(copy.deepcopy(current), [structural[k]], screen_ctx, measure=False)
+        with off_console("edgecomp.compress"):  # per-layer lines of every screen would drown the search's own
+            current, _, _ = apply_recipe(copy.deepcopy(current), [structural[k]], screen_ctx, measure=False)
         if deadline is not None and time.monotonic() > deadline:
             return None
         memo[keys[k + 1]] = current

@@ -101,6 +101,8 @@ class EvalResult:
     """The model itself: always from the serial executor, from workers when ``keep_model`` and it pickles."""
     screened: list[tuple[int, Candidate]] = field(default_factory=list)
     """A screening task's result: (index, the candidate with its predictions and status) per member."""
+    fatal: str | None = None
+    """Set when the worker could not load the search's payload (what it raised): executors stop the search."""
 
 
 EpochCallback = Callable[[int, dict], None]
@@ -205,15 +207,33 @@ def pack_payload(model: nn.Module, ctx: BuildContext) -> bytes:
     return cloudpickle.dumps((model, replace(ctx, finetune_policy=FinetunePolicy())))
 
 
+class PayloadError(EdgecompError):
+    """A search worker could not load the model and data it was sent: every task would fail the same way."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(
+            f"the search's worker processes could not load the model and data ({cause}); every candidate "
+            "would fail the same way, so the search stopped",
+            "search in this process (drop --workers/--ray), or make every module the model's classes come from "
+            "importable in a new Python process (installed, or on PYTHONPATH) on every node")
+        self.cause = cause
+        """What unpickling raised, as ``Type: message``."""
+
+
 def unpack_payload(payload: bytes) -> tuple[nn.Module, BuildContext]:
     """The ``(model, ctx)`` of ``pack_payload``, for a search worker.
 
     A worker reads its data in its own process: the executor's workers are the parallelism, and DataLoader
     worker processes spawned inside each of them (at every pass over a split) would cost more than they save.
+    Raises ``PayloadError`` naming the cause when the payload does not load there (typically a module the
+    model's classes come from that imports in the planner's process but not in a new one).
     """
     import pickle
 
-    model, ctx = pickle.loads(payload)
+    try:
+        model, ctx = pickle.loads(payload)
+    except Exception as exc:  # whatever unpickling raised, this worker cannot run the search's tasks
+        raise PayloadError(f"{type(exc).__name__}: {exc}") from exc
     if ctx.data is not None:
         ctx.data.workers = 0
     return model, ctx

@@ -125,6 +125,23 @@ def test_infeasible_accuracy_suggests_a_drop_that_the_best_fitting_candidate_mee
     assert min(drops) <= suggested <= min(drops) + 0.25
 
 
+def test_infeasible_error_counts_failed_candidates_and_names_the_first_reason(tmp_path, zoo, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a library failed on this candidate")
+
+    monkeypatch.setattr("edgecomp.plan.tasks.apply_recipe", broken)
+    model, spec, data = zoo
+    target = load_target(_target(tmp_path, ["prune.filter"], size_mb=0.05))
+    ctx = BuildContext(spec=spec, target=target, profile=load_profile("cortex-a76"), data=data, teacher=model)
+    planner = Planner(model, ctx, target.budgets, "tflite", max_finetune_epochs=1)
+    planner.search()
+    failed = [c for c in planner.candidates if c.status == "failed"]
+    assert failed and planner.next_choice() is None
+    err = planner.infeasible_error()
+    assert f"{len(failed)} candidate(s) failed" in err.message
+    assert "a library failed on this candidate" in err.message and "--debug" in err.hint
+
+
 def _search(zoo, target_path, cache_dir=None):
     model, spec, data = zoo
     target = load_target(target_path)

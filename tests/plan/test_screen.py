@@ -3,6 +3,9 @@ predictions as screening each candidate on its own."""
 
 from __future__ import annotations
 
+import io
+import logging
+
 import pytest
 
 import edgecomp.plan.screen as screen_module
@@ -54,3 +57,27 @@ def test_a_family_applies_its_shared_prefix_once_and_predicts_as_each_alone(setu
     assert applied == ["separable", "prune.filter"], "separable once for three candidates, then prune.filter"
     assert [i for i, _ in result.screened] == [0, 1, 2]
     assert [_predictions(c) for _, c in result.screened] == [_predictions(c) for c in alone[:3]]
+
+
+def test_screening_keeps_the_stages_own_info_lines_off_the_console_but_in_the_debug_log(setup):
+    model, ctx, budgets = setup
+    console, debug_log = io.StringIO(), io.StringIO()
+    handlers = [logging.StreamHandler(console), logging.StreamHandler(debug_log)]
+    handlers[0].setLevel(logging.INFO)
+    handlers[1].setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.DEBUG)
+    for h in handlers:
+        root.addHandler(h)
+    try:
+        steps = parse_recipe("separable")
+        screen(Candidate(recipe=["separable"], dtype="fp32"), steps, model, ctx, budgets, "tflite", 1000)
+        logging.getLogger("edgecomp.compress.pipeline").info("[compress] outside a screen")
+    finally:
+        for h in handlers:
+            root.removeHandler(h)
+        root.setLevel(level)
+    assert "[compress 1/1] separable" in debug_log.getvalue()
+    assert "[compress 1/1]" not in console.getvalue()
+    assert "[compress] outside a screen" in console.getvalue(), "the console is quiet only while screening"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 
+import pytest
 import yaml
 from PIL import Image
 
@@ -14,6 +15,7 @@ from edgecomp.metrics import load_metric
 from edgecomp.model import load_model
 from edgecomp.plan.executors import ProcessExecutor, SerialExecutor
 from edgecomp.plan.planner import Planner
+from edgecomp.plan.tasks import EvalTask, PayloadError
 from edgecomp.targets import load_profile, load_target
 
 USER_FILE = '''
@@ -114,3 +116,28 @@ def test_an_image_folder_is_read_by_the_workers_from_its_path(tmp_path):
     p = _search(loaded, data, _target(tmp_path), ProcessExecutor(2, threads=1))
     assert [c for c in p.candidates if c.val_accuracy is not None]
     assert not [c for c in p.candidates if c.status == "failed"], [c.reason for c in p.candidates]
+
+
+def test_a_model_whose_module_does_not_import_in_a_new_process_stops_the_search_with_the_cause(
+        tmp_path, monkeypatch):
+    # like torchvision beside this torch wheel: imports (or is stubbed) in the planner's process, fails in a fresh one
+    guard = ("import multiprocessing\nif multiprocessing.parent_process() is not None:\n"
+             "    raise RuntimeError('operator torchvision::nms does not exist')\n")
+    (tmp_path / "fresh_process_fails.py").write_text(guard + USER_FILE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    loaded = load_model("fresh_process_fails:factory")
+    data = load_data("fresh_process_fails:data")
+    with pytest.raises(PayloadError) as info:
+        _search(loaded, data, _target(tmp_path), ProcessExecutor(2, threads=1))
+    assert "RuntimeError: operator torchvision::nms does not exist" in info.value.message
+    assert "could not load the model" in info.value.message and "drop --workers" in info.value.hint
+    assert not multiprocessing.active_children()
+    assert _search(loaded, data, _target(tmp_path), SerialExecutor(threads=1)).candidates[1].status != "failed"
+
+
+def test_a_ray_task_that_cannot_load_the_payload_hands_the_cause_to_the_driver():
+    from edgecomp.plan.ray_executor import _evaluate
+
+    result = _evaluate(b"not a payload", EvalTask(3, (), "x"), threads=1)
+    assert result.index == 3 and result.fatal and "UnpicklingError" in result.fatal
+    assert "could not load the model" in result.error
