@@ -227,7 +227,11 @@ def main() -> None:
         for entry in h["planner"].rungs:
             cap = entry["max_epochs"]
             print(f"  rung {entry['rung'] + 1} ({cap} epochs): {entry['evaluated']} evaluated"
-                  + (f", kept {len(entry['kept'])}" if "kept" in entry else ""))
+                  + (f", kept {len(entry['kept'])}" if "kept" in entry else "")
+                  + (f"; {entry['next']}" if entry.get("next") else ""))
+        for note in h["planner"].notes:
+            if "skipped its middle rung" in note:
+                print(f"  {note}")
 
     if base:
         print("\n3. On paper: search makespan on N workers from the measured per-candidate times (serial runs),")

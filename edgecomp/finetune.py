@@ -39,7 +39,8 @@ class FinetunePolicy:
     deadline: float | None = None
     """``time.monotonic()`` value at which every fine-tune stops (the planner's --search-time), or None."""
     on_epoch: Callable[[dict], None] | None = None
-    """Called after every epoch with its history entry and ``epochs`` (the planner's progress lines)."""
+    """Called after every epoch with its history entry, ``epochs`` (the planner's progress lines) and the
+    epoch's ``seconds`` (the planner's estimate of what a longer fine-tune costs)."""
 
 
 class FinetuneConfig(BaseModel):
@@ -191,6 +192,7 @@ def finetune(
     epoch = 0
     n_train = data.size("train")
     for epoch in range(1, cfg.epochs + 1):
+        epoch_start = time.monotonic()
         model.train()
         total = 0.0
         for xb, yb in data.batches("train", cfg.batch_size, shuffle=True, generator=gen):
@@ -219,7 +221,7 @@ def finetune(
         history.append({"epoch": epoch, "loss": total / n_train, "val_metric": val, "val_loss": val_loss})
         logger.debug("epoch %d loss %.4f val %.2f", epoch, total / n_train, val)
         if policy.on_epoch is not None:
-            policy.on_epoch({**history[-1], "epochs": cfg.epochs})
+            policy.on_epoch({**history[-1], "epochs": cfg.epochs, "seconds": time.monotonic() - epoch_start})
         if val > best_acc or (cfg.ties_by_loss and val == best_acc and val_loss < best_loss):
             best_acc, best_loss, best_state, bad = val, val_loss, copy.deepcopy(model.state_dict()), 0
         else:

@@ -16,6 +16,8 @@ class RungResult(BaseModel):
     accuracy: float | None = Field(None, description="Test metric after this rung's fine-tune.")
     epochs: int = Field(0, description="Fine-tune epochs it ran (all stages of the recipe together).")
     seconds: float = Field(0.0, description="Wall time of the evaluation (0 when cached).")
+    train_seconds: float = Field(0.0, description="Of those, the time in fine-tune epochs (the rest is structural "
+                                                  "stages, calibration and evaluation: the per-task fixed cost).")
     cached: bool = Field(False, description="Whether it came from the evaluation cache.")
     cut_short: bool = Field(False, description="Whether it ran into the --search-time deadline.")
 

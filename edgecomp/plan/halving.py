@@ -12,6 +12,11 @@ fine-tune passes through. Rerunning makes the last rung's result identical to th
 that candidate (same task, same seed, same cache key), which is what makes the two comparable and lets them
 share the evaluation cache; the price is the lower rungs' epochs, at most ``1/eta + 1/eta^2 + ...`` of the
 full budget per surviving candidate.
+
+That price includes each task's **fixed cost** (structural stages, calibration, evaluation), paid again at
+every rung. The first rung measures it (``RungResult.seconds`` minus ``train_seconds``); when running the
+remaining middle rungs would cost more than sending the survivors straight to the last rung
+(``straight_to_last``), the middle rungs are skipped: as many or more candidates get the full budget, for less.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from edgecomp.plan.candidate import Candidate
+from edgecomp.plan.candidate import Candidate, RungResult
 
 DEFAULT_ETA = 3
 HALVING_PAYS = 0.5  # halving runs only when it plans at most half the exhaustive epochs
@@ -76,3 +81,33 @@ def keep_best(indices: Sequence[int], candidates: Sequence[Candidate], eta: int 
                                              candidates[i].predicted_bytes or 0, candidates[i].predicted_ms or 0.0))
     kept = set(ranked[:n_keep])
     return [i for i in indices if i in kept]
+
+
+def straight_to_last(measured: Sequence[RungResult], cap: int, survivors: int, later: Sequence[int | None],
+                     eta: int = DEFAULT_ETA) -> tuple[bool, str]:
+    """Whether ``survivors`` should skip the middle rungs of ``later`` (the rest of the plan, last = full budget),
+    judged from the rung just ``measured`` at fine-tunes capped at ``cap`` epochs; and the sums, in words.
+
+    Per task, cost(c) = fixed + per_cap x c, with fixed the mean of (seconds - train_seconds) and per_cap the
+    mean train_seconds / cap (all of a recipe's fine-tunes scale with the cap) over the measured rung.
+    Halving's rest is the sum over the later rungs of alive x cost(rung cap), alive shrinking by ``eta``;
+    going straight costs survivors x cost(full). Without measurements (all cached) the plan stands.
+    """
+    fresh = [r for r in measured if not r.cached and r.seconds > 0 and r.epochs > 0]
+    if len(later) < 2 or not fresh or cap <= 0:
+        return False, ""
+    fixed = sum(max(0.0, r.seconds - r.train_seconds) for r in fresh) / len(fresh)
+    per_cap = sum(r.train_seconds for r in fresh) / len(fresh) / cap
+
+    def cost(c: int | None) -> float:
+        return fixed + per_cap * (c if c is not None else FULL_EPOCHS)
+
+    rest, alive = 0.0, survivors
+    for c in later:
+        rest += alive * cost(c)
+        alive = max(1, math.ceil(alive / eta))
+    direct = survivors * cost(later[-1])
+    why = (f"per task {fixed:.1f} s fixed (stages, calibration, evaluation) + {per_cap:.1f} s per epoch of cap, "
+           f"measured at {cap} epoch(s); the remaining rungs for {survivors} candidates ~{rest:.0f} s, the full "
+           f"budget for all {survivors} ~{direct:.0f} s")
+    return direct <= rest, why

@@ -43,7 +43,7 @@ from edgecomp.plan.candidate import Candidate, RungResult
 from edgecomp.plan.candidates import dtype_of, generate
 from edgecomp.plan.eval_cache import EvalCache, eval_key, search_digest
 from edgecomp.plan.executors import Executor, SerialExecutor
-from edgecomp.plan.halving import DEFAULT_ETA, keep_best, rung_budgets, worth_halving
+from edgecomp.plan.halving import DEFAULT_ETA, keep_best, rung_budgets, straight_to_last, worth_halving
 from edgecomp.plan.infeasible import REAL_EXPORT, infeasible_error, no_data_error
 from edgecomp.plan.progress import SearchProgress
 from edgecomp.plan.screen import SourceExport, family, measure_overhead, screen
@@ -278,8 +278,9 @@ class Planner:
             self.notes.append(f"Successive halving: {len(order)} candidates, rungs of "
                               + ", ".join(f"{b} epochs" if b is not None else "the full fine-tune" for b in budgets)
                               + f"; the best 1/{self.eta} went on at each rung (--no-early-stop evaluates all).")
-        survivors = list(order)
-        for r, cap in enumerate(budgets):
+        survivors, r = list(order), 0
+        while True:
+            cap = budgets[r]
             final = r == len(budgets) - 1
             self._run_rung(survivors, r, len(budgets), cap, final, executor, progress)
             reached = [i for i in survivors if self.candidates[i].rungs
@@ -309,6 +310,14 @@ class Planner:
                     self.candidates[i].cut_short = True
                     self._judge(i, note=f"search time used up: judged on rung {r + 1} ({cap} epochs)")
                 break
+            skip, why = straight_to_last([self.candidates[i].rungs[-1] for i in reached], cap or 0, len(kept),
+                                         budgets[r + 1:], self.eta)
+            if skip:  # the middle rungs would cost more than the full budget for every survivor
+                entry["next"] = "straight to the full budget"
+                self.notes.append(f"Successive halving skipped its middle rung(s) after rung {r + 1}: {why}.")
+                logger.info("[plan] the %d survivors go straight to the full budget (%s)", len(kept), why)
+                budgets = [*budgets[:r + 1], budgets[-1]]
+            r += 1
 
     def _run_rung(self, indices: list[int], rung: int, rungs: int, cap: int | None, final: bool,
                   executor: Executor, progress: SearchProgress) -> None:
@@ -355,6 +364,7 @@ class Planner:
             return
         c.rungs.append(RungResult(rung=result.rung, max_epochs=cap, val_accuracy=result.val_accuracy,
                                   accuracy=result.accuracy, epochs=result.epochs, seconds=round(result.seconds, 3),
+                                  train_seconds=round(sum(e.get("seconds", 0.0) for e in result.history), 3),
                                   cached=cached, cut_short=result.cut_short))
         c.val_accuracy, c.accuracy, c.cached = result.val_accuracy, result.accuracy, cached
         c.seconds += result.seconds

@@ -93,6 +93,7 @@ class EvalResult:
     accuracy: float | None = None
     epochs: int = 0
     history: list[dict] = field(default_factory=list)
+    """Every fine-tune epoch's entry (epoch, val_metric, seconds, ...), all stages of the recipe together."""
     seconds: float = 0.0
     cut_short: bool = False
     error: str | None = None

@@ -134,5 +134,6 @@ def rung_lines(planner: dict) -> list[str]:
         cap = f"{r['max_epochs']} epochs" if r.get("max_epochs") is not None else "full fine-tune"
         kept = r.get("kept")
         lines.append(f"  rung {r['rung'] + 1}   {cap}: {r['evaluated']} evaluated"
-                     + (f", kept {len(kept)}: {', '.join(kept)}" if kept is not None else " (judged on this rung)"))
+                     + (f", kept {len(kept)}: {', '.join(kept)}" if kept is not None else " (judged on this rung)")
+                     + (f"; {r['next']} (measured costs: see the notes)" if r.get("next") else ""))
     return lines

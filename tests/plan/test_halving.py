@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from edgecomp.plan.candidate import Candidate
+from edgecomp.plan.candidate import Candidate, RungResult
 from edgecomp.plan.executors import SerialExecutor
-from edgecomp.plan.halving import keep_best, planned_epochs, rung_budgets, worth_halving
+from edgecomp.plan.halving import keep_best, planned_epochs, rung_budgets, straight_to_last, worth_halving
 from edgecomp.records import BuildReport, ModelRecord
 from edgecomp.report.console import explain_plan
 from edgecomp.report.html import planner_section
@@ -52,7 +52,39 @@ def zoo():
     return load_zoo_model()
 
 
-def test_halving_stops_most_candidates_early_and_its_last_rung_matches_the_exhaustive_search(tmp_path, zoo):
+def _measured(seconds, train_seconds, n=3, cached=False):
+    return [RungResult(rung=0, max_epochs=1, val_accuracy=90.0, epochs=1, seconds=seconds, train_seconds=train_seconds,
+                       cached=cached) for _ in range(n)]
+
+
+def test_survivors_skip_the_middle_rungs_when_the_measured_fixed_cost_makes_them_dearer():
+    # stop 26's ResNet workload: ~8 epochs' worth of fixed cost per task, cap 6: rungs 3 and 6 for 3 survivors
+    # cost 3 x (8 + 3) + 1 x (8 + 6) = 47 epoch-units, the full budget for all 3 costs 3 x (8 + 6) = 42
+    skip, why = straight_to_last(_measured(9.0, 1.0), cap=1, survivors=3, later=[3, 6])
+    assert skip and "8.0 s fixed" in why and "~47 s" in why and "~42 s" in why
+    # epochs dominate (a large dataset): 5 x 3.5 + 2 x 9.5 + 1 x 20.5 = 57 against 5 x 20.5 = 102: keep halving
+    skip, why = straight_to_last(_measured(1.5, 1.0), cap=1, survivors=5, later=[3, 9, 20])
+    assert not skip and "~57 s" in why and "~102 s" in why
+    assert straight_to_last(_measured(9.0, 1.0, cached=True), 1, 3, [3, 6]) == (False, ""), "nothing measured"
+    assert straight_to_last(_measured(9.0, 1.0), 1, 3, [6]) == (False, ""), "no middle rung left"
+
+
+def test_survivors_sent_straight_to_the_full_budget_get_it_and_the_report_says_why(tmp_path, zoo, monkeypatch):
+    monkeypatch.setattr("edgecomp.plan.planner.straight_to_last", lambda *a, **k: (True, "the sums"))
+    target = small_target(tmp_path)
+    p = planner(zoo, target, max_finetune_epochs=9, executor=SerialExecutor(threads=1))
+    p.search()
+    assert [r["max_epochs"] for r in p.rungs] == [1, 9]
+    assert p.rungs[0]["next"] == "straight to the full budget"
+    kept = p.rungs[0]["kept"]
+    assert kept and all([r.max_epochs for r in c.rungs] == [1, 9] for c in p.candidates if c.label in kept)
+    assert any("skipped its middle rung(s) after rung 1: the sums" in n for n in p.notes)
+
+
+def test_halving_stops_most_candidates_early_and_its_last_rung_matches_the_exhaustive_search(tmp_path, zoo,
+                                                                                             monkeypatch):
+    # the rung mechanics with every rung run (whether middle rungs pay is timed, so decided by the test here)
+    monkeypatch.setattr("edgecomp.plan.planner.straight_to_last", lambda *a, **k: (False, ""))
     target = small_target(tmp_path)
     halving = planner(zoo, target, max_finetune_epochs=9, executor=SerialExecutor(threads=1))
     halving.search()

@@ -21,12 +21,14 @@ def test_a_build_with_two_workers_and_halving_reports_its_executor_rungs_and_epo
     assert proc.returncode == 0, proc.stderr[-3000:]
     planner = json.loads((out / "report.json").read_text())["planner"]
     assert planner["executor"] == "workers" and planner["workers"] == 2 and planner["threads_per_evaluation"] >= 1
-    assert [r["max_epochs"] for r in planner["rungs"]] == [1, 3, 9]
+    # the middle rung runs unless the first rung measured it dearer than the full budget for every survivor
+    caps = [r["max_epochs"] for r in planner["rungs"]]
+    assert caps == [1, 3, 9] or (caps == [1, 9] and planner["rungs"][0]["next"] == "straight to the full budget")
     stopped = [c for c in planner["candidates"] if c["status"] == "stopped"]
     assert stopped and all(len(c["rungs"]) in (1, 2) for c in stopped)
     assert planner["screen_seconds"] > 0 and ", screening " in proc.stdout
     assert planner["epochs_spent"] == sum(c["epochs"] for c in planner["candidates"]) > 0
     assert "search   workers (2 at a time" in proc.stdout and "rung 1   1 epochs:" in proc.stdout
-    assert "[plan rung 1/3]" in proc.stderr + proc.stdout  # plain progress lines: not a terminal
+    assert "[plan rung 1/3]" in proc.stderr + proc.stdout  # plain progress lines: not a terminal (planned: 3)
     assert "[plan screen]" in proc.stderr + proc.stdout
     assert "val per rung" in (out / "report.html").read_text()
