@@ -63,6 +63,7 @@ class Row:
     bytes_x: float
     seconds: float
     error: str = ""
+    note: str = ""  # e.g. that the stage found nothing to rewrite on this model (so its row says nothing)
 
     @property
     def drop(self) -> float:
@@ -125,8 +126,11 @@ def run_stage(model_name: str, stage: str, max_epochs: int | None) -> Row:
         logger.exception("%s on %s failed", stage, model_name)
         return Row(model_name, stage, before, float("nan"), 1, 1, 1, time.monotonic() - start, str(exc))
     rec = records[-1]
+    tuned = rec.metrics.get("finetune")
+    nothing = isinstance(tuned, dict) and tuned.get("skipped") == "nothing rewritten"
     return Row(model_name, stage, before, rec.accuracy, params / rec.params, macs / rec.macs,
-               base_bytes / rec.weight_bytes, time.monotonic() - start)
+               base_bytes / rec.weight_bytes, time.monotonic() - start,
+               note="nothing to rewrite on this model: unchanged" if nothing else "")
 
 
 def table(rows: list[Row]) -> str:
@@ -137,7 +141,7 @@ def table(rows: list[Row]) -> str:
     for r in rows:
         lines.append(f"{r.model:<14} {r.stage:<17} {r.before:>8.2f} {r.after:>8.2f} {r.drop:>+7.2f} "
                      f"{r.params_x:>7.2f}x {r.macs_x:>6.2f}x {r.bytes_x:>6.2f}x {r.seconds:>7.1f}  {r.within}"
-                     + (f"  ({r.error})" if r.error else ""))
+                     + (f"  ({r.error or r.note})" if r.error or r.note else ""))
     return "\n".join(lines)
 
 

@@ -7,8 +7,10 @@ does not validate fails the session with the file and the reason.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +24,11 @@ SCHEMA_FILE = REPO / "schemas" / "edgecomp.schema.json"
 # Builds in tests export afresh (a test may replace an exporter); tests of the cache turn it back on.
 os.environ.setdefault("EDGECOMP_NO_CACHE", "1")
 # Calibrations a test writes go to a scratch folder, never the user's own profiles (targets.user_dir).
-os.environ.setdefault("EDGECOMP_USER_PROFILES_DIR", tempfile.mkdtemp(prefix="edgecomp-user-profiles-"))
+# The process that makes the folder removes it when it exits (xdist's workers inherit the controller's).
+if "EDGECOMP_USER_PROFILES_DIR" not in os.environ:
+    _scratch_profiles = tempfile.mkdtemp(prefix="edgecomp-user-profiles-")
+    os.environ["EDGECOMP_USER_PROFILES_DIR"] = _scratch_profiles
+    atexit.register(shutil.rmtree, _scratch_profiles, ignore_errors=True)
 
 TESTS = Path(__file__).resolve().parent
 DATA = TESTS / "data"  # small committed inputs (tiny .tflite files, benchmark outputs)

@@ -166,11 +166,19 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 2
     return len(bns)
 
 
-def tune(model: nn.Module, cfg: TuneConfig, ctx: BuildContext, notes: list[str]) -> dict[str, Any]:
-    """Recalibrate BatchNorm and fine-tune ``model`` in place per ``cfg`` (distilling from ``ctx.teacher``)."""
+def tune(model: nn.Module, cfg: TuneConfig, ctx: BuildContext, notes: list[str],
+         records: list[LayerRecord]) -> dict[str, Any]:
+    """Recalibrate BatchNorm and fine-tune ``model`` in place per ``cfg`` (distilling from ``ctx.teacher``).
+
+    When no layer in ``records`` was rewritten there is nothing to recover: the model is left exactly as it
+    came, so a rewrite that finds nothing to do on a model never passes off a plain fine-tune as its own.
+    """
     from edgecomp.finetune import FinetuneConfig, finetune
     from edgecomp.metrics import evaluate
 
+    if not any(r.status == "rewritten" for r in records):
+        notes.append("nothing was rewritten, so nothing to recover: the model is unchanged (not fine-tuned)")
+        return {"epochs": 0, "skipped": "nothing rewritten"}
     if ctx.data is None:
         if cfg.epochs or cfg.recalibrate_bn:
             notes.append("no data: the rewritten model was not recalibrated or fine-tuned (pass --data)")

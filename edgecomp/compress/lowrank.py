@@ -205,7 +205,7 @@ class LowRank(Stage):
             from edgecomp.metrics import evaluate
 
             metrics["test_accuracy_rewritten"] = evaluate(model, ctx.data, "test")
-        metrics["finetune"] = tune(model, cfg, ctx, notes)
+        metrics["finetune"] = tune(model, cfg, ctx, notes, records)
         s = summarize(records)
         if s["rewritten"]:
             notes.append(f"factorised {s['rewritten']} layer(s): their MACs {s['macs_before']} -> {s['macs_after']}, "

@@ -205,7 +205,7 @@ class Separable(Stage):
             from edgecomp.metrics import evaluate
 
             metrics["test_accuracy_rewritten"] = evaluate(model, ctx.data, "test")
-        metrics["finetune"] = tune(model, cfg, ctx, notes)
+        metrics["finetune"] = tune(model, cfg, ctx, notes, records)
         s = summarize(records)
         if s["rewritten"]:
             notes.append(f"rewrote {s['rewritten']} conv(s) ({mode}): their MACs {s['macs_before']} -> "

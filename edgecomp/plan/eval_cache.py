@@ -25,7 +25,7 @@ from edgecomp.data.base import SPLITS, ArraySplit
 from edgecomp.fsutil import write_text_atomic
 
 logger = logging.getLogger(__name__)
-KEY_VERSION = 2  # bump when what an entry means changes
+KEY_VERSION = 3  # bump when what an entry means changes (3: a rewrite that rewrites nothing no longer fine-tunes)
 
 
 def data_digest(data: Dataset | None) -> str:

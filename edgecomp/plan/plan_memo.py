@@ -29,7 +29,7 @@ from edgecomp.fsutil import write_text_atomic
 from edgecomp.targets import Budgets
 
 logger = logging.getLogger(__name__)
-MEMO_VERSION = 1  # bump when the key or the stored layout changes
+MEMO_VERSION = 2  # bump when the key, the stored layout or the planner's choices change (2: no-op stages rejected)
 REUSED_NOTE = ("Plan reused from the build of {date}: the model, data, target, budgets and search options are "
                "identical, so the search was not repeated (the table is that search's; --fresh-search repeats it).")
 

@@ -8,6 +8,11 @@ run would give).
 Screens run as tasks on the search's executor (``tasks.ScreenJob``), one task per *family*: the candidates
 whose first structural stage is the same, so a shared prefix (``separable`` in ``separable``,
 ``separable -> quantize.int8`` and ``separable -> prune.filter``) is applied once, in one process.
+
+A structural stage that leaves the model exactly as it was (``separable`` on a network of depthwise and
+pointwise convs, ``prune.filter`` whose channel groups are all left whole) makes its candidate the same
+network as the recipe without it under another name: such a candidate is rejected here, with the reason, and
+never fine-tuned.
 """
 
 from __future__ import annotations
@@ -41,8 +46,13 @@ from edgecomp.targets import Budgets
 logger = logging.getLogger(__name__)
 
 
-StructureMemo = dict[tuple[str, ...], nn.Module]
-"""Models after a prefix of structural stages, keyed by the stages' descriptions (one family's screens)."""
+StructureMemo = dict[tuple[str, ...], "nn.Module | str"]
+"""Models after a prefix of structural stages, keyed by the stages' descriptions (one family's screens); a
+string in place of a model says the prefix's last stage changed nothing, and why the candidate is rejected."""
+
+
+class _ChangesNothing(Exception):
+    """A structural stage returned the model it was given, unchanged."""
 
 
 def screen(c: Candidate, steps: list[RecipeStep], model: nn.Module, ctx: BuildContext, budgets: Budgets,
@@ -66,6 +76,9 @@ def screen(c: Candidate, steps: list[RecipeStep], model: nn.Module, ctx: BuildCo
         layers = layers_from_torch(model, ctx.spec.input_shape, c.dtype)
         c.predicted_ms = predict_from_layers(layers, ctx.profile, ctx.target.threads, c.dtype).ms
         c.predicted_bytes = int(overhead_bytes + c.params * bytes_per_param(steps, primary_format))
+    except _ChangesNothing as exc:
+        c.status, c.reason = "rejected", str(exc)
+        return
     except EdgecompError as exc:
         c.status, c.reason = "failed", exc.message
         return
@@ -87,15 +100,28 @@ def _structure(model: nn.Module, structural: list[RecipeStep], ctx: BuildContext
     keys = [tuple(s.describe() for s in structural[:k]) for k in range(len(structural) + 1)]
     done = max(k for k in range(len(keys)) if k == 0 or keys[k] in memo)
     current = memo[keys[done]] if done else model
+    if isinstance(current, str):
+        raise _ChangesNothing(current)
     screen_ctx = replace(ctx, finetune_policy=FinetunePolicy(skip=True, deadline=deadline))
     for k in range(done, len(structural)):
         torch.manual_seed(ctx.seed)
         with off_console("edgecomp.compress"):  # per-layer lines of every screen would drown the search's own
-            current, _, _ = apply_recipe(copy.deepcopy(current), [structural[k]], screen_ctx, measure=False)
+            after, _, _ = apply_recipe(copy.deepcopy(current), [structural[k]], screen_ctx, measure=False)
         if deadline is not None and time.monotonic() > deadline:
             return None
-        memo[keys[k + 1]] = current
+        if same_network(current, after):
+            where = f" after {' -> '.join(keys[k])}" if k else ""
+            memo[keys[k + 1]] = (f"{structural[k].describe()} changes nothing on this model{where}, so this is the "
+                                 f"recipe without it under another name")
+            raise _ChangesNothing(memo[keys[k + 1]])
+        memo[keys[k + 1]] = current = after
     return current
+
+
+def same_network(a: nn.Module, b: nn.Module) -> bool:
+    """Whether ``a`` and ``b`` have the same parameters and buffers: same names, shapes and values."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def family(steps: list[RecipeStep]) -> str:

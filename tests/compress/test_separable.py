@@ -242,3 +242,26 @@ def test_default_stays_within_one_point_on_the_digits_model():
     result = Separable().apply(model, Separable.Config(), ctx)
     assert result.metrics["rewritten"] >= 1 and result.metrics["macs_after"] < result.metrics["macs_before"] / 2
     assert evaluate(result.model, data, "test") >= evaluate(model, data, "test") - 1.0
+
+
+def _depthwise_net() -> nn.Module:
+    """MobileNetV2-style: a 1-channel stem (below min_in_channels) and inverted residuals (1x1 and depthwise)."""
+    from edgecomp.zoo import _InvertedResidual
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6(), _InvertedResidual(8, 8),
+                         _InvertedResidual(8, 12), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 10)).eval()
+
+
+def test_nothing_to_rewrite_leaves_the_model_as_it_came_without_a_fine_tune():
+    """A rewrite that finds no conv to rewrite must not pass off a fine-tune (or BN recalibration) as its own."""
+    from tests.rewrite_helpers import teacher_dataset
+
+    net = _depthwise_net()
+    data = teacher_dataset(net, (1, 8, 8), n=200)
+    result = Separable().apply(net, Separable.Config(epochs=2), context([1, 1, 8, 8], data, net))
+    assert result.metrics["rewritten"] == 0
+    assert result.metrics["finetune"] == {"epochs": 0, "skipped": "nothing rewritten"}
+    assert any("nothing to recover" in n for n in result.notes)
+    before, after = net.state_dict(), result.model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)

@@ -81,3 +81,27 @@ def test_screening_keeps_the_stages_own_info_lines_off_the_console_but_in_the_de
     assert "[compress 1/1] separable" in debug_log.getvalue()
     assert "[compress 1/1]" not in console.getvalue()
     assert "[compress] outside a screen" in console.getvalue(), "the console is quiet only while screening"
+
+
+def test_a_stage_that_changes_nothing_rejects_its_candidate_with_the_reason():
+    """separable on a MobileNetV2-style net rewrites nothing: 'separable -> quantize.int8' would be quantize.int8
+    under another name, so screening rejects it (never fine-tuned), while quantize.int8 itself stays feasible."""
+    from tests.compress.test_separable import _depthwise_net
+    from tests.rewrite_helpers import context, teacher_dataset
+
+    net = _depthwise_net()
+    ctx = context([1, 1, 8, 8], teacher_dataset(net, (1, 8, 8), n=200), net)
+    budgets = Budgets(size_mb=1.0)
+    results = {}
+    memo: dict = {}
+    for recipe in ("separable", "separable -> quantize.int8", "prune.filter -> separable", "quantize.int8"):
+        s = parse_recipe(recipe)
+        c = Candidate(recipe=[x.describe() for x in s], dtype=dtype_of(s))
+        screen(c, s, net, ctx, budgets, "tflite", 1000, memo=memo if recipe.startswith("separable") else None)
+        results[recipe] = c
+    for recipe in ("separable", "separable -> quantize.int8"):
+        assert results[recipe].status == "rejected"
+        assert "separable changes nothing on this model" in results[recipe].reason
+        assert results[recipe].predicted_bytes is None
+    assert "after prune.filter" in results["prune.filter -> separable"].reason
+    assert results["quantize.int8"].status == "feasible"
