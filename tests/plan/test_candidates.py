@@ -102,12 +102,17 @@ def test_screen_predictions_are_pinned():
         planner._screen(i)
     got = [(c.params, c.predicted_bytes, c.reason.startswith("size")) for c in planner.candidates]
     # separable's and lowrank's error budgets (max_error=0.5) find no rank of this random conv that saves
-    # min_saving of its MACs, so separable keeps it; lowrank factorises only the head
+    # min_saving of its MACs, so separable keeps it: its candidates are the recipes without it under another
+    # name, rejected unpredicted; lowrank factorises only the head
+    unchanged = (None, None, False)
     assert got == [(2682, 11962, True), (2682, 3916, False), (2682, 3916, False), (2682, 2575, False),
-                   (2682, 11962, True),
-                   (2682, 3916, False), (2182, 9962, True), (2182, 3416, False), (1582, 7562, True),
+                   unchanged, unchanged, (2182, 9962, True), (2182, 3416, False), (1582, 7562, True),
                    (1582, 2816, False), (770, 4314, False), (770, 2004, False), (350, 2634, False),
-                   (350, 1584, False), (770, 4314, False), (770, 2004, False)]
+                   (350, 1584, False), unchanged, unchanged]
+    assert [c.label for c in planner.candidates if c.params is None] == [
+        "separable", "separable -> quantize.int8", "separable -> prune.filter",
+        "separable -> prune.filter -> quantize.int8"]
+    assert all("separable changes nothing on this model" in c.reason for c in planner.candidates if c.params is None)
     assert planner.candidates[0].reason == "size 0.0120 MB > 0.005 MB; latency 0.0122 ms > 0.004 ms"
     assert all(c.status == "rejected" for c in planner.candidates)
 
