@@ -24,4 +24,7 @@ def planner(zoo, target, **kwargs) -> Planner:
     model, spec, data = zoo
     ctx = BuildContext(spec=spec, target=target, profile=load_profile(target.hardware), data=data, teacher=model)
     kwargs.setdefault("max_finetune_epochs", 1)
+    # an hour, not the default 10 minutes: on a loaded machine the deadline would cut candidates and tests that
+    # compare searches would compare a cut one (the deadline's own tests pass theirs)
+    kwargs.setdefault("search_time_s", 3600.0)
     return Planner(model, ctx, target.budgets, "onnx", **kwargs)

@@ -145,8 +145,8 @@ def test_ctrl_c_during_a_parallel_search_leaves_no_bundle_no_cache_entry_and_no_
                             start_new_session=True)
     workers: set[int] = set()
     try:
-        for line in proc.stdout:
-            if ": started" in line:
+        for line in proc.stdout:  # wait for a fine-tune under way, so the search is mid-evaluation on workers
+            if line.lstrip().startswith("[evaluate]") and ": epoch " in line:
                 break
         deadline = time.monotonic() + 60
         while len(workers) < 2 and time.monotonic() < deadline:
