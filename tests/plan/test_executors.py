@@ -121,6 +121,14 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+def _cmdline(pid: int) -> str:
+    """A process's command line ("" once it has gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
+
+
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -149,18 +157,19 @@ def test_ctrl_c_during_a_parallel_search_leaves_no_bundle_no_cache_entry_and_no_
             if line.lstrip().startswith("[evaluate]") and ": epoch " in line:
                 break
         deadline = time.monotonic() + 60
-        while len(workers) < 2 and time.monotonic() < deadline:
-            workers = {p for p in _children(proc.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()}
+        while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            workers |= {p for p in _children(proc.pid) if "spawn_main" in _cmdline(p)}
             time.sleep(0.2)
+        seen = f"saw {len(workers)} worker process(es) within {time.monotonic() - deadline + 60:.0f} s"
         time.sleep(1.0)
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
         rest = proc.communicate(timeout=120)[0]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, rest
+    assert len(workers) >= 2, f"the search was running in worker processes when interrupted ({seen})"
+    assert proc.returncode == 130, f"{seen}\n{rest}"
     assert "interrupted" in rest
-    assert len(workers) >= 2, "the search was running in worker processes when interrupted"
     assert not any(_alive(p) for p in workers), "no worker process outlives the build"
     assert not out.exists(), "an interrupted build leaves no bundle"
     plans = cache / "plans"
