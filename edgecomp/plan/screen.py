@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edgecomp.artifact_cache import model_digest
 from edgecomp.compress.base import BuildContext, ExportOptions
 from edgecomp.compress.pipeline import apply_recipe
 from edgecomp.compress.recipe import RecipeStep
@@ -109,19 +110,13 @@ def _structure(model: nn.Module, structural: list[RecipeStep], ctx: BuildContext
             after, _, _ = apply_recipe(copy.deepcopy(current), [structural[k]], screen_ctx, measure=False)
         if deadline is not None and time.monotonic() > deadline:
             return None
-        if same_network(current, after):
+        if model_digest(after) == model_digest(current):  # same structure and every state entry
             where = f" after {' -> '.join(keys[k])}" if k else ""
             memo[keys[k + 1]] = (f"{structural[k].describe()} changes nothing on this model{where}, so this is the "
                                  f"recipe without it under another name")
             raise _ChangesNothing(memo[keys[k + 1]])
         memo[keys[k + 1]] = current = after
     return current
-
-
-def same_network(a: nn.Module, b: nn.Module) -> bool:
-    """Whether ``a`` and ``b`` have the same parameters and buffers: same names, shapes and values."""
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def family(steps: list[RecipeStep]) -> str:
