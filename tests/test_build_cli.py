@@ -43,8 +43,11 @@ def test_android_report_records_parity_latency_and_accuracy(android_bundle):
 
 def test_ios_bundle_converts_coreml_and_says_parity_was_not_run(tmp_path):
     out = tmp_path / "ios"
-    assert main(["build", "--target", "ios-arm64", "--out", str(out), "--runs", "5"]) == 0
+    # no cache and no stored plan: the bundle takes the planner's own .mlpackage export (a folder, not a file)
+    assert main(["build", "--target", "ios-arm64", "--out", str(out), "--runs", "5", "--no-cache",
+                 "--fresh-search"]) == 0
     assert (out / "model.mlpackage").is_dir()
+    assert (out / "model.mlpackage" / "Manifest.json").is_file()
     report = json.loads((out / "report.json").read_text())
     (coreml,) = report["artifacts"]
     assert coreml["parity"]["status"] == "not-run"
