@@ -147,7 +147,12 @@ def test_ctrl_c_during_a_parallel_search_leaves_no_bundle_no_cache_entry_and_no_
     out, cache = tmp_path / "bundle", tmp_path / "cache"
     shutil.copytree(cache_dir() / "zoo", cache / "zoo")  # the trained default model, not a retrain
     env = {**os.environ, "EDGECOMP_CACHE_DIR": str(cache), "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "edgecomp", "build", "--target", str(target), "--out", str(out),
+    # A job started in the background by a non-interactive shell (`pytest &`, nohup, some CI runners) inherits
+    # SIGINT ignored, and so would the build: the build restores Python's Ctrl-C handler first, as a terminal's
+    # foreground process has it (spawned workers start with the default again, as from a terminal).
+    foreground = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                  "from edgecomp.cli import main; sys.exit(main())")
+    proc = subprocess.Popen([sys.executable, "-c", foreground, "build", "--target", str(target), "--out", str(out),
                              "--workers", "2", "--max-finetune-epochs", "50", "--no-early-stop"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
