@@ -201,7 +201,7 @@ class LowRank(Stage):
             notes.append(f"no layer was factorised (none would save {cfg.min_saving:.0%} of its MACs at these ranks)")
         log_table("lowrank", records)
         metrics = {**summarize(records), "layers": [r.as_dict() for r in records]}
-        if ctx.data is not None:
+        if ctx.data is not None and metrics["rewritten"]:  # nothing rewritten: the model is the input, unchanged
             from edgecomp.metrics import evaluate
 
             metrics["test_accuracy_rewritten"] = evaluate(model, ctx.data, "test")

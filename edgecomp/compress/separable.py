@@ -197,11 +197,9 @@ class Separable(Stage):
             rec.status, rec.rank, rec.rel_error = "rewritten", rank, err
             rec.params_after = n_params(block)
             rec.macs_after = next(o.macs for o in cands[name][1] if o.rank == rank)
-        if not any(r.status == "rewritten" for r in records):
-            notes.append("no convolution was rewritten")
         log_table("separable", records)
         metrics = {"mode": mode, **summarize(records), "layers": [r.as_dict() for r in records]}
-        if ctx.data is not None:
+        if ctx.data is not None and metrics["rewritten"]:  # nothing rewritten: the model is the input, unchanged
             from edgecomp.metrics import evaluate
 
             metrics["test_accuracy_rewritten"] = evaluate(model, ctx.data, "test")
