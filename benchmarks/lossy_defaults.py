@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         for stage in stages:
             print(f"... {model_name}: {stage}", file=sys.stderr, flush=True)
             rows.append(run_stage(model_name, stage, args.max_epochs))
+            # each row as it is measured: a long run that is stopped still leaves the rows it finished
+            print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     print(f"Lossy stages at their defaults (apply_recipe, teacher = source model, seed 0, android-arm64); "
           f"digits test split n=360 (1 pt = 3.6 images), image-folder models' n=719; fine-tunes "
           f"{'capped at ' + str(args.max_epochs) + ' epochs' if args.max_epochs else 'at stage defaults'}; "
