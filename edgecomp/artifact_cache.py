@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecomp.bundle import FileEntry, now_iso, sha256_of, size_of
+from edgecomp.bundle import FileEntry, copy_model_file, now_iso, sha256_of, size_of
 from edgecomp.records import ArtifactRecord
 
 if TYPE_CHECKING:
@@ -156,10 +156,7 @@ class ArtifactCache:
             source = entry_dir / filename
             if source.is_symlink():
                 return None
-            if source.is_dir():
-                shutil.copytree(source, dest, symlinks=False)
-            else:
-                shutil.copyfile(source, dest)
+            copy_model_file(source, dest)
             os.utime(entry_dir)  # least recently used goes first
         except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.debug("artifact cache: no usable entry %s (%s)", key[:12], exc)
@@ -183,10 +180,7 @@ class ArtifactCache:
             logger.warning("  artifact cache %s is not writable (%s); not caching", self.root, exc.strerror)
             return
         try:
-            if path.is_dir():
-                shutil.copytree(path, tmp / path.name, symlinks=False)
-            else:
-                shutil.copyfile(path, tmp / path.name)
+            copy_model_file(path, tmp / path.name)
             entry = {"key_version": KEY_VERSION, "stored_at": now_iso(),
                      "record": record.model_dump(mode="json"), "file": file_entry.model_dump(mode="json")}
             (tmp / ENTRY_NAME).write_text(json.dumps(entry, indent=1))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from edgecomp.bundle import (
     SAMPLES_NAME,
     Manifest,
     check_bundle_destination,
+    copy_model_file,
     deflate_size,
     now_iso,
     sha256_of,
@@ -100,10 +100,7 @@ def _planner_export(fmt: str, final, ctx: BuildContext, folder: Path, planned) -
     if source is None or final is not planned[0].model or source.artifact.format != fmt or ctx.export != source.options:
         return None
     path = folder / source.artifact.path.name
-    if source.artifact.path.is_dir():  # a CoreML .mlpackage is a folder
-        shutil.copytree(source.artifact.path, path, symlinks=False)
-    else:
-        shutil.copyfile(source.artifact.path, path)
+    copy_model_file(source.artifact.path, path)
     logger.info("  %s: the planner's export of the untouched model, reused (exported in %.1f s), %.4f MB",
                 fmt, source.seconds, size_of(path) / 1e6)
     return dataclasses.replace(source.artifact, path=path), source.seconds

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -99,6 +100,14 @@ def size_of(path: Path) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
+
+
+def copy_model_file(source: Path, dest: Path) -> None:
+    """Copy a model file, or a model folder (a CoreML .mlpackage) with its files, to ``dest``."""
+    if source.is_dir():
+        shutil.copytree(source, dest, symlinks=False)
+    else:
+        shutil.copyfile(source, dest)
 
 
 def deflate_size(path: Path) -> int:
