@@ -137,12 +137,14 @@ def table(rows: list[Row]) -> str:
     """The rows as an aligned text table."""
     head = (f"{'model':<14} {'stage':<17} {'before %':>8} {'after %':>8} {'drop pt':>7} {'params x':>8} "
             f"{'MACs x':>7} {'bytes x':>7} {'seconds':>7}  within {MAX_DROP:g} pt")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        lines.append(f"{r.model:<14} {r.stage:<17} {r.before:>8.2f} {r.after:>8.2f} {r.drop:>+7.2f} "
-                     f"{r.params_x:>7.2f}x {r.macs_x:>6.2f}x {r.bytes_x:>6.2f}x {r.seconds:>7.1f}  {r.within}"
-                     + (f"  ({r.error or r.note})" if r.error or r.note else ""))
-    return "\n".join(lines)
+    return "\n".join([head, "-" * len(head)] + [line(r) for r in rows])
+
+
+def line(r: Row) -> str:
+    """One row of the table."""
+    return (f"{r.model:<14} {r.stage:<17} {r.before:>8.2f} {r.after:>8.2f} {r.drop:>+7.2f} "
+            f"{r.params_x:>7.2f}x {r.macs_x:>6.2f}x {r.bytes_x:>6.2f}x {r.seconds:>7.1f}  {r.within}"
+            + (f"  ({r.error or r.note})" if r.error or r.note else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"... {model_name}: {stage}", file=sys.stderr, flush=True)
             rows.append(run_stage(model_name, stage, args.max_epochs))
             # each row as it is measured: a long run that is stopped still leaves the rows it finished
-            print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+            print(line(rows[-1]), file=sys.stderr, flush=True)
     print(f"Lossy stages at their defaults (apply_recipe, teacher = source model, seed 0, android-arm64); "
           f"digits test split n=360 (1 pt = 3.6 images), image-folder models' n=719; fine-tunes "
           f"{'capped at ' + str(args.max_epochs) + ' epochs' if args.max_epochs else 'at stage defaults'}; "
